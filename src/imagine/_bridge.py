@@ -1,0 +1,80 @@
+"""The one thin sync wrapper: a background event loop that sync callers drive async code on.
+
+imagine's core is async. Rather than a parallel sync class hierarchy, sync calls submit coroutines to a
+single daemon-thread loop. Engines and their loaded models therefore live on one loop per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def bridge_loop() -> asyncio.AbstractEventLoop:
+    """Start (once) and return the background loop."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None or not _loop.is_running():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            _thread = threading.Thread(target=run, name="imagine-loop", daemon=True)
+            _thread.start()
+            ready.wait()
+            _loop = loop
+        return _loop
+
+
+def _check_not_on_loop() -> None:
+    if _thread is not None and threading.current_thread() is _thread:
+        raise RuntimeError("sync imagine API called from inside the imagine loop; use the async API (await/async for)")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the bridge loop and wait for its result; Ctrl-C cancels it."""
+    _check_not_on_loop()
+    future = asyncio.run_coroutine_threadsafe(coro, bridge_loop())
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        raise
+
+
+def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
+    """Iterate an async iterator from sync code. Leaving early (break, Ctrl-C) closes it on the loop."""
+    _check_not_on_loop()
+    loop = bridge_loop()
+    finished = False
+    try:
+        while True:
+            future = asyncio.run_coroutine_threadsafe(agen.__anext__(), loop)  # type: ignore[arg-type]
+            try:
+                item = future.result()
+            except StopAsyncIteration:
+                finished = True
+                return
+            except KeyboardInterrupt:
+                future.cancel()
+                raise
+            yield item
+    finally:
+        if not finished:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                try:
+                    asyncio.run_coroutine_threadsafe(aclose(), loop).result(timeout=30)
+                except Exception:  # closing is best-effort; the original exception matters more
+                    pass

@@ -1,0 +1,121 @@
+"""`imagine chat`: an interactive session over the same `ask` path.
+
+History stays in memory (and every turn is logged under one conversation id, so `imagine ask -c`
+can pick it up later). Ctrl-C while a reply streams stops that reply and keeps what arrived;
+Ctrl-C at the prompt clears the line; Ctrl-D or !quit leaves.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any, Callable, TextIO
+
+from .engine import new_id
+from .errors import ImagineError
+from .parts import Message, Part, load_part
+
+__all__ = ["ChatSession"]
+
+HELP = """commands:
+  !attach FILE   attach a file to your next message
+  !model ID      switch model (ENGINE:MODEL or alias)
+  !new           start a new conversation
+  !help          this help
+  !quit          leave (or Ctrl-D)
+Ctrl-C stops a reply without leaving."""
+
+
+class ChatSession:
+    """A read-eval-print loop; `read` and `out` are injectable so tests can drive it."""
+
+    def __init__(self, model: str | None = None, options: dict[str, Any] | None = None,
+                 system: str | None = None, read: Callable[[str], str] = input, out: TextIO | None = None) -> None:
+        self.model = model
+        self.options = options or {}
+        self.system = system
+        self.read = read
+        self.out = out or sys.stdout
+        self.history: list[Message] = []
+        self.pending: list[Part] = []
+        self.conversation_id = new_id()
+
+    def say(self, text: str, end: str = "\n") -> None:
+        self.out.write(text + end)
+        self.out.flush()
+
+    def run(self) -> None:
+        try:
+            import readline  # noqa: F401  (line editing and history where available)
+        except ImportError:
+            pass
+        self.say(f"imagine chat · model {self.model or 'default'} · !help for commands, Ctrl-D to leave")
+        while True:
+            try:
+                line = self.read("> " if not self.pending else f"> [{len(self.pending)} attached] ")
+            except EOFError:
+                self.say("")
+                return
+            except KeyboardInterrupt:
+                self.say("")
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("!"):
+                if self.command(line) == "quit":
+                    return
+                continue
+            self.turn(line)
+
+    def command(self, line: str) -> str | None:
+        try:
+            words = shlex.split(line[1:])
+        except ValueError as exc:
+            self.say(f"error: {exc}")
+            return None
+        name, args = (words[0].lower(), words[1:]) if words else ("", [])
+        if name in ("quit", "exit", "q"):
+            return "quit"
+        if name == "help":
+            self.say(HELP)
+        elif name == "attach" and args:
+            for path in args:
+                try:
+                    self.pending.append(load_part(path))
+                    self.say(f"attached {path}")
+                except ImagineError as exc:
+                    self.say(f"error: {exc}")
+        elif name == "model" and args:
+            self.model = args[0]
+            self.say(f"model: {self.model}")
+        elif name in ("new", "reset"):
+            self.history, self.pending, self.conversation_id = [], [], new_id()
+            self.say("new conversation")
+        else:
+            self.say(f"unknown command {line!r}; !help lists them")
+        return None
+
+    def turn(self, text: str) -> None:
+        from .tasks import ask
+
+        system = self.system if not self.history else None
+        try:
+            response = ask(text, self.model, attach=list(self.pending), system=system, options=self.options,
+                           history=self.history, conversation_id=self.conversation_id)
+        except ImagineError as exc:
+            self.say(f"error: {exc}")
+            return
+        self.pending = []
+        try:
+            for delta in response:
+                self.say(delta, end="")
+        except KeyboardInterrupt:
+            self.say(" [stopped]", end="")
+        except ImagineError as exc:
+            self.say(f"\nerror: {exc}", end="")
+        self.say("")
+        self.history.extend(response.request.messages[len(self.history):])
+        reply = response.text_so_far()
+        if reply:
+            self.history.append(Message.assistant(reply))

@@ -1,0 +1,311 @@
+"""The `imagine` command: thin — parse, call the core, render events.
+
+Errors are one line on stderr and a non-zero exit code (no traceback unless --debug). Heavy modules
+are imported inside the commands that need them, so `imagine --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+import click
+
+__all__ = ["main"]
+
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class ImagineGroup(click.Group):
+    """Turns ImagineError (and Ctrl-C) into one clear line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import ImagineError
+
+        try:
+            return super().invoke(ctx)
+        except ImagineError as exc:
+            if _debug(ctx):
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except OSError as exc:
+            if _debug(ctx) or exc.errno is None:
+                raise
+            _fail(f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror))
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool((ctx.obj or {}).get("debug")) or os.environ.get("IMAGINE_DEBUG") == "1"
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("imagine")
+
+
+@click.group(cls=ImagineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imagine", prog_name="imagine")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """imagine: one multimodal way to use LLM, vision and audio models, local or cloud.
+
+    Models are named ENGINE:MODEL (llama-cpp:path/to/model.gguf) or by an alias
+    (auto, local, cloud, a bare engine id). With no -m, the bundled SmolLM2 answers offline.
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+# -- shared option parsing -------------------------------------------------------------------------
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """`-o key=value` pairs; values are JSON when they parse as JSON (numbers, true, lists), else text."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not key=value (e.g. -o temperature=0)", param_hint="'-o'")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def _load_schema(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    from .errors import InputError
+
+    source = text
+    path = Path(text)
+    if not text.lstrip().startswith("{") and path.exists():
+        source = path.read_text()
+    try:
+        schema = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--schema is not valid JSON ({exc.msg})", hint="pass a JSON schema or a .json file") from None
+    if not isinstance(schema, dict):
+        raise InputError("--schema must be a JSON object (a JSON schema)")
+    return schema
+
+
+def _read_stdin_if_piped() -> str | None:
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    return sys.stdin.read()
+
+
+def _write_out(out: str, response: Any, payload: dict[str, Any] | None) -> Path:
+    """-O: a file gets the answer; a folder gets `<id>.txt` (or .json with --json)."""
+    target = Path(out).expanduser()
+    ext = ".json" if payload is not None else ".txt"
+    if target.is_dir() or out.endswith(("/", os.sep)):
+        target.mkdir(parents=True, exist_ok=True)
+        target = target / f"{response.id}{ext}"
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(payload, indent=2) + "\n" if payload is not None else response.text_so_far()
+    target.write_text(body)
+    return target
+
+
+def response_payload(response: Any) -> dict[str, Any]:
+    usage = response.usage
+    payload = {
+        "id": response.id,
+        "conversation_id": response.conversation_id,
+        "model": f"{response.engine.id}:{response.request.model}",
+        "text": response.text_so_far(),
+        "finish_reason": response.finish_reason,
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        "latency_ms": round((response.latency_s or 0) * 1000, 1),
+        "ttft_ms": None if response.ttft_s is None else round(response.ttft_s * 1000, 1),
+    }
+    if response.request.schema is not None:
+        payload["parsed"] = response.json()
+    return payload
+
+
+# -- ask ---------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("prompt", nargs=-1)
+@click.option("-m", "--model", help="ENGINE:MODEL or alias (default: the configured model, else llama-cpp).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Engine option, repeatable.")
+@click.option("-a", "--attach", multiple=True, type=click.Path(), help="Attach a file (image, audio, video, text).")
+@click.option("-s", "--system", help="System prompt.")
+@click.option("--schema", help="JSON schema (inline or a .json file) the answer must follow.")
+@click.option("-c", "--continue", "continue_", is_flag=True, help="Continue the last conversation.")
+@click.option("--cid", "conversation", help="Continue the conversation with this id.")
+@click.option("-O", "--out", help="Also write the answer to this file (or into this folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
+@click.option("--no-log", is_flag=True, help="Do not log this response.")
+def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], attach: tuple[str, ...],
+        system: str | None, schema: str | None, continue_: bool, conversation: str | None,
+        out: str | None, as_json: bool, no_log: bool) -> None:
+    """Ask a model. PROMPT may also come on stdin (piped text is put before PROMPT)."""
+    from . import tasks
+
+    text = " ".join(prompt)
+    piped = _read_stdin_if_piped()
+    if piped and piped.strip():
+        text = f"{piped.rstrip()}\n\n{text}" if text else piped
+    response = tasks.ask(text, model, attach=list(attach), system=system, schema=_load_schema(schema),
+                         options=parse_options(options), conversation=conversation or continue_ or None,
+                         log=False if no_log else None)
+    if as_json:
+        response.complete()
+        payload = response_payload(response)
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        payload = None
+        try:
+            for delta in response:
+                click.echo(delta, nl=False)
+                sys.stdout.flush()
+        finally:
+            click.echo()
+    if out:
+        target = _write_out(out, response, payload)
+        click.echo(f"wrote {target}", err=True)
+    if response.log_error:
+        click.echo(f"warning: not logged: {response.log_error}", err=True)
+
+
+# -- chat --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("-m", "--model", help="ENGINE:MODEL or alias.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Engine option, repeatable.")
+@click.option("-s", "--system", help="System prompt.")
+def chat(model: str | None, options: tuple[str, ...], system: str | None) -> None:
+    """Interactive chat. Commands: !attach FILE, !model ID, !new, !help, !quit. Ctrl-C stops a reply."""
+    from .chat import ChatSession
+
+    ChatSession(model=model, options=parse_options(options), system=system).run()
+
+
+# -- models ------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models(as_json: bool) -> None:
+    """List engines: local or cloud, what they take and give, and whether they can run here."""
+    from .registry import get_registry
+
+    infos = get_registry().infos()
+    if as_json:
+        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="imagine engines")
+    for column in ("engine", "where", "inputs", "outputs", "default model", "status"):
+        table.add_column(column, overflow="fold")
+    for info in infos:
+        status = "[green]available[/]" if info.unavailable is None else f"[yellow]{escape(info.unavailable)}[/]"
+        table.add_row(info.id, info.locality, ", ".join(info.inputs), ", ".join(info.outputs),
+                      info.default_model, status)
+    Console().print(table)
+
+
+# -- logs --------------------------------------------------------------------------------------------
+
+
+@cli.group(cls=ImagineGroup, invoke_without_command=True)
+@click.option("-n", "--count", default=10, show_default=True, type=click.IntRange(1, 100000), help="How many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def logs(ctx: click.Context, count: int, as_json: bool) -> None:
+    """Show logged responses, newest first (`imagine logs show ID` for one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .tasks import get_store
+
+    store = get_store()
+    rows = store.recent(count)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo(f"no responses logged yet in {store.db_path}")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"latest {len(rows)} of {store.count()} responses · {store.db_path}")
+    for column in ("id", "time", "model", "tokens in/out", "ms", "output"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        out = f"[red]{escape(row['error'][:80])}[/]" if row["error"] else escape(row["output_text"][:80].replace("\n", " "))
+        tokens = f"{row['input_tokens'] or 0}/{row['output_tokens'] or 0}"
+        table.add_row(row["id"], row["created"][:19].replace("T", " "), f"{row['engine']}:{row['model']}"[-40:],
+                      tokens, f"{row['latency_ms'] or 0:.0f}", out)
+    Console().print(table)
+
+
+@logs.command("show")
+@click.argument("response_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def logs_show(response_id: str, as_json: bool) -> None:
+    """Show one logged response in full (an id prefix is enough)."""
+    from .tasks import get_store
+
+    row = get_store().get(response_id)
+    if as_json:
+        click.echo(json.dumps(row, indent=2, default=str))
+        return
+    click.echo(f"id:            {row['id']}\nconversation:  {row['conversation_id']}\ntime:          {row['created']}")
+    click.echo(f"model:         {row['engine']}:{row['model']}  ({row['engine_version']})")
+    click.echo(f"options:       {json.dumps(row['options'])}")
+    click.echo(f"usage:         {row['input_tokens']} in / {row['output_tokens']} out · cost {row['cost']}")
+    click.echo(f"latency:       {row['latency_ms']} ms (first token {row['ttft_ms']} ms) · {row['finish_reason']}")
+    click.echo(f"routing:       {json.dumps(row['routing'])}")
+    for message in row["input"]:
+        for part in message["parts"]:
+            body = part.get("text") if part["kind"] == "text" else f"[{part['mime']} {part['size']} bytes {part['sha256'][:12]}]"
+            click.echo(f"--- {message['role']} ({part['kind']})\n{body}")
+    click.echo(f"--- assistant\n{row['output_text']}")
+    if row["error"]:
+        click.echo(f"--- error\n{row['error']}")
+
+
+# -- demo --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("-m", "--model", help="Run the demo on another model.")
+def demo(model: str | None) -> None:
+    """Run the offline demo on the bundled model: a streamed answer, a schema extraction, a summary."""
+    from .demo import run_demo
+
+    run_demo(model)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="imagine")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,139 @@
+"""Settings: explicit argument > IMAGINE_* environment > $IMAGINE_HOME/config.toml > defaults.
+
+IMAGINE_HOME (default: the platform's user data dir) holds config.toml, logs.db and blobs/.
+Example config.toml:
+
+    model = "llama-cpp"            # what `auto`/no -m means
+    log = true                     # log every response
+    [aliases]
+    big = "llama-cpp:~/models/qwen2.5-7b-instruct-q4_k_m.gguf"
+    [limits]
+    max_bytes = 536870912
+    [engines.llama-cpp]            # passed to the engine as its settings
+    n_ctx = 4096
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .parts import Limits
+
+__all__ = ["Settings", "get_settings", "imagine_home", "load_settings", "reset_settings"]
+
+
+class LimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_bytes: int = Field(default=Limits.max_bytes, gt=0)
+    max_pixels: int = Field(default=Limits.max_pixels, gt=0)
+
+
+class Settings(BaseModel):
+    """Resolved settings; build with `load_settings()`, never by hand in library code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path
+    model: str = "llama-cpp"
+    log: bool = True
+    aliases: dict[str, str] = Field(default_factory=dict)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "logs.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.toml"
+
+    def part_limits(self) -> Limits:
+        return Limits(max_bytes=self.limits.max_bytes, max_pixels=self.limits.max_pixels)
+
+    def engine_settings(self, engine_id: str) -> dict[str, Any]:
+        return dict(self.engines.get(engine_id, {}))
+
+
+def imagine_home() -> Path:
+    env = os.environ.get("IMAGINE_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("imagine", appauthor=False))
+
+
+# IMAGINE_* variables and where they land in the settings tree.
+_ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "IMAGINE_MODEL": ("model",),
+    "IMAGINE_LOG": ("log",),
+    "IMAGINE_MAX_BYTES": ("limits", "max_bytes"),
+    "IMAGINE_MAX_PIXELS": ("limits", "max_pixels"),
+}
+
+
+def _deep_set(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[keys[-1]] = value
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix or remove the file") from None
+
+
+def load_settings(**explicit: Any) -> Settings:
+    """Merge the layers. Keyword arguments are the explicit layer (e.g. `load_settings(model=...)`)."""
+    home = Path(explicit.pop("home")) if explicit.get("home") else imagine_home()
+    tree: dict[str, Any] = _read_config_file(home / "config.toml")
+    source = {key: str(home / "config.toml") for key in tree}
+    for var, keys in _ENV_KEYS.items():
+        if var in os.environ:
+            _deep_set(tree, keys, os.environ[var])
+            source[keys[0]] = var
+    for key, value in explicit.items():
+        if value is not None:
+            tree[key] = value
+            source[key] = "argument"
+    try:
+        return Settings(home=home, **tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        origin = source.get(str(err["loc"][0]), "settings")
+        raise ConfigError(f"setting {field!r} from {origin}: {err['msg']}",
+                          hint="see the config section of the README") from None
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once on first use."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def reset_settings(settings: Settings | None = None) -> None:
+    """Forget (or replace) the cached settings; tests and the CLI use this after changing the env."""
+    global _settings
+    _settings = settings

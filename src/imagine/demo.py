@@ -1,0 +1,77 @@
+"""`imagine demo` / `make demo`: the main job, offline, on the embedded default model.
+
+SmolLM2-135M is small: it is good at rewriting, short summaries and (grammar-constrained) extraction,
+and poor at facts. The demo shows what it does well, then where the log went.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from pydantic import BaseModel, Field
+
+from .config import get_settings
+from .tasks import ask
+
+__all__ = ["run_demo"]
+
+
+class Contact(BaseModel):
+    """What the extraction step pulls out of free text."""
+
+    name: str = Field(description="the person's full name")
+    company: str = Field(description="the company they work for")
+    email: str = Field(description="their email address")
+
+
+REWRITE = "Rewrite this message so it sounds polite and friendly: 'send me the report now, it is late.'"
+EXTRACT = ("Extract the contact details from this email signature as JSON.\n\n"
+           "Thanks again for the demo! Best, Dana Whitfield, Northwind Labs, dana.whitfield@northwind.io")
+SUMMARY = ("Summarise in one sentence: The city council voted on Tuesday to extend the riverside bike path "
+           "by four kilometres. Construction starts in spring and should finish before the summer festival. "
+           "The project is paid for by a regional climate grant.")
+
+
+def _heading(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}")
+
+
+def run_demo(model: str | None = None) -> None:
+    ids = []
+    _heading("1. a streamed answer (rewrite)")
+    print(f"> {REWRITE}")
+    t0 = time.perf_counter()
+    response = ask(REWRITE, model, temperature=0, seed=7, max_tokens=96)
+    for delta in response:
+        print(delta, end="", flush=True)
+    usage = response.usage
+    print(f"\n[{response.engine.id}:{response.request.model} · {usage.output_tokens} tokens in "
+          f"{time.perf_counter() - t0:.1f}s · first token after {(response.ttft_s or 0) * 1000:.0f} ms]")
+    ids.append(response.id)
+
+    _heading("2. structured output (JSON schema → validated object)")
+    print(f"> {EXTRACT}")
+    extraction = ask(EXTRACT, model, schema=Contact, temperature=0, seed=7, max_tokens=128)
+    contact = extraction.parsed
+    print(f"{contact!r}")
+    ids.append(extraction.id)
+
+    _heading("3. a one-sentence summary")
+    print(f"> {SUMMARY}")
+    summary = ask(SUMMARY, model, temperature=0, seed=7, max_tokens=80)
+    for delta in summary:
+        print(delta, end="", flush=True)
+    print()
+    ids.append(summary.id)
+
+    settings = get_settings()
+    _heading("logged")
+    if settings.log:
+        print(f"{len(ids)} responses logged to {settings.db_path}")
+        print(f"  imagine logs            # the latest responses\n  imagine logs show {ids[0][:12]}   # one in full")
+    else:
+        print("logging is off (IMAGINE_LOG=0)")
+    print("\nThis is a 135M-parameter model that runs anywhere. For better answers point imagine at a bigger GGUF:\n"
+          "  imagine ask -m llama-cpp:~/models/qwen2.5-7b-instruct-q4_k_m.gguf \"...\"\n"
+          "  imagine ask -m llama-cpp:bartowski/Qwen2.5-7B-Instruct-GGUF/*Q4_K_M.gguf \"...\"   # from the hub")

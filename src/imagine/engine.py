@@ -1,0 +1,331 @@
+"""Engine contract, Request, and Response: the one request -> response path.
+
+An engine is a class with capability flags and a nested pydantic `Options`; it implements one method,
+`async def stream(request) -> AsyncIterator[Event]`. A `Response` drives that stream lazily: iterate it
+(sync or async) to stream text, or ask for `.text()` / `.parsed` to run it to the end. When it ends —
+normally, on error, or cancelled — it calls its `on_finish` hook once (the log), so nothing computed is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import importlib.util
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import errors
+from ._bridge import iterate_sync, run_sync
+from .errors import ImagineError, OptionsError, SchemaError, UpstreamError
+from .events import Done, Error, Event, PartOut, TextDelta, Usage
+from .parts import Message, Modality, Part
+
+__all__ = ["Engine", "Locality", "Request", "Response", "new_id"]
+
+Locality = Literal["local", "cloud"]
+
+
+def new_id() -> str:
+    """Time-sortable unique id: 12 hex digits of milliseconds + 12 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class Engine:
+    """Base class of every backend. Subclasses set the class attributes and implement `stream`."""
+
+    id: ClassVar[str]
+    locality: ClassVar[Locality] = "local"
+    inputs: ClassVar[frozenset[Modality]] = frozenset({Modality.TEXT})
+    outputs: ClassVar[frozenset[Modality]] = frozenset({Modality.TEXT})
+    features: ClassVar[frozenset[str]] = frozenset()  # "stream", "json_schema", "tools", "seed", "stop"
+    default_model: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules the engine needs
+    extra: ClassVar[str | None] = None  # the pip extra that installs them
+    package: ClassVar[str | None] = None  # distribution whose version identifies the backend
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        self.settings = dict(settings or {})
+
+    # -- capabilities ---------------------------------------------------------------------------
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when the engine can run here, else a sentence saying how to make it available."""
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            extra = f"pip install 'imagine[{cls.extra}]'" if cls.extra else f"pip install {' '.join(missing)}"
+            return f"needs {', '.join(missing)}: {extra}"
+        return None
+
+    @classmethod
+    def version(cls) -> str:
+        name = cls.package or "imagine"
+        try:
+            return f"{name} {importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            return name
+
+    def models(self) -> list[str]:
+        """Models this engine knows by name (the default first); others may still be accepted."""
+        return [self.default_model] if self.default_model else []
+
+    def check_model(self, model: str) -> None:
+        """Fail fast, before streaming, when `model` cannot be used (missing file, wrong format)."""
+
+    # -- options --------------------------------------------------------------------------------
+    @classmethod
+    def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> BaseModel:
+        """Validate options against `Options`; the error names the field and what it accepts."""
+        if isinstance(raw, cls.Options):
+            return raw
+        if isinstance(raw, BaseModel):
+            raw = raw.model_dump(exclude_unset=True)
+        try:
+            return cls.Options(**(raw or {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"]) or "options"
+            known = ", ".join(cls.Options.model_fields) or "none"
+            if err["type"] == "extra_forbidden":
+                raise OptionsError(f"unknown option {name!r} for engine {cls.id}",
+                                   hint=f"options it accepts: {known}") from None
+            raise OptionsError(f"option {name!r} for engine {cls.id}: {err['msg']} "
+                               f"(got {err.get('input')!r})") from None
+
+    # -- the one method -------------------------------------------------------------------------
+    async def stream(self, request: "Request") -> AsyncIterator[Event]:
+        raise NotImplementedError
+        yield  # pragma: no cover  (makes this an async generator for type checkers)
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything an engine needs for one call. `options` is already validated by the engine."""
+
+    messages: tuple[Message, ...]
+    model: str
+    options: BaseModel
+    schema: dict[str, Any] | None = None
+    want: Modality = Modality.TEXT
+
+    @property
+    def input_modalities(self) -> set[Modality]:
+        return {m for msg in self.messages for m in msg.modalities}
+
+
+def _exception_for(event: Error) -> ImagineError:
+    cls = getattr(errors, event.kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, ImagineError)):
+        cls = UpstreamError
+    return cls(event.message, hint=event.hint)
+
+
+@dataclass(eq=False)
+class Response:
+    """A lazy result over an engine's events. Sync and async use share this one class:
+
+    `for delta in r` / `async for delta in r` stream text; `r.text()` or `await r` run it to the end.
+    """
+
+    engine: Engine
+    request: Request
+    schema_model: type[BaseModel] | None = None
+    on_finish: Callable[["Response"], None] | None = None
+    conversation_id: str | None = None
+    id: str = field(default_factory=new_id)
+    model_ref: str = ""
+
+    events_seen: list[Event] = field(default_factory=list, init=False)
+    error: ImagineError | None = field(default=None, init=False)
+    finish_reason: str | None = field(default=None, init=False)
+    started_at: float | None = field(default=None, init=False)  # wall clock (time.time)
+    latency_s: float | None = field(default=None, init=False)
+    ttft_s: float | None = field(default=None, init=False)
+    log_error: str | None = field(default=None, init=False)
+    _parsed: Any = field(default=None, init=False)
+    _state: str = field(default="new", init=False)  # new -> running -> done
+
+    # -- driving the engine -------------------------------------------------------------------
+    async def aevents(self) -> AsyncIterator[Event]:
+        """All events, streamed the first time and replayed afterwards."""
+        if self._state == "done":
+            for event in self.events_seen:
+                yield event
+            if self.error:
+                raise self.error
+            return
+        if self._state == "running":
+            raise RuntimeError("this response is already being consumed elsewhere")
+        self._state = "running"
+        self.started_at = time.time()
+        t0 = time.perf_counter()
+        stream = self.engine.stream(self.request)
+        try:
+            async for event in stream:
+                if self.ttft_s is None and isinstance(event, (TextDelta, PartOut)):
+                    self.ttft_s = time.perf_counter() - t0
+                self.events_seen.append(event)
+                if isinstance(event, Error):
+                    self.error = _exception_for(event)
+                    break
+                if isinstance(event, Done):
+                    self.finish_reason = event.finish_reason
+                yield event
+        except ImagineError as exc:
+            self.error = exc
+        except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
+            self.finish_reason = "cancelled"
+            self._finish(time.perf_counter() - t0)
+            raise
+        except Exception as exc:  # an engine bug or library failure: report it, keep what we have
+            self.error = UpstreamError(f"engine {self.engine.id} failed: {type(exc).__name__}: {exc}")
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        self._finish(time.perf_counter() - t0)
+        if self.error:
+            raise self.error
+
+    def _finish(self, elapsed: float) -> None:
+        if self._state == "done":
+            return
+        self._state = "done"
+        self.latency_s = elapsed
+        if self.finish_reason is None:
+            self.finish_reason = "error" if self.error else "stop"
+        if self.error is None and self.request.schema is not None and self.finish_reason != "cancelled":
+            try:
+                self._parsed = self._validate_schema()
+            except SchemaError as exc:
+                self.error = exc
+        if self.on_finish is not None:
+            try:
+                self.on_finish(self)
+            except ImagineError as exc:  # a failing log must not lose the answer
+                self.log_error = str(exc)
+
+    def _validate_schema(self) -> Any:
+        import jsonschema
+
+        text = self.text_so_far()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"model output is not valid JSON ({exc.msg} at char {exc.pos})",
+                              hint="raise max_tokens if it was cut off, or use a stronger model") from None
+        assert self.request.schema is not None
+        try:
+            jsonschema.validate(value, self.request.schema)
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+            raise SchemaError(f"model output does not match the schema at {where}: {exc.message}",
+                              hint="use a stronger model or simplify the schema") from None
+        if self.schema_model is not None:
+            try:
+                return self.schema_model.model_validate(value)
+            except ValidationError as exc:
+                raise SchemaError(f"model output does not validate as {self.schema_model.__name__}: "
+                                  f"{exc.errors()[0]['msg']}") from None
+        return value
+
+    # -- streaming interfaces -----------------------------------------------------------------
+    async def _atext_deltas(self) -> AsyncIterator[str]:
+        events = self.aevents()
+        try:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    yield event.text
+        finally:  # leaving early must close the engine stream now, not whenever GC runs
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._atext_deltas()
+
+    def __iter__(self) -> Iterator[str]:
+        return iterate_sync(self._atext_deltas())
+
+    def events(self) -> Iterator[Event]:
+        """All events, from sync code."""
+        return iterate_sync(self.aevents())
+
+    async def _complete(self) -> "Response":
+        async for _ in self.aevents():
+            pass
+        return self
+
+    def __await__(self) -> Any:
+        return self._complete().__await__()
+
+    def complete(self) -> "Response":
+        """Run to the end from sync code (no-op when already done); raises the engine's error."""
+        if self._state != "done":
+            run_sync(self._complete())
+        elif self.error:
+            raise self.error
+        return self
+
+    # -- results (sync; they finish the response first) ---------------------------------------
+    def text_so_far(self) -> str:
+        return "".join(e.text for e in self.events_seen if isinstance(e, TextDelta))
+
+    def text(self) -> str:
+        return self.complete().text_so_far()
+
+    @property
+    def done(self) -> bool:
+        return self._state == "done"
+
+    @property
+    def parts(self) -> list[Part]:
+        self.complete()
+        return [e.part for e in self.events_seen if isinstance(e, PartOut)]
+
+    @property
+    def usage(self) -> Usage:
+        if self._state != "done":
+            self.complete()
+        total = Usage()
+        for event in self.events_seen:
+            if isinstance(event, Usage):
+                total = total + event
+        return total
+
+    def json(self) -> Any:
+        """The output parsed as JSON (validated against the schema when one was given)."""
+        self.complete()
+        if self.request.schema is not None:
+            return self._parsed.model_dump() if isinstance(self._parsed, BaseModel) else self._parsed
+        try:
+            return json.loads(self.text_so_far())
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"response is not JSON: {exc.msg}", hint="pass schema= to constrain output") from None
+
+    @property
+    def parsed(self) -> Any:
+        """The validated object: a pydantic instance when a model class was the schema, else the JSON value."""
+        self.complete()
+        if self.request.schema is None:
+            raise SchemaError("no schema was requested", hint="call ask(..., schema=Model)")
+        return self._parsed
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Who answered and how: the record the log keeps beside the output."""
+        return {
+            "engine": self.engine.id,
+            "engine_version": self.engine.version(),
+            "model": self.request.model,
+            "model_ref": self.model_ref,
+            "locality": self.engine.locality,
+            "options": self.request.options.model_dump(exclude_none=True),
+        }
+
+    def __repr__(self) -> str:
+        return f"<Response {self.id} {self.engine.id}:{self.request.model} {self._state}>"

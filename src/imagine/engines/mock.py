@@ -1,0 +1,87 @@
+"""`mock`: the test seam for everything above the engine contract.
+
+`engine.enqueue("answer")` (or a list of deltas, a list of events, or an exception) queues the next
+response; with nothing queued it echoes the last user message, so the CLI can be exercised in a
+subprocess without loading a model. Every request it receives is kept in `engine.requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..engine import Engine, Request
+from ..events import Done, Event, TextDelta, Usage
+from ..parts import Modality
+
+__all__ = ["MockEngine"]
+
+Queued = str | list[str] | list[Event] | BaseException
+
+
+class MockEngine(Engine):
+    id = "mock"
+    locality = "local"
+    inputs = frozenset(Modality)
+    outputs = frozenset({Modality.TEXT, Modality.DATA})
+    features = frozenset({"stream", "json_schema", "seed", "stop"})
+    default_model = "echo"
+    description = "Test seam: replays enqueued responses, else echoes the prompt"
+    auto_select = False
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        delay: float = Field(default=0.0, ge=0, le=10, description="seconds to wait before each delta")
+        max_tokens: int | None = Field(default=None, gt=0, description="stop after this many deltas")
+        seed: int | None = None
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self._queue: deque[Queued] = deque()
+        self.requests: list[Request] = []
+
+    def enqueue(self, response: Queued) -> None:
+        """Queue the next response: a str, a list of text deltas or events, or an exception to raise."""
+        self._queue.append(response)
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        self.requests.append(request)
+        opts: Any = request.options
+        item: Queued
+        if self._queue:
+            item = self._queue.popleft()
+        else:
+            last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
+            item = last_user.text if last_user else ""
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, str):
+            # split into word-sized deltas that join back exactly
+            words = item.split(" ")
+            item = [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)] if item else []
+        produced = 0
+        for piece in item:
+            if opts.max_tokens is not None and produced >= opts.max_tokens:
+                yield Usage(input_tokens=_count(request), output_tokens=produced)
+                yield Done("length")
+                return
+            if opts.delay:
+                await asyncio.sleep(opts.delay)
+            else:
+                await asyncio.sleep(0)  # a real suspension point, like a real engine
+            if isinstance(piece, str):
+                if piece:
+                    yield TextDelta(piece)
+                    produced += 1
+            else:
+                yield piece
+                produced += isinstance(piece, TextDelta)
+        yield Usage(input_tokens=_count(request), output_tokens=produced)
+        yield Done("stop")
+
+
+def _count(request: Request) -> int:
+    return sum(len(m.text.split()) for m in request.messages)

@@ -1,0 +1,80 @@
+"""Events: the one streaming currency between engines and everything above them.
+
+The set is small and closed on purpose: every consumer (CLI, server, studio, flows, the log) handles
+exactly these seven types, and errors travel as events rather than exceptions across the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .parts import Part
+
+__all__ = ["Done", "Error", "Event", "PartOut", "Progress", "TextDelta", "ToolCall", "Usage"]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of generated text; the deltas of one response concatenate to its text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class PartOut:
+    """A finished output part (image, audio, vector, segments, data)."""
+
+    part: Part
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long step has got: `done` of `total` (total None when unknown)."""
+
+    done: float
+    total: float | None = None
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens (or other units) consumed; cost in US dollars when the engine knows it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __add__(self, other: "Usage") -> "Usage":
+        cost = None if self.cost is None and other.cost is None else (self.cost or 0) + (other.cost or 0)
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+                     cost, {**self.extra, **other.extra})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asks the caller to run a tool with JSON arguments."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Error:
+    """The engine failed; `kind` is the ImagineError class name to re-raise on the consumer side."""
+
+    message: str
+    kind: str = "UpstreamError"
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class Done:
+    """The stream ended normally; `finish_reason` is e.g. "stop", "length" or "cancelled"."""
+
+    finish_reason: str = "stop"
+
+
+Event = Union[TextDelta, PartOut, Progress, Usage, ToolCall, Error, Done]

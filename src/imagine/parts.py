@@ -1,0 +1,451 @@
+"""Parts: immutable media values, and `Message`, the multimodal unit of conversation.
+
+A part is built from a str, bytes or a path; its media type is sniffed from the content (never the file
+extension), its sha256 names it in the log and the blob store, and decoding happens only when an engine
+asks for pixels or samples. Limits are checked before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Literal, Sequence, Union
+
+from .errors import InputError, LimitExceeded
+
+__all__ = [
+    "Audio",
+    "Data",
+    "Image",
+    "Limits",
+    "MediaPart",
+    "Message",
+    "Modality",
+    "Part",
+    "Segment",
+    "Segments",
+    "Text",
+    "Vector",
+    "Video",
+    "load_part",
+    "sniff_mime",
+]
+
+
+class Modality(StrEnum):
+    """What a part is; engines declare the modalities they take and give."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+    VECTOR = "vector"
+    SEGMENTS = "segments"
+    DATA = "data"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps checked before decoding, so a hostile file cannot exhaust memory."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    max_pixels: int = 64_000_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --- media sniffing ------------------------------------------------------------------------------
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """Return the media type that the first bytes of a file announce, or None if unrecognised."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if head.startswith(b"RIFF") and len(head) >= 12:
+        return {b"WEBP": "image/webp", b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo"}.get(head[8:12])
+    if head.startswith(b"BM") and len(head) >= 26 and head[6:10] == b"\x00\x00\x00\x00":
+        return "image/bmp"
+    if head.startswith(b"fLaC"):
+        return "audio/flac"
+    if head.startswith(b"OggS"):
+        return "audio/ogg"
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] in (0xFB, 0xF3, 0xF2)):
+        return "audio/mpeg"
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand.startswith(b"M4A"):
+            return "audio/mp4"
+        return "video/quicktime" if brand == b"qt  " else "video/mp4"
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "video/webm"
+    if head.startswith(b"GGUF"):
+        return "application/x-gguf"
+    return None
+
+
+# --- parts ---------------------------------------------------------------------------------------
+
+
+class Part:
+    """Base of every part. Immutable; equal when kind and content hash are equal."""
+
+    modality: ClassVar[Modality]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def content_bytes(self) -> bytes:
+        """The bytes the hash covers and the blob store keeps."""
+        raise NotImplementedError
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content_bytes()).hexdigest()
+
+    @property
+    def mime(self) -> str:
+        raise NotImplementedError
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able description for logs; media bodies live in the blob store under `sha256`."""
+        return {"kind": self.modality.value, "mime": self.mime, "sha256": self.sha256,
+                "size": len(self.content_bytes())}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.sha256 == self.sha256  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.sha256))
+
+
+class Text(Part):
+    """A run of text."""
+
+    modality = Modality.TEXT
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise InputError(f"Text part needs a str, got {type(text).__name__}")
+        object.__setattr__(self, "text", text)
+
+    text: str
+
+    @property
+    def mime(self) -> str:
+        return "text/plain"
+
+    def content_bytes(self) -> bytes:
+        return self.text.encode("utf-8")
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "text": self.text}
+
+    def __repr__(self) -> str:
+        short = self.text if len(self.text) <= 40 else self.text[:37] + "..."
+        return f"Text({short!r})"
+
+
+class MediaPart(Part):
+    """A part backed by encoded bytes (image, audio, video). Decoding is lazy and limit-checked."""
+
+    family: ClassVar[str]  # the mime prefix this class accepts: "image", "audio", "video"
+
+    data: bytes
+    name: str | None
+
+    def __init__(self, source: bytes | str | os.PathLike[str], *, mime: str | None = None,
+                 name: str | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            data = _read_file(path, limits)
+            name = name or path.name
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            if len(data) > limits.max_bytes:
+                raise _too_big(len(data), limits, "input")
+        else:
+            raise InputError(f"{type(self).__name__} needs bytes or a file path, got {type(source).__name__}")
+        if not data:
+            raise InputError(f"{name or type(self).__name__} is empty (0 bytes)")
+        sniffed = sniff_mime(data[:64])
+        mime = mime or sniffed
+        if mime is None or not mime.startswith(self.family + "/"):
+            what = f"it looks like {sniffed}" if sniffed else "its content is not a format imagine recognises"
+            raise InputError(f"{name or 'data'} is not a valid {self.family} ({what})",
+                             hint=f"pass a {self.family} file such as {_EXAMPLES[self.family]}")
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "_mime", mime)
+        object.__setattr__(self, "name", name)
+
+    @property
+    def mime(self) -> str:
+        return self._mime  # type: ignore[attr-defined,no-any-return]
+
+    def content_bytes(self) -> bytes:
+        return self.data
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        if self.name:
+            record["name"] = self.name
+        return record
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name or self.sha256[:12]!r}, {self.mime}, {len(self.data)} bytes)"
+
+
+_EXAMPLES = {"image": "PNG, JPEG, GIF, WebP", "audio": "WAV, FLAC, MP3, OGG", "video": "MP4, WebM, MOV"}
+
+
+class Image(MediaPart):
+    """An encoded image. `.pil()` decodes it (Pillow) after checking the pixel count."""
+
+    modality = Modality.IMAGE
+    family = "image"
+
+    def pil(self, limits: Limits = DEFAULT_LIMITS) -> Any:
+        from PIL import Image as PILImage
+
+        try:
+            img = PILImage.open(io.BytesIO(self.data))
+            width, height = img.size
+        except Exception as exc:  # Pillow raises many types for corrupt data
+            raise InputError(f"{self.name or 'image'} could not be decoded: {exc}",
+                             hint="check the file is a complete, valid image") from None
+        if width * height > limits.max_pixels:
+            raise LimitExceeded(f"{self.name or 'image'} has {width}x{height} pixels, over the limit of "
+                                f"{limits.max_pixels:,}", hint="raise it with IMAGINE_MAX_PIXELS")
+        try:
+            img.load()
+        except Exception as exc:
+            raise InputError(f"{self.name or 'image'} could not be decoded: {exc}",
+                             hint="check the file is a complete, valid image") from None
+        return img
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) read from the header, without decoding the pixels."""
+        return self.pil().size  # type: ignore[no-any-return]
+
+    def validate(self) -> None:
+        self.pil()
+
+
+class Audio(MediaPart):
+    """Encoded audio. Decoding to samples arrives with the speech engines."""
+
+    modality = Modality.AUDIO
+    family = "audio"
+
+
+class Video(MediaPart):
+    """Encoded video. Frame decoding arrives with the video engines."""
+
+    modality = Modality.VIDEO
+    family = "video"
+
+
+class Vector(Part):
+    """An embedding: a fixed tuple of floats."""
+
+    modality = Modality.VECTOR
+
+    values: tuple[float, ...]
+
+    def __init__(self, values: Iterable[float]) -> None:
+        vals = tuple(float(v) for v in values)
+        if not vals or not all(math.isfinite(v) for v in vals):
+            raise InputError("Vector needs at least one finite number")
+        object.__setattr__(self, "values", vals)
+
+    @property
+    def mime(self) -> str:
+        return "application/x-imagine-vector+json"
+
+    def content_bytes(self) -> bytes:
+        return json.dumps(self.values).encode()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return f"Vector(dim={len(self.values)})"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A span of time (seconds) carrying text and optional metadata."""
+
+    start: float
+    end: float
+    text: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+class Segments(Part):
+    """Timestamped spans: transcripts, speech regions, video timelines."""
+
+    modality = Modality.SEGMENTS
+
+    items: tuple[Segment, ...]
+
+    def __init__(self, items: Iterable[Segment]) -> None:
+        object.__setattr__(self, "items", tuple(items))
+
+    @property
+    def mime(self) -> str:
+        return "application/x-imagine-segments+json"
+
+    def content_bytes(self) -> bytes:
+        rows = [{"start": s.start, "end": s.end, "text": s.text, "meta": s.meta} for s in self.items]
+        return json.dumps(rows, sort_keys=True, default=str).encode()
+
+    def __repr__(self) -> str:
+        return f"Segments({len(self.items)} items)"
+
+
+class Data(Part):
+    """A JSON value: structured output, tool results, metadata."""
+
+    modality = Modality.DATA
+
+    value: Any
+
+    def __init__(self, value: Any) -> None:
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Data part must be JSON-serialisable: {exc}") from None
+        object.__setattr__(self, "value", value)
+
+    @property
+    def mime(self) -> str:
+        return "application/json"
+
+    def content_bytes(self) -> bytes:
+        return json.dumps(self.value, sort_keys=True).encode()
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "value": self.value}
+
+    def __repr__(self) -> str:
+        return f"Data({self.value!r:.40})"
+
+
+# --- loading from files --------------------------------------------------------------------------
+
+
+def _too_big(size: int, limits: Limits, what: str) -> LimitExceeded:
+    return LimitExceeded(f"{what} is {size:,} bytes, over the limit of {limits.max_bytes:,}",
+                         hint="raise it with IMAGINE_MAX_BYTES")
+
+
+def _read_file(path: Path, limits: Limits) -> bytes:
+    if not path.exists():
+        raise InputError(f"file not found: {path}", hint="check the path")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a file")
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise _too_big(size, limits, str(path))
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+_FAMILIES: dict[str, type[MediaPart]] = {"image": Image, "audio": Audio, "video": Video}
+
+
+def load_part(source: str | bytes | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Part:
+    """Build the right part for a file or bytes by sniffing its content.
+
+    UTF-8 text that is no known media format becomes a Text part, so `-a notes.md` works too.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        data, name = _read_file(path, limits), path.name
+    else:
+        data, name = bytes(source), None
+        if len(data) > limits.max_bytes:
+            raise _too_big(len(data), limits, "input")
+    mime = sniff_mime(data[:64])
+    if mime is not None and mime.split("/")[0] in _FAMILIES:
+        part = _FAMILIES[mime.split("/")[0]](data, mime=mime, name=name, limits=limits)
+        if isinstance(part, Image):
+            part.validate()
+        return part
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        what = f"{mime} files are not supported as input" if mime else "unrecognised binary format"
+        raise InputError(f"cannot use {name or 'data'} as input: {what}",
+                         hint="attach an image (PNG/JPEG/GIF/WebP), audio (WAV/FLAC/MP3/OGG), "
+                              "video (MP4/WebM) or UTF-8 text file") from None
+    if "\x00" in text:
+        raise InputError(f"cannot use {name or 'data'} as input: binary data, not text")
+    return Text(text)
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+Role = Literal["system", "user", "assistant", "tool"]
+PartLike = Union[Part, str]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A role plus an ordered list of parts: interleaved and multimodal."""
+
+    role: Role
+    parts: tuple[Part, ...]
+
+    def __init__(self, role: Role, parts: Sequence[PartLike] | PartLike) -> None:
+        if role not in ("system", "user", "assistant", "tool"):
+            raise InputError(f"message role must be system, user, assistant or tool, not {role!r}")
+        if isinstance(parts, (Part, str)):
+            parts = [parts]
+        built = tuple(Text(p) if isinstance(p, str) else p for p in parts)
+        for p in built:
+            if not isinstance(p, Part):
+                raise InputError(f"message parts must be Part or str, got {type(p).__name__}")
+        object.__setattr__(self, "role", role)
+        object.__setattr__(self, "parts", built)
+
+    @classmethod
+    def user(cls, *parts: PartLike) -> "Message":
+        return cls("user", parts)
+
+    @classmethod
+    def system(cls, *parts: PartLike) -> "Message":
+        return cls("system", parts)
+
+    @classmethod
+    def assistant(cls, *parts: PartLike) -> "Message":
+        return cls("assistant", parts)
+
+    @property
+    def text(self) -> str:
+        """The text parts joined; what a text-only engine sees."""
+        return "\n".join(p.text for p in self.parts if isinstance(p, Text))
+
+    @property
+    def modalities(self) -> set[Modality]:
+        return {p.modality for p in self.parts}
+
+    def to_record(self) -> dict[str, Any]:
+        return {"role": self.role, "parts": [p.to_record() for p in self.parts]}

@@ -1,0 +1,299 @@
+"""The log: SQLite (WAL) rows with provenance, plus a content-addressed blob store for media.
+
+Every finished response becomes one row: what went in (parts by hash), who answered (engine, version,
+options, routing decision), what came out (text, parts), usage, latency, time to first token, cost, error.
+Media bodies are stored once under `blobs/ab/cdef...` whatever number of rows refer to them.
+Several processes may write at once: each insert is its own IMMEDIATE transaction under a busy timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import InputError, StoreError
+from .parts import Audio, Data, Image, MediaPart, Message, Part, Segment, Segments, Text, Vector, Video
+
+if TYPE_CHECKING:
+    from .engine import Response
+
+__all__ = ["MIGRATIONS", "BlobStore", "Store"]
+
+# A plain list: migration N brings the database from user_version N to N+1. Only ever append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT,
+        created TEXT NOT NULL,
+        model TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        engine_version TEXT,
+        options TEXT NOT NULL DEFAULT '{}',
+        input TEXT NOT NULL DEFAULT '[]',
+        schema TEXT,
+        output_text TEXT NOT NULL DEFAULT '',
+        output_parts TEXT NOT NULL DEFAULT '[]',
+        usage TEXT NOT NULL DEFAULT '{}',
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        latency_ms REAL,
+        ttft_ms REAL,
+        cost REAL,
+        routing TEXT NOT NULL DEFAULT '{}',
+        finish_reason TEXT,
+        error TEXT
+    );
+    CREATE INDEX responses_conversation ON responses (conversation_id, created);
+    CREATE INDEX responses_created ON responses (created);
+    """,
+    """
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        mime TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created TEXT NOT NULL
+    );
+    """,
+]
+
+_MEDIA_KINDS: dict[str, type[MediaPart]] = {"image": Image, "audio": Audio, "video": Video}
+
+
+class BlobStore:
+    """Files named by the sha256 of their content; writes are atomic and idempotent."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:]
+
+    def put(self, data: bytes, sha256: str) -> bool:
+        """Store `data` under its hash; returns False when it was already there (deduplicated)."""
+        target = self.path(sha256)
+        if target.exists():
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
+
+    def get(self, sha256: str) -> bytes:
+        try:
+            return self.path(sha256).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {sha256[:12]} is missing from {self.root}") from None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Store:
+    """The response log. Cheap to create; opens its connection lazily and migrates on first use."""
+
+    def __init__(self, db_path: Path, blob_dir: Path | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.blobs = BlobStore(blob_dir or self.db_path.parent / "blobs")
+        self._conn: sqlite3.Connection | None = None
+
+    # -- connection and migrations --------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.db_path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA busy_timeout = 60000")
+                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the log at {self.db_path}: {exc}",
+                                 hint="check IMAGINE_HOME points to a writable folder") from None
+            self._conn = conn
+        return self._conn
+
+    @staticmethod
+    def _retry(fn: Any, attempts: int = 50) -> Any:
+        for i in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or i == attempts - 1:
+                    raise
+                time.sleep(0.05 * (i + 1))
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= len(MIGRATIONS):
+            return
+        conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- writing --------------------------------------------------------------------------------
+    def put_part(self, part: Part) -> dict[str, Any]:
+        """Record for a part; media bodies go to the blob store (once)."""
+        record = part.to_record()
+        if not isinstance(part, (Text, Data)):
+            data = part.content_bytes()
+            if self.blobs.put(data, part.sha256):
+                self._execute("INSERT OR IGNORE INTO blobs (sha256, mime, size, created) VALUES (?, ?, ?, ?)",
+                              (part.sha256, part.mime, len(data), _now()))
+        return record
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the log at {self.db_path}: {exc}") from None
+
+    def log(self, row: dict[str, Any]) -> str:
+        """Insert one response row (dict of column -> value; JSON columns given as Python values)."""
+        row = dict(row)
+        row.setdefault("created", _now())
+        for key in ("options", "input", "output_parts", "usage", "routing", "schema"):
+            if key in row and not isinstance(row[key], str) and row[key] is not None:
+                row[key] = json.dumps(row[key], default=str)
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._execute(f"INSERT INTO responses ({columns}) VALUES ({marks})", tuple(row.values()))
+        return str(row["id"])
+
+    def log_response(self, response: "Response", new_messages: list[Message],
+                     routing: dict[str, Any] | None = None) -> str:
+        """Log a finished response; `new_messages` are the ones this turn added to the conversation."""
+        usage = response.usage if response.done else None
+        prov = response.provenance
+        outputs = [self.put_part(p) for p in response.parts] if response.done and not response.error else []
+        return self.log({
+            "id": response.id,
+            "conversation_id": response.conversation_id,
+            "created": datetime.fromtimestamp(response.started_at or time.time(), timezone.utc)
+            .isoformat(timespec="milliseconds"),
+            "model": response.request.model,
+            "engine": response.engine.id,
+            "engine_version": prov["engine_version"],
+            "options": prov["options"],
+            "input": [{"role": m.role, "parts": [self.put_part(p) for p in m.parts]} for m in new_messages],
+            "schema": response.request.schema,
+            "output_text": response.text_so_far(),
+            "output_parts": outputs,
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens} if usage else {},
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "latency_ms": None if response.latency_s is None else round(response.latency_s * 1000, 2),
+            "ttft_ms": None if response.ttft_s is None else round(response.ttft_s * 1000, 2),
+            "cost": usage.cost if usage else None,
+            "routing": routing or {"strategy": "direct", "requested": response.model_ref or prov["model"],
+                                   "chosen": f"{response.engine.id}:{response.request.model}"},
+            "finish_reason": response.finish_reason,
+            "error": str(response.error) if response.error else None,
+        })
+
+    # -- reading --------------------------------------------------------------------------------
+    @staticmethod
+    def _decode(row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        for key in ("options", "input", "output_parts", "usage", "routing", "schema"):
+            if out.get(key):
+                out[key] = json.loads(out[key])
+        return out
+
+    def recent(self, limit: int = 10, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        """Newest first."""
+        if conversation_id:
+            rows = self.conn.execute("SELECT * FROM responses WHERE conversation_id = ? "
+                                     "ORDER BY created DESC, id DESC LIMIT ?", (conversation_id, limit))
+        else:
+            rows = self.conn.execute("SELECT * FROM responses ORDER BY created DESC, id DESC LIMIT ?", (limit,))
+        return [self._decode(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def get(self, response_id: str) -> dict[str, Any]:
+        """One row by id or unique id prefix."""
+        rows = self.conn.execute("SELECT * FROM responses WHERE id LIKE ? ORDER BY id LIMIT 2",
+                                 (response_id.replace("%", "").replace("_", "") + "%",)).fetchall()
+        if not rows:
+            raise InputError(f"no logged response with id {response_id!r}", hint="see `imagine logs` for ids")
+        if len(rows) > 1:
+            raise InputError(f"id prefix {response_id!r} is ambiguous", hint="give more characters")
+        return self._decode(rows[0])
+
+    def last_conversation_id(self) -> str | None:
+        row = self.conn.execute("SELECT conversation_id FROM responses WHERE conversation_id IS NOT NULL "
+                                "ORDER BY created DESC, id DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def part_from_record(self, record: dict[str, Any]) -> Part:
+        kind = record["kind"]
+        if kind == "text":
+            return Text(record["text"])
+        if kind == "data":
+            return Data(record["value"])
+        body = self.blobs.get(record["sha256"])
+        if kind in _MEDIA_KINDS:
+            return _MEDIA_KINDS[kind](body, mime=record["mime"], name=record.get("name"))
+        if kind == "vector":
+            return Vector(json.loads(body))
+        if kind == "segments":
+            return Segments(Segment(**s) for s in json.loads(body))
+        raise StoreError(f"unknown part kind {kind!r} in the log")
+
+    def conversation(self, conversation_id: str) -> list[Message]:
+        """Rebuild a conversation (inputs and answers, oldest first) to continue it."""
+        rows = self.conn.execute("SELECT input, output_text FROM responses WHERE conversation_id = ? "
+                                 "ORDER BY created, id", (conversation_id,))
+        messages: list[Message] = []
+        for row in rows:
+            for msg in json.loads(row["input"]):
+                messages.append(Message(msg["role"], [self.part_from_record(p) for p in msg["parts"]]))
+            if row["output_text"]:
+                messages.append(Message.assistant(row["output_text"]))
+        return messages
+
+    def iter_all(self) -> Iterator[dict[str, Any]]:
+        for row in self.conn.execute("SELECT * FROM responses ORDER BY created, id"):
+            yield self._decode(row)

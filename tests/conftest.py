@@ -1,0 +1,37 @@
+"""Every test gets its own IMAGINE_HOME and fresh process-wide singletons; nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("IMAGINE_MODEL", None)
+
+
+@pytest.fixture(autouse=True)
+def imagine_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    from imagine import config, registry, tasks
+
+    home = tmp_path / "imagine-home"
+    monkeypatch.setenv("IMAGINE_HOME", str(home))
+    for var in ("IMAGINE_MODEL", "IMAGINE_LOG", "IMAGINE_MAX_BYTES", "IMAGINE_MAX_PIXELS"):
+        monkeypatch.delenv(var, raising=False)
+    config.reset_settings()
+    registry.reset_registry()
+    tasks.reset_store()
+    yield home
+    tasks.reset_store()
+    registry.reset_registry()
+    config.reset_settings()
+
+
+@pytest.fixture
+def mock_engine():
+    """The registry's MockEngine instance: `.enqueue(...)` the next answer, read `.requests`."""
+    from imagine import get_registry
+
+    return get_registry().engine("mock")
