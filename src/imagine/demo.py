@@ -1,6 +1,6 @@
 """`imagine demo` / `make demo`: the main job, offline, on the embedded default model.
 
-SmolLM2-135M is small: it is good at rewriting, short summaries and (grammar-constrained) extraction,
+SmolLM2-135M is small: it is good at short lists, summaries and (grammar-constrained) extraction,
 and poor at facts. The demo shows what it does well, then where the log went.
 """
 
@@ -25,7 +25,7 @@ class Contact(BaseModel):
     email: str = Field(description="their email address")
 
 
-REWRITE = "Rewrite this message so it sounds polite and friendly: 'send me the report now, it is late.'"
+TIPS = "Give three short tips for staying focused while studying. One line each."
 EXTRACT = ("Extract the contact details from this email signature as JSON.\n\n"
            "Thanks again for the demo! Best, Dana Whitfield, Northwind Labs, dana.whitfield@northwind.io")
 SUMMARY = ("Summarise in one sentence: The city council voted on Tuesday to extend the riverside bike path "
@@ -39,10 +39,10 @@ def _heading(text: str) -> None:
 
 def run_demo(model: str | None = None) -> None:
     ids = []
-    _heading("1. a streamed answer (rewrite)")
-    print(f"> {REWRITE}")
+    _heading("1. a streamed answer")
+    print(f"> {TIPS}")
     t0 = time.perf_counter()
-    response = ask(REWRITE, model, temperature=0, seed=7, max_tokens=96)
+    response = ask(TIPS, model, temperature=0, seed=7, max_tokens=160)
     for delta in response:
         print(delta, end="", flush=True)
     usage = response.usage

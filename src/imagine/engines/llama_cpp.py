@@ -213,22 +213,24 @@ class LlamaCppEngine(Engine):
             """Runs in a worker thread: generate and hand each piece to the loop."""
             try:
                 with run_lock:  # one generation at a time per loaded model
-                    n_before = llm.n_tokens
-                    finish, pieces = "stop", 0
+                    finish, prompt_tokens = "stop", None
                     for chunk in llm.create_chat_completion(**kwargs):
+                        if prompt_tokens is None:
+                            # the prompt is evaluated and the first token sampled, not yet evaluated
+                            prompt_tokens = llm.n_tokens
                         if stop_flag.is_set():
                             finish = "cancelled"
                             break
                         choice = chunk["choices"][0]
                         text = choice["delta"].get("content")
                         if text:
-                            pieces += 1
                             loop.call_soon_threadsafe(queue.put_nowait, ("text", text))
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
-                    total = llm.n_tokens
-                    prompt_tokens = max(0, total - pieces) if total >= n_before else 0
-                    loop.call_soon_threadsafe(queue.put_nowait, ("end", (finish, prompt_tokens, pieces)))
+                    prompt_tokens = prompt_tokens or 0
+                    # every sampled token but the last is evaluated into the context
+                    completion = max(0, llm.n_tokens - prompt_tokens) + (finish in ("length", "cancelled"))
+                    loop.call_soon_threadsafe(queue.put_nowait, ("end", (finish, prompt_tokens, completion)))
             except BaseException as exc:  # surfaced on the loop side
                 loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
 

