@@ -255,14 +255,19 @@ def logs(ctx: click.Context, count: int, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"latest {len(rows)} of {store.count()} responses · {store.db_path}")
-    for column in ("id", "time", "model", "tokens in/out", "ms", "output"):
-        table.add_column(column, overflow="fold")
+    console = Console()
+    for column in ("id", "time (UTC)", "model", "tokens", "ms", "output"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("tokens", "ms") else "left")
+    room = max(16, console.width - 24 - 14 - 20 - 7 - 6 - 19)
     for row in rows:
-        out = f"[red]{escape(row['error'][:80])}[/]" if row["error"] else escape(row["output_text"][:80].replace("\n", " "))
-        tokens = f"{row['input_tokens'] or 0}/{row['output_tokens'] or 0}"
-        table.add_row(row["id"], row["created"][:19].replace("T", " "), f"{row['engine']}:{row['model']}"[-40:],
-                      tokens, f"{row['latency_ms'] or 0:.0f}", out)
-    Console().print(table)
+        text = (row["error"] or row["output_text"]).replace("\n", " ")
+        text = text if len(text) <= room else text[: room - 1] + "…"
+        out = f"[red]{escape(text)}[/]" if row["error"] else escape(text)
+        model = f"{row['engine']}:{row['model']}"
+        table.add_row(row["id"], row["created"][5:19].replace("T", " "), model if len(model) <= 20 else model[:19] + "…",
+                      f"{row['input_tokens'] or 0}/{row['output_tokens'] or 0}",
+                      f"{row['latency_ms'] or 0:.0f}", out)
+    console.print(table)
 
 
 @logs.command("show")

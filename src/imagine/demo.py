@@ -25,7 +25,7 @@ class Contact(BaseModel):
     email: str = Field(description="their email address")
 
 
-TIPS = "Give three short tips for staying focused while studying. One line each."
+TIPS = "Give three short tips for staying focused while studying."
 EXTRACT = ("Extract the contact details from this email signature as JSON.\n\n"
            "Thanks again for the demo! Best, Dana Whitfield, Northwind Labs, dana.whitfield@northwind.io")
 SUMMARY = ("Summarise in one sentence: The city council voted on Tuesday to extend the riverside bike path "
@@ -52,7 +52,8 @@ def run_demo(model: str | None = None) -> None:
 
     _heading("2. structured output (JSON schema → validated object)")
     print(f"> {EXTRACT}")
-    extraction = ask(EXTRACT, model, schema=Contact, temperature=0, seed=7, max_tokens=128)
+    # copying from the input is the point here, so no repetition penalty
+    extraction = ask(EXTRACT, model, schema=Contact, temperature=0, seed=7, max_tokens=128, repeat_penalty=1.0)
     contact = extraction.parsed
     print(f"{contact!r}")
     ids.append(extraction.id)

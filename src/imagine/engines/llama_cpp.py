@@ -74,7 +74,7 @@ class LlamaCppEngine(Engine):
         max_tokens: int = Field(default=512, gt=0, le=32768)
         seed: int | None = Field(default=None, ge=0)
         stop: list[str] | None = None
-        repeat_penalty: float = Field(default=1.0, gt=0)
+        repeat_penalty: float = Field(default=1.1, gt=0, description="1.0 = off; small models loop without it")
 
         @field_validator("stop", mode="before")
         @classmethod
