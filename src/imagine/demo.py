@@ -52,8 +52,7 @@ def run_demo(model: str | None = None) -> None:
 
     _heading("2. structured output (JSON schema → validated object)")
     print(f"> {EXTRACT}")
-    # copying from the input is the point here, so no repetition penalty
-    extraction = ask(EXTRACT, model, schema=Contact, temperature=0, seed=7, max_tokens=128, repeat_penalty=1.0)
+    extraction = ask(EXTRACT, model, schema=Contact, temperature=0, seed=7, max_tokens=128)
     contact = extraction.parsed
     print(f"{contact!r}")
     ids.append(extraction.id)

@@ -74,7 +74,8 @@ class LlamaCppEngine(Engine):
         max_tokens: int = Field(default=512, gt=0, le=32768)
         seed: int | None = Field(default=None, ge=0)
         stop: list[str] | None = None
-        repeat_penalty: float = Field(default=1.1, gt=0, description="1.0 = off; small models loop without it")
+        repeat_penalty: float = Field(default=1.1, gt=0, description="1.0 = off; small models loop without "
+                                      "it. Off by default with a schema, where copying from the input is the point")
 
         @field_validator("stop", mode="before")
         @classmethod
@@ -198,10 +199,13 @@ class LlamaCppEngine(Engine):
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options
         llm, run_lock = await asyncio.to_thread(self.load, request.model)
+        repeat_penalty = opts.repeat_penalty
+        if request.schema is not None and "repeat_penalty" not in opts.model_fields_set:
+            repeat_penalty = 1.0
         kwargs: dict[str, Any] = dict(
             messages=self._chat_messages(request), stream=True, temperature=opts.temperature,
             top_p=opts.top_p, top_k=opts.top_k, max_tokens=opts.max_tokens, stop=opts.stop or [],
-            repeat_penalty=opts.repeat_penalty, seed=opts.seed)
+            repeat_penalty=repeat_penalty, seed=opts.seed)
         if request.schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
 
