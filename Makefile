@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	$(BIN)/python -m mypy src/imagine
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_llm.py

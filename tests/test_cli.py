@@ -110,7 +110,7 @@ def test_version(imagine_home):
 def test_help_imports_nothing_heavy(imagine_home):
     code = ("import sys\nfrom imagine.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'llama_cpp', 'transformers', 'gradio', 'numpy', 'rich', 'jsonschema')"
+            "heavy = [m for m in ('torch', 'llama_cpp', 'transformers', 'gradio', 'numpy', 'rich', 'jsonschema', 'pydantic')"
             " if m in sys.modules]\nprint('HEAVY', heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

@@ -8,32 +8,63 @@ The public API is exactly `__all__`; everything else is private and may change.
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings, get_settings, load_settings
-from .engine import Engine, Request, Response
-from .errors import (
-    ConfigError,
-    EngineNotFound,
-    EngineUnavailable,
-    ImagineError,
-    InputError,
-    LimitExceeded,
-    OptionsError,
-    SchemaError,
-    StoreError,
-    UpstreamError,
-)
-from .events import Done, Error, Event, PartOut, Progress, TextDelta, ToolCall, Usage
-from .parts import Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, Vector, Video, load_part
-from .registry import Registry, get_registry
-from .store import Store
-from .tasks import aask, ask, get_store
+if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` pays only for the CLI
+    from .config import Settings, get_settings, load_settings
+    from .engine import Engine, Request, Response
+    from .errors import (
+        ConfigError,
+        EngineNotFound,
+        EngineUnavailable,
+        ImagineError,
+        InputError,
+        LimitExceeded,
+        OptionsError,
+        SchemaError,
+        StoreError,
+        UpstreamError,
+    )
+    from .events import Done, Error, Event, PartOut, Progress, TextDelta, ToolCall, Usage
+    from .parts import Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, Vector, Video, load_part
+    from .registry import Registry, get_registry
+    from .store import Store
+    from .tasks import aask, ask, get_store
+
+_HOMES = {
+    "config": ("Settings", "get_settings", "load_settings"),
+    "engine": ("Engine", "Request", "Response"),
+    "errors": ("ConfigError", "EngineNotFound", "EngineUnavailable", "ImagineError", "InputError", "LimitExceeded",
+               "OptionsError", "SchemaError", "StoreError", "UpstreamError"),
+    "events": ("Done", "Error", "Event", "PartOut", "Progress", "TextDelta", "ToolCall", "Usage"),
+    "parts": ("Audio", "Data", "Image", "Message", "Modality", "Part", "Segment", "Segments", "Text", "Vector",
+              "Video", "load_part"),
+    "registry": ("Registry", "get_registry"),
+    "store": ("Store",),
+    "tasks": ("aask", "ask", "get_store"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 try:
     __version__ = _version("imagine")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imagine' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Audio",

@@ -60,7 +60,7 @@ def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
     finished = False
     try:
         while True:
-            future = asyncio.run_coroutine_threadsafe(agen.__anext__(), loop)  # type: ignore[arg-type]
+            future: Any = asyncio.run_coroutine_threadsafe(agen.__anext__(), loop)  # type: ignore[arg-type]
             try:
                 item = future.result()
             except StopAsyncIteration:

@@ -73,7 +73,7 @@ def build_messages(prompt: PromptLike, attach: Sequence[AttachLike] = (), system
         text = (prompt or "").strip()
         if not text and not attached:
             raise InputError("the prompt is empty", hint="give some text, or attach a file with -a")
-        messages.append(Message.user(*([prompt] if text else []), *attached))
+        messages.append(Message.user(*([prompt] if prompt and text else []), *attached))
     elif isinstance(prompt, Message):
         messages.append(prompt)
     else:
