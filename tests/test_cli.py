@@ -114,3 +114,23 @@ def test_help_imports_nothing_heavy(imagine_home):
             " if m in sys.modules]\nprint('HEAVY', heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_ctrl_c_exits_130_and_logs_the_partial_answer(imagine_home):
+    import signal
+    import time
+
+    env = {**os.environ, "IMAGINE_HOME": str(imagine_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "imagine.cli", "ask", "-m", "mock", "-o", "delay=0.3",
+                             "one two three four five six seven eight nine ten"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stdout.read(4)  # blocks until the first delta ("one ") has streamed
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    out = first + rest
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in err
+    rows = json.loads(run("logs", "--json", home=imagine_home).stdout)
+    assert rows[0]["finish_reason"] == "cancelled"
+    assert rows[0]["output_text"] and out.startswith(rows[0]["output_text"])

@@ -42,15 +42,42 @@ def _check_not_on_loop() -> None:
         raise RuntimeError("sync imagine API called from inside the imagine loop; use the async API (await/async for)")
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on the bridge loop and wait for its result; Ctrl-C cancels it."""
-    _check_not_on_loop()
-    future = asyncio.run_coroutine_threadsafe(coro, bridge_loop())
+async def _tracked(coro: Coroutine[Any, Any, T], holder: list[asyncio.Task[Any]]) -> T:
+    task = asyncio.current_task()
+    assert task is not None
+    holder.append(task)
+    return await coro
+
+
+def _wait_cancelled(holder: list[asyncio.Task[Any]], loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the task and wait until its clean-up (stop generation, write the log) has finished,
+    so that a Ctrl-C never exits the process with that work half done."""
+
+    async def cancel() -> None:
+        if holder and not holder[0].done():
+            holder[0].cancel()
+            await asyncio.wait([holder[0]])
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel(), loop).result(timeout=60)
+    except Exception:  # best effort: the interrupt itself is what matters to the caller
+        pass
+
+
+def _run(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:
+    holder: list[asyncio.Task[Any]] = []
+    future = asyncio.run_coroutine_threadsafe(_tracked(coro, holder), loop)
     try:
         return future.result()
     except KeyboardInterrupt:
-        future.cancel()
+        _wait_cancelled(holder, loop)
         raise
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the bridge loop and wait for its result; Ctrl-C cancels it cleanly."""
+    _check_not_on_loop()
+    return _run(coro, bridge_loop())
 
 
 def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
@@ -60,21 +87,17 @@ def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
     finished = False
     try:
         while True:
-            future: Any = asyncio.run_coroutine_threadsafe(agen.__anext__(), loop)  # type: ignore[arg-type]
             try:
-                item = future.result()
+                item: T = _run(agen.__anext__(), loop)  # type: ignore[arg-type]
             except StopAsyncIteration:
                 finished = True
                 return
-            except KeyboardInterrupt:
-                future.cancel()
-                raise
             yield item
     finally:
         if not finished:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
                 try:
-                    asyncio.run_coroutine_threadsafe(aclose(), loop).result(timeout=30)
+                    asyncio.run_coroutine_threadsafe(aclose(), loop).result(timeout=60)
                 except Exception:  # closing is best-effort; the original exception matters more
                     pass

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import InputError, StoreError
+from .events import Usage
 from .parts import Audio, Data, Image, MediaPart, Message, Part, Segment, Segments, Text, Vector, Video
 
 if TYPE_CHECKING:
@@ -203,7 +204,8 @@ class Store:
     def log_response(self, response: "Response", new_messages: list[Message],
                      routing: dict[str, Any] | None = None) -> str:
         """Log a finished response; `new_messages` are the ones this turn added to the conversation."""
-        usage = response.usage if response.done else None
+        reported = any(isinstance(e, Usage) for e in response.events_seen)
+        usage = response.usage if response.done and reported else None  # a cancelled stream reports none
         prov = response.provenance
         outputs = [self.put_part(p) for p in response.parts] if response.done and not response.error else []
         return self.log({
