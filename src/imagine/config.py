@@ -32,6 +32,8 @@ class LimitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_bytes: int = Field(default=Limits.max_bytes, gt=0)
     max_pixels: int = Field(default=Limits.max_pixels, gt=0)
+    max_audio_seconds: float = Field(default=Limits.max_audio_seconds, gt=0)
+    max_video_frames: int = Field(default=Limits.max_video_frames, gt=0)
 
 
 class Settings(BaseModel):
@@ -59,7 +61,7 @@ class Settings(BaseModel):
         return self.home / "config.toml"
 
     def part_limits(self) -> Limits:
-        return Limits(max_bytes=self.limits.max_bytes, max_pixels=self.limits.max_pixels)
+        return Limits(**self.limits.model_dump())
 
     def engine_settings(self, engine_id: str) -> dict[str, Any]:
         return dict(self.engines.get(engine_id, {}))
@@ -80,6 +82,8 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "IMAGINE_LOG": ("log",),
     "IMAGINE_MAX_BYTES": ("limits", "max_bytes"),
     "IMAGINE_MAX_PIXELS": ("limits", "max_pixels"),
+    "IMAGINE_MAX_AUDIO_SECONDS": ("limits", "max_audio_seconds"),
+    "IMAGINE_MAX_VIDEO_FRAMES": ("limits", "max_video_frames"),
 }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, Sequence, Union
+from typing import Any, ClassVar, Iterable, Iterator, Literal, Sequence, Union
 
 from .errors import InputError, LimitExceeded
 
@@ -57,6 +57,8 @@ class Limits:
 
     max_bytes: int = 512 * 1024 * 1024
     max_pixels: int = 64_000_000
+    max_audio_seconds: float = 4 * 3600
+    max_video_frames: int = 20_000
 
 
 DEFAULT_LIMITS = Limits()
@@ -246,17 +248,59 @@ class Image(MediaPart):
 
 
 class Audio(MediaPart):
-    """Encoded audio. Decoding to samples arrives with the speech engines."""
+    """Encoded audio. `.samples(rate)` decodes (PyAV) to float32 mono at the rate an engine needs."""
 
     modality = Modality.AUDIO
     family = "audio"
 
+    def samples(self, rate: int | None = 16000, *, mono: bool = True, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, int]:
+        """(float32 samples in [-1, 1], sample rate); limits are enforced while decoding."""
+        from .media import decode_audio
+
+        return decode_audio(self.data, rate=rate, mono=mono, limits=limits, name=self.name or "audio")
+
+    @property
+    def duration(self) -> float:
+        samples, rate = self.samples(rate=None)
+        return len(samples) / rate
+
+    @classmethod
+    def from_samples(cls, samples: Any, rate: int, *, name: str | None = None) -> "Audio":
+        """A WAV part from float samples in [-1, 1]."""
+        from .media import encode_wav
+
+        return cls(encode_wav(samples, rate), mime="audio/wav", name=name)
+
 
 class Video(MediaPart):
-    """Encoded video. Frame decoding arrives with the video engines."""
+    """Encoded video. `.frames(every)` samples frames, `.audio()` extracts the sound track."""
 
     modality = Modality.VIDEO
     family = "video"
+
+    def frames(self, every: float = 1.0, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[float, Any]]:
+        """(seconds, PIL image) pairs, one every `every` seconds."""
+        from .media import iter_frames
+
+        return iter_frames(self.data, every=every, limits=limits, name=self.name or "video")
+
+    def info(self) -> Any:
+        """Duration, frame rate, size and whether there is a sound track (a `media.VideoInfo`)."""
+        from .media import video_info
+
+        return video_info(self.data, name=self.name or "video")
+
+    def audio(self, rate: int = 16000, *, limits: Limits = DEFAULT_LIMITS) -> "Audio | None":
+        """The sound track as a WAV part, or None when the video is silent."""
+        if not self.info().has_audio:
+            return None
+        samples, sr = self.samples(rate, limits=limits)
+        return Audio.from_samples(samples, sr, name=f"{self.name or 'video'}.wav")
+
+    def samples(self, rate: int | None = 16000, *, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, int]:
+        from .media import decode_audio
+
+        return decode_audio(self.data, rate=rate, limits=limits, name=self.name or "video")
 
 
 class Vector(Part):

@@ -1,0 +1,150 @@
+"""Media decoding and encoding behind the parts: audio samples, video frames, WAV bytes.
+
+Everything decodes through PyAV (FFmpeg), which reads WAV, FLAC, OGG/Opus, MP3, M4A and the audio
+track inside any video container, and resamples in the same pass. Limits are enforced *while*
+decoding — a tiny file that expands to hours of audio or thousands of frames is stopped as soon as it
+crosses the limit, before the memory is spent.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import EngineUnavailable, InputError, LimitExceeded
+from .parts import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["VideoInfo", "decode_audio", "encode_wav", "iter_frames", "video_info"]
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise EngineUnavailable("decoding audio and video needs PyAV", hint="pip install av") from None
+    return av
+
+
+def _open(data: bytes, name: str) -> Any:
+    av = _av()
+    try:
+        return av.open(io.BytesIO(data))
+    except Exception as exc:  # PyAV raises its own error tree (InvalidDataError, ...)
+        raise InputError(f"{name} could not be decoded: {exc}", hint="check the file is complete and valid") from None
+
+
+def decode_audio(data: bytes, *, rate: int | None = 16000, mono: bool = True, limits: Limits = DEFAULT_LIMITS,
+                 name: str = "audio") -> tuple["np.ndarray", int]:
+    """Decode to float32 samples in [-1, 1] (shape (n,) if mono else (channels, n)) at `rate` Hz
+    (None keeps the file's rate). Works on audio files and on the audio track of video files."""
+    import numpy as np
+
+    av = _av()
+    container = _open(data, name)
+    try:
+        streams = container.streams.audio
+        if not streams:
+            raise InputError(f"{name} has no audio track")
+        stream = streams[0]
+        out_rate = rate or stream.rate or stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp", layout="mono" if mono else stream.layout.name, rate=out_rate)
+        max_samples = int(limits.max_audio_seconds * out_rate)
+        chunks: list[np.ndarray] = []
+        total = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    array = out.to_ndarray()
+                    total += array.shape[-1]
+                    if total > max_samples:
+                        raise LimitExceeded(f"{name} is longer than the limit of {limits.max_audio_seconds:,.0f} s",
+                                            hint="raise it with IMAGINE_MAX_AUDIO_SECONDS")
+                    chunks.append(array)
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except av.FFmpegError as exc:
+            raise InputError(f"{name} could not be decoded: {exc}", hint="check the file is complete and valid") from None
+    finally:
+        container.close()
+    if not chunks:
+        samples = np.zeros((1, 0), dtype=np.float32)
+    else:
+        samples = np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)
+    return (samples[0] if mono else samples), out_rate
+
+
+def encode_wav(samples: "np.ndarray", rate: int) -> bytes:
+    """16-bit PCM WAV bytes from float samples in [-1, 1] ((n,) mono or (channels, n))."""
+    import numpy as np
+
+    array = np.asarray(samples, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    pcm = (np.clip(array, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as wav:
+        wav.setnchannels(array.shape[0])
+        wav.setsampwidth(2)
+        wav.setframerate(int(rate))
+        wav.writeframes(pcm.T.tobytes())
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float  # seconds
+    fps: float
+    width: int
+    height: int
+    has_audio: bool
+
+
+def video_info(data: bytes, name: str = "video") -> VideoInfo:
+    container = _open(data, name)
+    try:
+        if not container.streams.video:
+            raise InputError(f"{name} has no video track")
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        else:
+            duration = 0.0
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        return VideoInfo(duration, fps, stream.codec_context.width, stream.codec_context.height,
+                         bool(container.streams.audio))
+    finally:
+        container.close()
+
+
+def iter_frames(data: bytes, *, every: float = 1.0, limits: Limits = DEFAULT_LIMITS,
+                name: str = "video") -> Iterator[tuple[float, Any]]:
+    """Yield (time in seconds, PIL image) for one frame every `every` seconds (the first at t=0)."""
+    container = _open(data, name)
+    try:
+        if not container.streams.video:
+            raise InputError(f"{name} has no video track")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > limits.max_pixels:
+            raise LimitExceeded(f"{name} frames are {width}x{height}, over the limit of {limits.max_pixels:,} pixels",
+                                hint="raise it with IMAGINE_MAX_PIXELS")
+        stream.thread_type = "AUTO"
+        next_time, kept = 0.0, 0
+        for frame in container.decode(stream):
+            if frame.time is None or frame.time + 1e-6 < next_time:
+                continue
+            kept += 1
+            if kept > limits.max_video_frames:
+                raise LimitExceeded(f"{name} needs more than {limits.max_video_frames:,} sampled frames",
+                                    hint="sample less often, or raise IMAGINE_MAX_VIDEO_FRAMES")
+            yield float(frame.time), frame.to_image()
+            next_time = frame.time + every
+    finally:
+        container.close()
