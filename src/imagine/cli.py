@@ -308,6 +308,9 @@ def demo(model: str | None) -> None:
     run_demo(model)
 
 
+from . import cli_media  # noqa: E402,F401  (registers transcribe, speak, vad, read, embed, watch)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="imagine")
 

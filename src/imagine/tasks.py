@@ -23,7 +23,7 @@ from .parts import Message, Modality, Part, load_part
 from .registry import Registry, get_registry
 from .store import Store
 
-__all__ = ["aask", "ask", "build_messages", "get_store", "reset_store", "schema_of"]
+__all__ = ["aask", "ask", "build_messages", "get_store", "reset_store", "respond", "schema_of"]
 
 PromptLike = str | Message | Sequence[Message] | None
 AttachLike = str | os.PathLike[str] | bytes | Part
@@ -99,9 +99,6 @@ def ask(prompt: PromptLike = None, model: str | None = None, *, attach: Sequence
     A caller holding the conversation itself (the chat REPL) passes `history` and `conversation_id`.
     Extra keyword arguments are engine options (temperature=0, max_tokens=64, seed=1, stop=[...]).
     """
-    settings = get_settings()
-    registry = registry or get_registry()
-    log = settings.log if log is None else log
     new_messages = build_messages(prompt, attach, system)
 
     history = list(history)
@@ -116,22 +113,39 @@ def ask(prompt: PromptLike = None, model: str | None = None, *, attach: Sequence
             raise InputError(f"no conversation with id {found!r}", hint="see `imagine logs` for ids")
         conversation_id = found
 
-    messages = tuple(history + new_messages)
+    return respond(tuple(history + new_messages), model, want=Modality.TEXT, new_messages=new_messages,
+                   schema=schema, options={**(options or {}), **option_kwargs}, conversation_id=conversation_id,
+                   log=log, registry=registry)
+
+
+def respond(messages: Sequence[Message], model: str | None, *, want: Modality, task_default: str | None = None,
+            new_messages: Sequence[Message] | None = None, schema: type[BaseModel] | dict[str, Any] | None = None,
+            options: dict[str, Any] | None = None, conversation_id: str | None = None, log: bool | None = None,
+            registry: Registry | None = None) -> Response:
+    """The one request path every task goes through: resolve the engine, validate options, build the
+    Request, and return a lazy Response that logs itself. `task_default` is the engine a task uses
+    when the caller names no model (or `auto`)."""
+    settings = get_settings()
+    registry = registry or get_registry()
+    log = settings.log if log is None else log
+    if task_default and (model is None or model.strip() in ("", "auto")):
+        model = task_default
     needed = {m for msg in messages for m in msg.modalities}
-    resolved = registry.resolve(model, inputs=needed, want=Modality.TEXT)
+    resolved = registry.resolve(model, inputs=needed, want=want)
     engine = resolved.engine
     json_schema, schema_model = schema_of(schema)
     if json_schema is not None and "json_schema" not in engine.features:
         raise InputError(f"engine {engine.id} cannot constrain output to a schema",
                          hint="pick an engine with the json_schema feature (see `imagine models`)")
-    parsed_options = engine.parse_options({**(options or {}), **option_kwargs})
-    request = Request(messages=messages, model=resolved.model, options=parsed_options, schema=json_schema)
+    request = Request(messages=tuple(messages), model=resolved.model, options=engine.parse_options(options),
+                      schema=json_schema, want=want)
+    logged = list(messages if new_messages is None else new_messages)
 
     def on_finish(response: Response) -> None:
-        get_store().log_response(response, new_messages)
+        get_store().log_response(response, logged)
 
     return Response(engine=engine, request=request, schema_model=schema_model,
-                    on_finish=on_finish if log else None, conversation_id=conversation_id,
+                    on_finish=on_finish if log else None, conversation_id=conversation_id or new_id(),
                     model_ref=resolved.ref)
 
 
@@ -142,3 +156,66 @@ def aask(prompt: PromptLike = None, model: str | None = None, **kwargs: Any) -> 
     """
     return ask(prompt, model, **kwargs)
 
+
+
+# -- media tasks: parts in, one modality out, all through `respond` --------------------------------
+
+MediaLike = str | os.PathLike[str] | bytes | Part
+
+# The engine each task uses when no model (or `auto`) is named.
+TASK_DEFAULTS = {"transcribe": "whisper", "speak": "espeak", "detect_speech": "silero-vad",
+                 "read_text": "rapidocr", "embed": "minilm"}
+
+
+def _media(source: MediaLike, kinds: tuple[type[Part], ...], task: str) -> Part:
+    part = source if isinstance(source, Part) else load_part(source, limits=get_settings().part_limits())
+    if not isinstance(part, kinds):
+        wanted = " or ".join(k.modality.value for k in kinds)
+        raise InputError(f"{task} needs {wanted}, got {part.modality.value}",
+                         hint=f"pass a {wanted} file")
+    return part
+
+
+def transcribe(audio: MediaLike, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+    """Speech to text. The Response streams text; `.parts` holds Segments (timestamps) and Data (language)."""
+    from .parts import Audio, Video
+
+    part = _media(audio, (Audio, Video), "transcribe")
+    return respond([Message.user(part)], model, want=Modality.TEXT, task_default=TASK_DEFAULTS["transcribe"],
+                   options=options, log=log)
+
+
+def speak(text: str, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+    """Text to speech; `.parts[0]` is the Audio (WAV). Options such as voice= and rate= go to the engine."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("nothing to speak: the text is empty")
+    return respond([Message.user(text)], model, want=Modality.AUDIO, task_default=TASK_DEFAULTS["speak"],
+                   options=options, log=log)
+
+
+def detect_speech(audio: MediaLike, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+    """Voice activity detection; `.parts[0]` is Segments of speech regions (seconds)."""
+    from .parts import Audio, Video
+
+    part = _media(audio, (Audio, Video), "detect_speech")
+    return respond([Message.user(part)], model, want=Modality.SEGMENTS,
+                   task_default=TASK_DEFAULTS["detect_speech"], options=options, log=log)
+
+
+def read_text(image: MediaLike, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+    """OCR. The Response streams the text in reading order; `.parts` holds Data with boxes and confidences."""
+    from .parts import Image
+
+    part = _media(image, (Image,), "read_text")
+    return respond([Message.user(part)], model, want=Modality.TEXT, task_default=TASK_DEFAULTS["read_text"],
+                   options=options, log=log)
+
+
+def embed(texts: str | Sequence[str], model: str | None = None, *, log: bool | None = None,
+          **options: Any) -> Response:
+    """Embeddings; `.parts` holds one Vector per input text, in order."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    if not items or not all(isinstance(t, str) and t.strip() for t in items):
+        raise InputError("embed needs one or more non-empty texts")
+    return respond([Message("user", items)], model, want=Modality.VECTOR, task_default=TASK_DEFAULTS["embed"],
+                   options=options, log=log)

@@ -1,0 +1,217 @@
+"""Media commands of the `imagine` CLI: transcribe, speak, vad, read, embed, watch.
+
+Thin like the rest of the CLI: parse, call a task, render. Registered on the main group by cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import cli, parse_options
+
+__all__: list[str] = []
+
+MODEL = click.option("-m", "--model", help="ENGINE:MODEL (default: the task's bundled engine).")
+OPTIONS = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Engine option, repeatable.")
+OUT = click.option("-O", "--out", help="Write the result to this file (or into this folder).")
+
+
+def _target(out: str, default_name: str) -> Path:
+    target = Path(out).expanduser()
+    if target.is_dir() or out.endswith("/"):
+        target.mkdir(parents=True, exist_ok=True)
+        return target / default_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _emit(text: str, out: str | None, default_name: str) -> None:
+    if out:
+        target = _target(out, default_name)
+        target.write_text(text if text.endswith("\n") else text + "\n")
+        click.echo(f"wrote {target}", err=True)
+    else:
+        click.echo(text.rstrip("\n"))
+
+
+def _segments_json(segments: Any) -> list[dict[str, Any]]:
+    return [{"start": s.start, "end": s.end, "text": s.text, **({"meta": s.meta} if s.meta else {})}
+            for s in segments.items]
+
+
+def _first(response: Any, cls: type) -> Any:
+    return next((p for p in response.parts if isinstance(p, cls)), None)
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@MODEL
+@OPTIONS
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "srt", "vtt"]), default="text", show_default=True)
+@click.option("--words", is_flag=True, help="Word timestamps (in --format json).")
+@OUT
+def transcribe(file: str, model: str | None, options: tuple[str, ...], fmt: str, words: bool, out: str | None) -> None:
+    """Transcribe speech in an audio or video FILE."""
+    from . import tasks
+    from .parts import Data, Segments
+    from .subtitles import to_srt, to_vtt
+
+    opts = parse_options(options)
+    if words:
+        opts["word_timestamps"] = True
+    response = tasks.transcribe(file, model, **opts)
+    if fmt == "text" and not out and sys.stdout.isatty():
+        for delta in response:  # stream on a terminal
+            click.echo(delta, nl=False)
+            sys.stdout.flush()
+        click.echo()
+        return
+    response.complete()
+    segments = _first(response, Segments) or Segments([])
+    if fmt == "json":
+        info = _first(response, Data)
+        body = json.dumps({"id": response.id, "model": response.model_ref, "text": response.text().strip(),
+                           "segments": _segments_json(segments), **(info.value if info else {})}, indent=2)
+    elif fmt == "srt":
+        body = to_srt(segments)
+    elif fmt == "vtt":
+        body = to_vtt(segments)
+    else:
+        body = response.text().strip()
+    _emit(body, out, f"{Path(file).stem}.{ 'txt' if fmt == 'text' else fmt}")
+
+
+@cli.command()
+@click.argument("text", nargs=-1)
+@MODEL
+@OPTIONS
+@click.option("--voice", help="Voice name (see --voices).")
+@click.option("--voices", "list_voices", is_flag=True, help="List the voices and exit.")
+@click.option("-O", "--out", help="WAV file to write (default: ./speech-<id>.wav).")
+def speak(text: tuple[str, ...], model: str | None, options: tuple[str, ...], voice: str | None,
+          list_voices: bool, out: str | None) -> None:
+    """Speak TEXT (or stdin) to a WAV file."""
+    from . import tasks
+    from .parts import Audio
+
+    if list_voices:
+        from .registry import get_registry
+
+        engine: Any = get_registry().engine((model or tasks.TASK_DEFAULTS["speak"]).partition(":")[0])
+        if not hasattr(engine, "list_voices"):
+            raise click.UsageError(f"engine {engine.id} cannot list voices")
+        for v in engine.list_voices():
+            click.echo(f"{v['name']:<28} {', '.join(v['languages']):<16} {v['gender']}")
+        return
+    words = " ".join(text)
+    if not words and not sys.stdin.isatty():
+        words = sys.stdin.read().strip()
+    opts = parse_options(options)
+    if voice:
+        opts["voice"] = voice
+    response = tasks.speak(words, model, **opts)
+    audio = _first(response, Audio)
+    target = _target(out, f"speech-{response.id}.wav") if out else Path(f"speech-{response.id}.wav")
+    target.write_bytes(audio.data)
+    seconds = response.usage.extra.get("seconds")
+    click.echo(f"wrote {target}" + (f" ({seconds:.1f} s)" if seconds else ""))
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@MODEL
+@OPTIONS
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def vad(file: str, model: str | None, options: tuple[str, ...], as_json: bool) -> None:
+    """Find the speech in an audio or video FILE (start and end times in seconds)."""
+    from . import tasks
+    from .parts import Segments
+
+    response = tasks.detect_speech(file, model, **parse_options(options))
+    segments = _first(response, Segments) or Segments([])
+    if as_json:
+        click.echo(json.dumps(_segments_json(segments), indent=2))
+        return
+    for seg in segments.items:
+        click.echo(f"{seg.start:8.2f} - {seg.end:8.2f} s  ({seg.end - seg.start:.2f} s)")
+    if not segments.items:
+        click.echo("no speech found", err=True)
+
+
+@cli.command()
+@click.argument("image", type=click.Path())
+@MODEL
+@OPTIONS
+@click.option("--json", "as_json", is_flag=True, help="Print lines with boxes and confidences as JSON.")
+def read(image: str, model: str | None, options: tuple[str, ...], as_json: bool) -> None:
+    """Read the text in an IMAGE (OCR)."""
+    from . import tasks
+    from .parts import Data
+
+    response = tasks.read_text(image, model, **parse_options(options))
+    if as_json:
+        data = _first(response, Data)
+        click.echo(json.dumps({"text": response.text(), **(data.value if data else {})}, indent=2))
+    else:
+        click.echo(response.text())
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@MODEL
+@OPTIONS
+def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) -> None:
+    """Embed texts (or text FILEs): one JSON array per input, one per line."""
+    from . import tasks
+    from .parts import Text, Vector, load_part
+
+    texts = []
+    for item in inputs:
+        if Path(item).is_file():
+            part = load_part(item)
+            if not isinstance(part, Text):
+                raise click.UsageError(f"{item}: only text files can be embedded by this engine")
+            texts.append(part.text)
+        else:
+            texts.append(item)
+    response = tasks.embed(texts, model, **parse_options(options))
+    for part in response.parts:
+        if isinstance(part, Vector):
+            click.echo(json.dumps([round(v, 6) for v in part.values]))
+
+
+@cli.command()
+@click.argument("video", type=click.Path())
+@click.option("--every", default=0.5, show_default=True, type=float, help="Seconds between sampled frames.")
+@click.option("--scene-threshold", default=0.08, show_default=True, type=float, help="Picture change that starts a scene (0-1).")
+@click.option("--summarize", is_flag=True, help="Ask the LLM for a summary of the timeline.")
+@MODEL
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
+@OUT
+def watch(video: str, every: float, scene_threshold: float, summarize: bool, model: str | None,
+          as_json: bool, out: str | None) -> None:
+    """Understand a VIDEO: scenes with their on-screen text, and the speech, on one timeline."""
+    from .watch import summarize_timeline, timeline_text, watch as run_watch
+
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("watching", total=None)
+            timeline = run_watch(video, every=every, scene_threshold=scene_threshold,
+                                 progress=lambda done, total, label: bar.update(task, completed=done, total=total,
+                                                                                 description=label))
+    else:
+        timeline = run_watch(video, every=every, scene_threshold=scene_threshold)
+    body = json.dumps(_segments_json(timeline), indent=2) if as_json else timeline_text(timeline)
+    _emit(body, out, f"{Path(video).stem}.timeline.{'json' if as_json else 'txt'}")
+    if summarize:
+        click.echo("\nsummary: ", nl=False)
+        for delta in summarize_timeline(timeline, model):
+            click.echo(delta, nl=False)
+        click.echo()
