@@ -15,7 +15,7 @@ from .test_parts import png_bytes
 
 def run(*args: str, home: Path, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "IMAGINE_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "imagine.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "imagine", *args], input=stdin, capture_output=True,
                           text=True, env=full_env, timeout=300)
 
 
@@ -121,7 +121,7 @@ def test_ctrl_c_exits_130_and_logs_the_partial_answer(imagine_home):
     import time
 
     env = {**os.environ, "IMAGINE_HOME": str(imagine_home)}
-    proc = subprocess.Popen([sys.executable, "-m", "imagine.cli", "ask", "-m", "mock", "-o", "delay=0.3",
+    proc = subprocess.Popen([sys.executable, "-m", "imagine", "ask", "-m", "mock", "-o", "delay=0.3",
                              "one two three four five six seven eight nine ten"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     first = proc.stdout.read(4)  # blocks until the first delta ("one ") has streamed

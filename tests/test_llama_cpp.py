@@ -140,7 +140,7 @@ def test_cli_ask_with_the_bundled_model(imagine_home):
     import os
 
     env = {**os.environ, "IMAGINE_HOME": str(imagine_home), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "imagine.cli", "ask", "-o", "temperature=0", "-o", "max_tokens=16",
+    proc = subprocess.run([sys.executable, "-m", "imagine", "ask", "-o", "temperature=0", "-o", "max_tokens=16",
                            "--json", "Say hello in French."], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     import json

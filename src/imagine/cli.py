@@ -39,6 +39,9 @@ class ImagineGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `imagine ... | head`: the reader left; not an error
+            sys.stderr.close()
+            sys.exit(0)
         except OSError as exc:
             if _debug(ctx) or exc.errno is None:
                 raise
@@ -314,6 +317,3 @@ from . import cli_media  # noqa: E402,F401  (registers transcribe, speak, vad, r
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="imagine")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

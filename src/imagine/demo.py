@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -66,12 +67,48 @@ def run_demo(model: str | None = None) -> None:
     ids.append(summary.id)
 
     settings = get_settings()
+    files = _media_round_trip(summary.text().strip(), settings.home / "demo")
+
     _heading("logged")
     if settings.log:
-        print(f"{len(ids)} responses logged to {settings.db_path}")
+        print(f"{len(ids) + 3} responses logged to {settings.db_path}; files in {files}")
         print(f"  imagine logs            # the latest responses\n  imagine logs show {ids[0][:12]}   # one in full")
     else:
         print("logging is off (IMAGINE_LOG=0)")
     print("\nThis is a 135M-parameter model that runs anywhere. For better answers point imagine at a bigger GGUF:\n"
           "  imagine ask -m llama-cpp:~/models/qwen2.5-7b-instruct-q4_k_m.gguf \"...\"\n"
           "  imagine ask -m llama-cpp:bartowski/Qwen2.5-7B-Instruct-GGUF/*Q4_K_M.gguf \"...\"   # from the hub")
+
+
+def _draw_sign(path: Path) -> None:
+    """A picture with text on it, for the OCR step."""
+    from PIL import Image as PILImage, ImageDraw, ImageFont
+
+    img = PILImage.new("RGB", (640, 200), (250, 246, 235))
+    draw = ImageDraw.Draw(img)
+    draw.text((30, 40), "Riverside bike path", fill=(20, 20, 20), font=ImageFont.load_default(size=44))
+    draw.text((30, 110), "opens on 14 June", fill=(160, 30, 30), font=ImageFont.load_default(size=44))
+    img.save(path)
+
+
+def _media_round_trip(text: str, folder: Path) -> Path:
+    """espeak speaks the summary, whisper transcribes it back, OCR reads a drawn sign."""
+    from .parts import Audio
+    from .tasks import read_text, speak, transcribe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _heading("4. speak the summary, transcribe it back")
+    spoken = speak(text)
+    audio = next(p for p in spoken.parts if isinstance(p, Audio))
+    wav = folder / "summary.wav"
+    wav.write_bytes(audio.data)
+    print(f"espeak  → {wav} ({spoken.usage.extra.get('seconds', audio.duration):.1f} s of speech)")
+    heard = transcribe(wav).text().strip()
+    print(f"whisper → {heard}")
+
+    _heading("5. read the text in a picture")
+    sign = folder / "sign.png"
+    _draw_sign(sign)
+    print(f"drew {sign}")
+    print(f"rapidocr → {read_text(sign).text()!r}")
+    return folder

@@ -43,6 +43,8 @@ class Engine:
     inputs: ClassVar[frozenset[Modality]] = frozenset({Modality.TEXT})
     outputs: ClassVar[frozenset[Modality]] = frozenset({Modality.TEXT})
     features: ClassVar[frozenset[str]] = frozenset()  # "stream", "json_schema", "tools", "seed", "stop"
+    # A request must carry at least one of these (e.g. speech engines take text only as a hint beside audio).
+    needs_one_of: ClassVar[frozenset[Modality]] = frozenset()
     default_model: ClassVar[str] = ""
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the engine needs

@@ -157,7 +157,7 @@ class Registry:
                 continue
             if locality and cls.locality != locality:
                 continue
-            if needed <= cls.inputs and want in cls.outputs:
+            if needed <= cls.inputs and want in cls.outputs and (not cls.needs_one_of or needed & cls.needs_one_of):
                 found.append(engine_id)
         return found
 
@@ -177,9 +177,13 @@ class Registry:
 
     def _check_capable(self, engine: Engine, needed: set[Modality], want: Modality) -> None:
         missing = needed - engine.inputs
-        if not missing and want in engine.outputs:
+        lacking = bool(engine.needs_one_of) and not (needed & engine.needs_one_of)
+        if not missing and not lacking and want in engine.outputs:
             return
-        if missing:
+        if lacking:
+            kinds = " or ".join(sorted(m.value for m in engine.needs_one_of))
+            problem = f"engine {engine.id} needs {kinds} input"
+        elif missing:
             problem = f"engine {engine.id} does not take {', '.join(sorted(m.value for m in missing))} input"
         else:
             problem = f"engine {engine.id} does not produce {want.value}"

@@ -21,10 +21,11 @@ ProgressFn = Callable[[float, float, str], None]
 
 
 def _thumbnail(frame: Any) -> Any:
-    """A small grey copy for cheap scene comparison (float array in [0, 1])."""
+    """A small colour copy for cheap scene comparison (float array in [0, 1]); colour, not grey, because
+    two slides of equal brightness but different hue are different scenes."""
     import numpy as np
 
-    return np.asarray(frame.convert("L").resize((64, 36)), dtype=np.float32) / 255.0
+    return np.asarray(frame.convert("RGB").resize((64, 36)), dtype=np.float32) / 255.0
 
 
 def _png(frame: Any) -> Image:
@@ -73,13 +74,36 @@ def watch(video: Video | str | bytes, *, every: float = 0.5, scene_threshold: fl
     if transcribe_audio and info.has_audio:
         response = transcribe(part, asr_model, log=log)
         response.complete()
+        regions = _speech_regions(part, log)
         for out in response.parts:
             if isinstance(out, Segments):
                 for seg in out.items:
-                    segments.append(Segment(seg.start, seg.end, seg.text.strip(), meta={"kind": "speech"}))
+                    start, end = _snap(seg.start, seg.end, regions)
+                    segments.append(Segment(start, end, seg.text.strip(), meta={"kind": "speech"}))
         report(total, total, "speech")
     segments.sort(key=lambda s: (s.start, s.meta.get("kind") != "scene"))
     return Segments(segments)
+
+
+def _speech_regions(part: Video, log: bool | None) -> list[tuple[float, float]]:
+    """Where the voice actually is (Silero VAD); empty when no VAD engine is installed."""
+    from .errors import EngineUnavailable
+    from .tasks import detect_speech
+
+    try:
+        response = detect_speech(part, log=log)
+        return [(s.start, s.end) for out in response.parts if isinstance(out, Segments) for s in out.items]
+    except EngineUnavailable:
+        return []
+
+
+def _snap(start: float, end: float, regions: list[tuple[float, float]]) -> tuple[float, float]:
+    """Whisper's segment times are coarse (starts often sit on the silence before the words); pull them in
+    to the VAD speech regions the segment overlaps."""
+    overlapping = [(a, b) for a, b in regions if a < end and b > start]
+    if not overlapping:
+        return start, end
+    return round(max(start, overlapping[0][0]), 3), round(min(end, overlapping[-1][1]), 3)
 
 
 def timeline_text(timeline: Segments) -> str:

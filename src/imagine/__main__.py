@@ -1,0 +1,5 @@
+"""`python -m imagine` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,265 @@
+"""`silero-vad`: where the speech is, from the Silero VAD ONNX model run by onnxruntime (no torch).
+
+Model names: `silero-vad-v6` (the default: the model file faster-whisper ships in its assets folder,
+so it works offline), or a path to another Silero VAD `.onnx` export — faster-whisper's (inputs
+`input`, `h`, `c`: many chunks per call) or the upstream snakers4 one (`input`, `state`, `sr`: one
+chunk per call).
+
+The model scores 32 ms chunks (512 samples at 16 kHz, each seen with the 64 samples before it) for
+the probability of speech, carrying its LSTM state from chunk to chunk. Chunks go in blocks, so memory
+stays flat and a cancelled request stops between blocks. The probabilities become segments with the
+algorithm of silero-vad's `get_speech_timestamps` (as faster-whisper has it): speech starts at
+`threshold`, ends after `min_silence_ms` below `threshold - 0.15`, short bursts are dropped, long runs
+are split at a pause, and each segment is padded by `speech_pad_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import get_settings
+from ..engine import Engine, Request
+from ..errors import EngineUnavailable, InputError
+from ..events import Done, Event, PartOut, Usage
+from ..parts import Audio, Modality, Segment, Segments, Video
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["SileroVadEngine", "bundled_model_path", "speech_probabilities", "speech_spans"]
+
+BUNDLED = "silero-vad-v6"
+RATE = 16000
+CHUNK = 512  # samples the model scores at once at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous chunk the model sees in front of each chunk
+BLOCK = 1024  # chunks per call (~33 s of audio)
+MAX_SPLIT_PAUSE = RATE * 98 // 1000  # a pause this long is a place to split an over-long segment
+
+
+def bundled_model_path() -> Path:
+    """faster-whisper's copy of the Silero VAD v6 model, found without importing faster-whisper."""
+    spec = importlib.util.find_spec("faster_whisper")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / "assets" / "silero_vad_v6.onnx"
+        if path.is_file():
+            return path
+    raise EngineUnavailable("the bundled Silero VAD model comes with faster-whisper, which is not installed",
+                            hint="pip install 'imagine[speech]', or give a path to a Silero VAD .onnx file")
+
+
+class _Model:
+    """An onnxruntime session behind one call: (chunks with context, state) -> (probabilities, state)."""
+
+    def __init__(self, session: Any, path: Path) -> None:
+        names = {i.name for i in session.get_inputs()}
+        if {"input", "h", "c"} <= names:
+            self.batched = True  # faster-whisper's export: the LSTM runs along the first axis
+        elif {"input", "state", "sr"} <= names:
+            self.batched = False  # the upstream export: the first axis is a batch of separate streams
+        else:
+            raise InputError(f"{path} is not a Silero VAD model (its inputs are {', '.join(sorted(names))})",
+                             hint="give a Silero VAD .onnx export with inputs input/h/c or input/state/sr")
+        self.session = session
+
+    def initial_state(self) -> Any:
+        import numpy as np
+
+        if self.batched:
+            return np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32)
+        return np.zeros((2, 1, 128), np.float32)
+
+    def __call__(self, x: "np.ndarray", state: Any) -> tuple["np.ndarray", Any]:
+        import numpy as np
+
+        if self.batched:
+            probs, h, c = self.session.run(None, {"input": x, "h": state[0], "c": state[1]})
+            return np.asarray(probs, np.float32).reshape(-1), (h, c)
+        sr = np.array(RATE, dtype=np.int64)
+        out = np.empty(len(x), np.float32)
+        for i in range(len(x)):
+            prob, state = self.session.run(None, {"input": x[i:i + 1], "state": state, "sr": sr})
+            out[i] = float(np.asarray(prob).reshape(-1)[0])
+        return out, state
+
+
+def speech_probabilities(model: Any, samples: "np.ndarray", stop: threading.Event | None = None) -> "np.ndarray":
+    """One speech probability per 512-sample chunk of 16 kHz audio (the last chunk zero-padded)."""
+    import numpy as np
+
+    samples = np.asarray(samples, np.float32)
+    chunks = np.pad(samples, (0, -len(samples) % CHUNK)).reshape(-1, CHUNK)
+    state = model.initial_state()
+    context = np.zeros(CONTEXT, np.float32)  # the first chunk is preceded by silence
+    out: list[np.ndarray] = []
+    for first in range(0, len(chunks), BLOCK):
+        if stop is not None and stop.is_set():
+            break
+        block = chunks[first:first + BLOCK]
+        before = np.concatenate([context[None, :], block[:-1, -CONTEXT:]])
+        probs, state = model(np.concatenate([before, block], axis=1), state)
+        out.append(probs)
+        context = block[-1, -CONTEXT:]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def speech_spans(probs: "np.ndarray", total: int, *, threshold: float = 0.5, min_speech_ms: int = 250,
+                 min_silence_ms: int = 300, speech_pad_ms: int = 30,
+                 max_speech_s: float | None = None) -> list[tuple[int, int]]:
+    """Speech (start, end) in samples from chunk probabilities; `total` is the audio length in samples."""
+    low = max(threshold - 0.15, 0.01)  # hysteresis: once speaking, only this ends it
+    min_speech = RATE * min_speech_ms / 1000
+    min_silence = RATE * min_silence_ms / 1000
+    pad = RATE * speech_pad_ms // 1000
+    max_speech = RATE * max_speech_s - CHUNK - 2 * pad if max_speech_s else math.inf
+
+    spans: list[tuple[int, int]] = []
+    speaking = False
+    start = 0
+    silence_from = 0  # where the current pause began (0: not in a pause)
+    split_at = 0  # the end of the last pause long enough to split an over-long segment at
+    resume_at = 0  # where speech resumed after that pause
+    for i, prob in enumerate(probs):
+        pos = i * CHUNK
+        if prob >= threshold and silence_from:  # the pause was too short: keep going
+            silence_from = 0
+            if resume_at < split_at:
+                resume_at = pos
+        if prob >= threshold and not speaking:
+            speaking, start = True, pos
+            continue
+        if speaking and pos - start > max_speech:
+            if split_at:  # cut at the last pause; go on from where speech resumed, if it has
+                spans.append((start, split_at))
+                speaking = resume_at >= split_at
+                start = resume_at
+            else:  # no pause to cut at: cut here
+                spans.append((start, pos))
+                speaking = False
+            split_at = resume_at = silence_from = 0
+            if not speaking:
+                continue
+        if prob < low and speaking:
+            silence_from = silence_from or pos
+            if pos - silence_from > MAX_SPLIT_PAUSE:
+                split_at = silence_from
+            if pos - silence_from < min_silence:
+                continue
+            if silence_from - start > min_speech:
+                spans.append((start, silence_from))
+            speaking = False
+            split_at = resume_at = silence_from = 0
+    if speaking and total - start > min_speech:
+        spans.append((start, total))
+
+    padded = []
+    for i, (s, e) in enumerate(spans):  # pad, sharing a gap shorter than two pads at its middle
+        before = pad if i == 0 else min(pad, (s - spans[i - 1][1]) // 2)
+        after = pad if i == len(spans) - 1 else min(pad, (spans[i + 1][0] - e) // 2)
+        padded.append((max(0, s - before), min(total, e + after)))
+    return padded
+
+
+class SileroVadEngine(Engine):
+    id = "silero-vad"
+    locality = "local"
+    inputs = frozenset({Modality.AUDIO, Modality.VIDEO})
+    outputs = frozenset({Modality.SEGMENTS})
+    features = frozenset({"timestamps"})
+    default_model = BUNDLED
+    description = "Speech regions with the Silero VAD ONNX model (bundled with faster-whisper, offline)"
+    requires = ("onnxruntime",)
+    extra = "speech"
+    package = "onnxruntime"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        threshold: float = Field(default=0.5, ge=0, le=1, description="speech probability that starts speech")
+        min_speech_ms: int = Field(default=250, ge=0, description="shorter bursts are dropped")
+        min_silence_ms: int = Field(default=300, ge=0, description="a pause this long ends a segment")
+        speech_pad_ms: int = Field(default=30, ge=0, description="added before and after each segment")
+        max_speech_s: float | None = Field(default=None, gt=0, description="split longer segments at a pause")
+
+    _sessions: dict[str, _Model] = {}
+    _load_lock = threading.Lock()
+
+    def models(self) -> list[str]:
+        return [BUNDLED]
+
+    def _path(self, model: str) -> Path:
+        if model == BUNDLED:
+            return bundled_model_path()
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise InputError(f"Silero VAD model not found: {path}",
+                             hint=f"use {BUNDLED} (the default) or a path to a Silero VAD .onnx file")
+        if not path.is_file():
+            raise InputError(f"{path} is a folder; silero-vad needs the .onnx file itself")
+        return path
+
+    def check_model(self, model: str) -> None:
+        self.load(model)
+
+    def load(self, model: str) -> _Model:
+        """The onnxruntime session for `model`, created once per process (it is small: ~2 MB)."""
+        path = self._path(model).resolve()
+        with self._load_lock:
+            if str(path) not in self._sessions:
+                import onnxruntime
+
+                opts = onnxruntime.SessionOptions()
+                opts.intra_op_num_threads = 1  # a tiny sequential model: threads only add overhead
+                opts.inter_op_num_threads = 1
+                opts.log_severity_level = 3
+                try:
+                    session = onnxruntime.InferenceSession(str(path), sess_options=opts,
+                                                           providers=["CPUExecutionProvider"])
+                except Exception as exc:  # onnxruntime raises its own types for bad files
+                    raise InputError(f"{path} is not a loadable ONNX model: {exc}",
+                                     hint="give a Silero VAD .onnx file") from None
+                self._sessions[str(path)] = _Model(session, path)
+            return self._sessions[str(path)]
+
+    @staticmethod
+    def _input(request: Request) -> Audio | Video:
+        message = next((m for m in reversed(request.messages) if m.role == "user"), None)
+        media = [p for p in message.parts if isinstance(p, (Audio, Video))] if message else []
+        if len(media) != 1:
+            got = f"{len(media)} audio/video parts" if media else "no audio or video"
+            raise InputError(f"silero-vad needs one audio or video part in the last user message, got {got}",
+                             hint="attach one audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
+        return media[0]
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        import numpy as np
+
+        opts: Any = request.options
+        part = self._input(request)
+        model = await asyncio.to_thread(self.load, request.model)
+        samples, _ = await asyncio.to_thread(part.samples, RATE, limits=get_settings().part_limits())
+        stop = threading.Event()
+        worker = asyncio.get_running_loop().run_in_executor(None, speech_probabilities, model, samples, stop)
+        try:
+            probs = await asyncio.shield(worker)
+        finally:
+            stop.set()  # a cancelled request stops the worker at the next block
+            if not worker.done():
+                await asyncio.wait([worker])
+        spans = speech_spans(probs, len(samples), threshold=opts.threshold, min_speech_ms=opts.min_speech_ms,
+                             min_silence_ms=opts.min_silence_ms, speech_pad_ms=opts.speech_pad_ms,
+                             max_speech_s=opts.max_speech_s)
+        items = []
+        for s, e in spans:  # e > s always, so each span covers at least one chunk
+            mean = float(np.mean(probs[s // CHUNK:-(-e // CHUNK)]))
+            items.append(Segment(round(s / RATE, 3), round(e / RATE, 3), "speech",
+                                 meta={"probability": round(mean, 3)}))
+        yield PartOut(Segments(items))
+        yield Usage(cost=0.0, extra={"audio_seconds": round(len(samples) / RATE, 3)})
+        yield Done("stop")

