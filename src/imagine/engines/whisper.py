@@ -227,6 +227,8 @@ class WhisperEngine(Engine):
                 put("info", info)
                 try:
                     for segment in segments:
+                        if not any(ch.isalnum() for ch in segment.text):
+                            continue  # ". . ." decoded from silence or noise: not a transcript
                         put("segment", segment)
                         if stop_flag.is_set():
                             break

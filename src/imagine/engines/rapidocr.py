@@ -1,0 +1,234 @@
+"""`rapidocr`: text from images with the PP-OCR ONNX models that ship inside the `rapidocr` wheel.
+
+The one model, `pp-ocr`, is the detector + recogniser (+ optional angle classifier) bundled in
+`rapidocr/models/`. rapidocr resolves models by language and version and downloads whatever is not
+on disk (other languages, other versions, a visualisation font, a character dictionary), so this
+engine pins every model by explicit file path and hands rapidocr a local font: nothing it does here
+can reach the network.
+
+One `RapidOCR` object is built per process and reused; decoding and inference run in a worker
+thread, one image at a time (the object keeps per-call settings on itself, so calls are serialised).
+Output: the recognised lines in reading order as text, then one Data part per image with each line's
+text, confidence and box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import get_settings
+from ..engine import Engine, Request
+from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
+from ..events import Done, Event, PartOut, TextDelta, Usage
+from ..parts import Data, Image, Limits, Modality
+
+__all__ = ["RapidOcrEngine", "bundled_model_files", "reading_order", "tidy_line"]
+
+MODEL = "pp-ocr"
+
+# Fonts rapidocr may use if anything ever asks it to draw results; without one it downloads a font.
+_FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:/Windows/Fonts/arial.ttf",
+)
+
+
+def bundled_model_files() -> dict[str, Path]:
+    """The det / rec / cls ONNX files shipped in the installed rapidocr package, found without
+    importing it (importing pulls in cv2 and onnxruntime)."""
+    spec = importlib.util.find_spec("rapidocr")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineUnavailable("rapidocr is not installed", hint="pip install 'imagine[vision]'")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    found: dict[str, Path] = {}
+    for task in ("det", "rec", "cls"):
+        matches = sorted(folder.glob(f"*_{task}_*.onnx"))
+        if matches:
+            found[task] = matches[0]
+    missing = [t for t in ("det", "rec", "cls") if t not in found]
+    if missing:
+        raise EngineUnavailable(f"rapidocr is installed but {folder} lacks the {'/'.join(missing)} model",
+                                hint="reinstall rapidocr (pip install --force-reinstall 'rapidocr>=3')")
+    return found
+
+
+def _local_font() -> str | None:
+    for candidate in _FONT_CANDIDATES:
+        if Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def _to_bgr(img: Any) -> Any:
+    """A PIL image as the contiguous uint8 BGR array rapidocr expects (alpha flattened onto white,
+    EXIF rotation applied so boxes match what a viewer shows)."""
+    import numpy as np
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = PILImage.alpha_composite(background, rgba)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+# Full-width ASCII forms (U+FF01..U+FF5E) and the ideographic space, mapped to plain ASCII.
+_FULLWIDTH = {0xFF01 + i: 0x21 + i for i in range(0x5E)} | {0x3000: 0x20}
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def tidy_line(text: str) -> str:
+    """Plain ASCII punctuation in lines with no CJK script: the multilingual model sometimes reads a
+    Latin colon as the full-width one ("due\uff1a $5"); in Chinese or Japanese text those forms are
+    right, so they stay there."""
+    return text if _CJK.search(text) else text.translate(_FULLWIDTH)
+
+
+def reading_order(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sort OCR lines top-to-bottom, then left-to-right within a row.
+
+    A line joins the current row when its vertical centre falls inside the row's first box, so
+    slightly skewed boxes on one row are not split by a pixel or two of height difference.
+    """
+    def span(line: dict[str, Any]) -> tuple[float, float, float]:
+        xs = [p[0] for p in line["box"]]
+        ys = [p[1] for p in line["box"]]
+        return min(ys), max(ys), min(xs)
+
+    rows: list[tuple[float, float, list[dict[str, Any]]]] = []
+    for line in sorted(lines, key=lambda item: span(item)[0]):
+        top, bottom, _ = span(line)
+        centre = (top + bottom) / 2
+        if rows and rows[-1][0] <= centre <= rows[-1][1]:
+            rows[-1][2].append(line)
+        else:
+            rows.append((top, bottom, [line]))
+    return [line for _, _, row in rows for line in sorted(row, key=lambda item: span(item)[2])]
+
+
+class RapidOcrEngine(Engine):
+    id = "rapidocr"
+    locality = "local"
+    inputs = frozenset({Modality.IMAGE})
+    outputs = frozenset({Modality.TEXT, Modality.DATA})
+    features = frozenset({"boxes"})
+    default_model = MODEL
+    description = "OCR with the PP-OCR ONNX models shipped in rapidocr (text lines + boxes)"
+    requires = ("rapidocr", "onnxruntime")
+    extra = "vision"
+    package = "rapidocr"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        min_confidence: float = Field(default=0.5, ge=0, le=1,
+                                      description="drop lines the recogniser is less sure of")
+        use_angle_cls: bool = Field(default=False, description="detect and fix upside-down text lines "
+                                    "(slower; only helps with rotated scans)")
+
+    _ocr: Any = None  # the process-wide RapidOCR object
+    _load_lock = threading.Lock()
+    _run_lock = threading.Lock()
+
+    def models(self) -> list[str]:
+        return [MODEL]
+
+    def check_model(self, model: str) -> None:
+        if model != MODEL:
+            raise InputError(f"rapidocr has no model {model!r}",
+                             hint=f"it runs only the PP-OCR models shipped with rapidocr: -m rapidocr:{MODEL}")
+        bundled_model_files()
+
+    # -- the OCR object -------------------------------------------------------------------------
+    @classmethod
+    def load(cls) -> Any:
+        """The process-wide `RapidOCR`, built once, configured to use only the shipped files."""
+        with cls._load_lock:
+            if cls._ocr is None:
+                files = bundled_model_files()
+                params: dict[str, Any] = {
+                    # explicit paths skip rapidocr's resolve-by-language-then-download step
+                    "Det.model_path": str(files["det"]),
+                    "Rec.model_path": str(files["rec"]),
+                    "Cls.model_path": str(files["cls"]),
+                    # rapidocr's default scales every image up to a 736 px short side; an 8x blow-up
+                    # of a one-line screenshot splits words into overlapping boxes ("Quarterly" +
+                    # "y report"). PaddleOCR 3's own default, min side 64, keeps native resolution.
+                    "Det.limit_type": "min",
+                    "Det.limit_side_len": 64,
+                    "Global.use_cls": False,
+                    "Global.log_level": "error",
+                }
+                font = _local_font()
+                if font:
+                    params["Global.font_path"] = font  # else drawing results would download one
+                try:
+                    from rapidocr import RapidOCR
+
+                    cls._ocr = RapidOCR(params=params)
+                except ImportError as exc:
+                    raise EngineUnavailable(f"rapidocr cannot be imported: {exc}",
+                                            hint="pip install 'imagine[vision]'") from None
+                except Exception as exc:
+                    raise UpstreamError(f"rapidocr could not start: {type(exc).__name__}: {exc}",
+                                        hint="reinstall rapidocr and onnxruntime") from None
+            return cls._ocr
+
+    def _ocr_image(self, part: Image, limits: Limits, opts: Any) -> list[dict[str, Any]]:
+        """Runs in a worker thread: decode one image (limit-checked) and return its lines in order."""
+        pixels = _to_bgr(part.pil(limits))
+        height, width = pixels.shape[:2]
+        ocr = self.load()
+        try:
+            with self._run_lock:
+                result = ocr(pixels, use_cls=opts.use_angle_cls, text_score=opts.min_confidence)
+        except ImagineError:
+            raise
+        except Exception as exc:
+            raise UpstreamError(f"rapidocr failed on {part.name or 'the image'}: {type(exc).__name__}: {exc}") from None
+        boxes, txts, scores = (getattr(result, a, None) for a in ("boxes", "txts", "scores"))
+        if boxes is None or txts is None or scores is None:
+            return []  # no text found
+        lines = []
+        for box, text, score in zip(boxes, txts, scores):
+            points = [[min(max(int(round(float(x))), 0), width - 1), min(max(int(round(float(y))), 0), height - 1)]
+                      for x, y in box]
+            lines.append({"text": tidy_line(str(text)), "confidence": round(float(score), 4), "box": points})
+        return reading_order(lines)
+
+    # -- the one method -------------------------------------------------------------------------
+    @staticmethod
+    def _images(request: Request) -> list[Image]:
+        users = [m for m in request.messages if m.role == "user"]
+        images = [p for p in users[-1].parts if isinstance(p, Image)] if users else []
+        if not images:
+            raise InputError("rapidocr reads text from images, and the last user message has none",
+                             hint="attach an image (PNG, JPEG, GIF, WebP), e.g. -a scan.png")
+        return images
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        opts: Any = request.options
+        images = self._images(request)
+        limits = get_settings().part_limits()
+        for index, image in enumerate(images):
+            lines = await asyncio.to_thread(self._ocr_image, image, limits, opts)
+            text = "\n".join(line["text"] for line in lines)
+            if index:
+                text = "\n\n" + text  # a blank line between images
+            if text:
+                yield TextDelta(text)
+            yield PartOut(Data({"lines": lines, "image": index}))
+        yield Usage(cost=0.0)
+        yield Done()
