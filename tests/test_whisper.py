@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imagine import Audio, Image, InputError, LimitExceeded, Message, Modality, TextDelta, UpstreamError, Video
+from imagine import Progress, Audio, Image, InputError, LimitExceeded, Message, Modality, TextDelta, UpstreamError, Video
 from imagine import get_registry
 from imagine.engine import Request, Response
 from imagine.parts import Data, Segments
@@ -73,7 +73,9 @@ def test_streamed_deltas_join_to_the_text_and_segments_are_ordered(three_sentenc
     assert "".join(deltas) == response.text()
     assert wer(" ".join(SENTENCES), response.text()) <= 0.2, response.text()
     kinds = [type(e).__name__ for e in response.events()]
-    assert kinds == ["TextDelta"] * len(deltas) + ["PartOut", "PartOut", "Usage", "Done"]
+    assert kinds == ["TextDelta", "Progress"] * len(deltas) + ["PartOut", "PartOut", "Usage", "Done"]
+    progress = [e for e in response.events() if isinstance(e, Progress)]
+    assert [p.done for p in progress] == sorted(p.done for p in progress) and progress[-1].total >= progress[-1].done
     items = segments_of(response).items
     assert len(items) == len(deltas)
     duration = len(three_sentences) / RATE

@@ -44,6 +44,22 @@ def _segments_json(segments: Any) -> list[dict[str, Any]]:
             for s in segments.items]
 
 
+def _run_with_progress(response: Any, label: str) -> None:
+    """Finish a response, showing its Progress events as a bar when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        response.complete()
+        return
+    from rich.progress import Progress as Bar
+
+    from .events import Progress
+
+    with Bar(transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        for event in response.events():
+            if isinstance(event, Progress):
+                bar.update(task, completed=event.done, total=event.total)
+
+
 def _first(response: Any, cls: type) -> Any:
     return next((p for p in response.parts if isinstance(p, cls)), None)
 
@@ -71,7 +87,7 @@ def transcribe(file: str, model: str | None, options: tuple[str, ...], fmt: str,
             sys.stdout.flush()
         click.echo()
         return
-    response.complete()
+    _run_with_progress(response, "transcribing")
     segments = _first(response, Segments) or Segments([])
     if fmt == "json":
         info = _first(response, Data)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import ConfigError, ImagineError, InputError, UpstreamError
-from ..events import Done, Event, PartOut, TextDelta, Usage
+from ..events import Done, Event, PartOut, Progress, TextDelta, Usage
 from ..parts import Audio, Data, Modality, Segment, Segments, Video
 
 __all__ = ["WhisperEngine", "bundled_tiny_en_path"]
@@ -255,6 +255,7 @@ class WhisperEngine(Engine):
                     if piece:
                         emitted = True
                         yield TextDelta(piece)
+                    yield Progress(round(min(items[-1].end, duration), 3), round(duration, 3), "transcribe")
                 elif kind == "error":
                     if isinstance(value, ImagineError):
                         raise value
