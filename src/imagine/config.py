@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import ConfigError
 from .parts import Limits
 
-__all__ = ["Settings", "get_settings", "imagine_home", "load_settings", "reset_settings"]
+__all__ = ["EndpointSettings", "ModelSpec", "Settings", "get_settings", "imagine_home", "load_settings",
+           "reset_settings"]
 
 
 class LimitSettings(BaseModel):
@@ -34,6 +35,35 @@ class LimitSettings(BaseModel):
     max_pixels: int = Field(default=Limits.max_pixels, gt=0)
     max_audio_seconds: float = Field(default=Limits.max_audio_seconds, gt=0)
     max_video_frames: int = Field(default=Limits.max_video_frames, gt=0)
+
+
+class ModelSpec(BaseModel):
+    """What one model of an endpoint takes, gives and costs (prices in US dollars)."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[str] = Field(default_factory=lambda: ["text"])
+    outputs: list[str] = Field(default_factory=lambda: ["text"])
+    features: list[str] = Field(default_factory=lambda: ["stream"])
+    context: int | None = Field(default=None, gt=0, description="context window in tokens")
+    price_input: float | None = Field(default=None, ge=0, description="per million input tokens")
+    price_output: float | None = Field(default=None, ge=0, description="per million output tokens")
+    price_image: float | None = Field(default=None, ge=0, description="per input image")
+    price_audio_minute: float | None = Field(default=None, ge=0, description="per minute of input audio")
+    quality: float | None = Field(default=None, description="relative strength for the `best` preference")
+
+
+class EndpointSettings(BaseModel):
+    """A configured remote (or local-server) endpoint: `[endpoints.NAME]` in config.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(default="openai", description="wire protocol: openai, anthropic or gemini")
+    base_url: str | None = None
+    key_env: str | None = Field(default=None, description="environment variable holding the API key")
+    api_key: str | None = Field(default=None, description="the key itself (prefer key_env)", repr=False)
+    locality: str | None = Field(default=None, description="local or cloud; default: local for loopback URLs")
+    default_model: str | None = None
+    timeout: float = Field(default=60.0, gt=0)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
 
 
 class Settings(BaseModel):
@@ -47,6 +77,9 @@ class Settings(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
+    policy: str = Field(default="direct", description="routing preference when no -m is given")
+    max_cost_per_day: float | None = Field(default=None, ge=0, description="US dollars, across all engines")
 
     @property
     def db_path(self) -> Path:

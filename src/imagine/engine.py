@@ -82,6 +82,15 @@ class Engine:
     def check_model(self, model: str) -> None:
         """Fail fast, before streaming, when `model` cannot be used (missing file, wrong format)."""
 
+    def capabilities(self, model: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
+        """(inputs, outputs, features) of one model; engines whose models differ override this."""
+        return self.inputs, self.outputs, self.features
+
+    def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, images: int = 0,
+                      audio_seconds: float = 0.0) -> float | None:
+        """US dollars for a call of this size, None when unknown; local engines cost nothing."""
+        return 0.0 if self.locality == "local" else None
+
     # -- options --------------------------------------------------------------------------------
     @classmethod
     def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> BaseModel:
@@ -117,6 +126,7 @@ class Request:
     options: BaseModel
     schema: dict[str, Any] | None = None
     want: Modality = Modality.TEXT
+    tools: tuple[dict[str, Any], ...] = ()  # {"name", "description", "parameters": JSON schema}
 
     @property
     def input_modalities(self) -> set[Modality]:

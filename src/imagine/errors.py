@@ -10,6 +10,10 @@ how to fix it, because the CLI, the server and the studio show it to a person as
     ├── EngineNotFound      no engine / model / alias by that name (lists close matches)
     ├── EngineUnavailable   the engine exists but cannot run here (names the pip extra or env var)
     ├── UpstreamError       the engine or remote service failed while answering
+    │   ├── RateLimited     429 / quota: `retry_after` seconds when the service said
+    │   ├── UpstreamTimeout no answer in time
+    │   └── Refused         the model or a content filter declined to answer
+    ├── BudgetExceeded      the request would pass a configured cost budget
     ├── SchemaError         structured output did not validate against the requested schema
     ├── ConfigError         the config file or an IMAGINE_* variable is malformed
     └── StoreError          the log database or blob store cannot be read or written
@@ -18,6 +22,7 @@ how to fix it, because the CLI, the server and the studio show it to a person as
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceeded",
     "ConfigError",
     "EngineNotFound",
     "EngineUnavailable",
@@ -25,9 +30,12 @@ __all__ = [
     "InputError",
     "LimitExceeded",
     "OptionsError",
+    "RateLimited",
+    "Refused",
     "SchemaError",
     "StoreError",
     "UpstreamError",
+    "UpstreamTimeout",
 ]
 
 
@@ -74,6 +82,28 @@ class UpstreamError(ImagineError):
     """The engine or a remote service failed while producing the answer."""
 
     exit_code = 4
+
+
+class RateLimited(UpstreamError):
+    """The service is rate limiting; `retry_after` is how long it asked us to wait (seconds), if it said."""
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(UpstreamError):
+    """The engine did not answer within its timeout."""
+
+
+class Refused(UpstreamError):
+    """The model (or a content filter) declined to answer."""
+
+
+class BudgetExceeded(ImagineError):
+    """Running the request would pass a cost budget (`max_cost` per request or per day)."""
+
+    exit_code = 6
 
 
 class SchemaError(ImagineError):

@@ -60,6 +60,7 @@ class Registry:
         self._instances: dict[str, Engine] = {}
         if load_plugins:
             self._load_entry_points()
+            self._bind_endpoints()
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -74,6 +75,27 @@ class Registry:
                 self._broken[ep.name] = f"plugin {ep.value} is not an imagine Engine subclass"
                 continue
             self._classes[ep.name] = cls
+
+    def _bind_endpoints(self) -> None:
+        """Bind API engines to their endpoints: built-ins to the usual environment variables (or their
+        [endpoints.ID] table), and every other [endpoints.NAME] table to a new engine of its kind."""
+        protocols: dict[str, type[Engine]] = {}
+        for engine_id, cls in list(self._classes.items()):
+            default = getattr(cls, "default_endpoint", None)
+            if default is None:
+                continue
+            protocols.setdefault(cls.kind, cls)  # type: ignore[attr-defined]
+            endpoint = self.settings.endpoints.get(engine_id) or default()
+            self._classes[engine_id] = cls.for_endpoint(engine_id, endpoint)  # type: ignore[attr-defined]
+        for name, endpoint in self.settings.endpoints.items():
+            if name in self._classes:
+                continue
+            base = protocols.get(endpoint.kind)
+            if base is None:
+                kinds = ", ".join(sorted(protocols)) or "none installed"
+                self._broken[name] = f"[endpoints.{name}] has kind {endpoint.kind!r}; known kinds: {kinds}"
+                continue
+            self._classes[name] = base.for_endpoint(name, endpoint)  # type: ignore[attr-defined]
 
     def register(self, cls: type[Engine], *, replace: bool = False) -> type[Engine]:
         """Add an engine class (plugins use entry points; tests and scripts may call this)."""

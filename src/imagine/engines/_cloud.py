@@ -1,0 +1,153 @@
+"""Shared ground for the cloud engines (openai, anthropic, gemini): endpoints, keys, prices, parts.
+
+An *endpoint* is a place to send requests with one wire protocol: the built-in `openai`, `anthropic`
+and `gemini` engines are endpoints configured from the usual environment variables, and every
+`[endpoints.NAME]` table in config.toml becomes one more engine with that id (a vLLM box, Ollama,
+Groq...). Keys come from the environment or the config file, and are never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import ipaddress
+import os
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..config import EndpointSettings, ModelSpec
+from ..engine import Engine
+from ..errors import EngineUnavailable
+from ..parts import MediaPart, Modality, Part
+
+__all__ = ["CloudEngine", "CloudOptions", "data_url", "is_loopback"]
+
+
+def is_loopback(url: str | None) -> bool:
+    """True for http://localhost / 127.x / ::1 URLs: a server on this machine counts as local."""
+    if not url:
+        return False
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def data_url(part: MediaPart) -> str:
+    """`data:<mime>;base64,...` for an image or audio part (how most APIs take inline media)."""
+    return f"data:{part.mime};base64,{base64.b64encode(part.data).decode('ascii')}"
+
+
+class CloudOptions(BaseModel):
+    """Options every chat API understands; engines may extend this."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    timeout: float | None = Field(default=None, gt=0, description="seconds; default from the endpoint")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+def _modalities(names: list[str]) -> frozenset[Modality]:
+    return frozenset(Modality(n) for n in names)
+
+
+class CloudEngine(Engine):
+    """Base of the API engines. Subclasses set `kind`, `sdk`, `known_models` and implement `stream`."""
+
+    locality = "cloud"
+    kind: ClassVar[str]  # wire protocol: "openai", "anthropic", "gemini"
+    sdk: ClassVar[str]  # importable module of the official SDK
+    endpoint: ClassVar[EndpointSettings]  # this engine's endpoint (built-in default or from config)
+    known_models: ClassVar[dict[str, ModelSpec]] = {}  # capabilities and list prices we ship with
+    Options = CloudOptions
+
+    # -- endpoints --------------------------------------------------------------------------------
+    @classmethod
+    def for_endpoint(cls, name: str, endpoint: EndpointSettings) -> type["CloudEngine"]:
+        """A subclass bound to a configured endpoint; its id is the endpoint's name."""
+        locality = endpoint.locality or ("local" if is_loopback(endpoint.base_url) else "cloud")
+        specs = {**cls.known_models, **endpoint.models}
+        inputs = frozenset().union(*(_modalities(s.inputs) for s in specs.values())) if specs else cls.inputs
+        outputs = frozenset().union(*(_modalities(s.outputs) for s in specs.values())) if specs else cls.outputs
+        attrs = {"id": name, "endpoint": endpoint, "locality": locality, "inputs": inputs, "outputs": outputs,
+                 "default_model": endpoint.default_model or cls.default_model,
+                 "description": f"{cls.kind}-compatible endpoint {endpoint.base_url or '(default URL)'}"}
+        return type(f"{cls.__name__}_{name}", (cls,), attrs)
+
+    @classmethod
+    def api_key(cls) -> str | None:
+        """The key, from the config file or the endpoint's environment variable (never logged)."""
+        if cls.endpoint.api_key:
+            return cls.endpoint.api_key
+        return os.environ.get(cls.endpoint.key_env) if cls.endpoint.key_env else None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if importlib.util.find_spec(cls.sdk) is None:
+            return f"needs the {cls.sdk} SDK: pip install 'imagine[{cls.extra or 'cloud'}]'"
+        if cls.endpoint.key_env and not cls.api_key() and not is_loopback(cls.endpoint.base_url):
+            return f"set {cls.endpoint.key_env} (or api_key in [endpoints.{cls.id}] of config.toml)"
+        return None
+
+    def require_key(self) -> str:
+        key = self.api_key()
+        if key:
+            return key
+        if is_loopback(self.endpoint.base_url):
+            return "not-needed"  # local servers (Ollama, llama.cpp server, vLLM) usually take any key
+        raise EngineUnavailable(f"engine {self.id} has no API key",
+                                hint=f"set {self.endpoint.key_env or 'the key'} in the environment")
+
+    def timeout(self, options: Any) -> float:
+        return float(getattr(options, "timeout", None) or self.endpoint.timeout)
+
+    # -- models -------------------------------------------------------------------------------------
+    def spec(self, model: str) -> ModelSpec | None:
+        return self.endpoint.models.get(model) or self.known_models.get(model)
+
+    def models(self) -> list[str]:
+        names = list(dict.fromkeys([self.default_model, *self.endpoint.models, *self.known_models]))
+        return [n for n in names if n]
+
+    def capabilities(self, model: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
+        spec = self.spec(model)
+        if spec is None:  # an unlisted model: assume the engine's general abilities
+            return self.inputs, self.outputs, self.features
+        return _modalities(spec.inputs), _modalities(spec.outputs), frozenset(spec.features)
+
+    def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, images: int = 0,
+                      audio_seconds: float = 0.0) -> float | None:
+        spec = self.spec(model)
+        if spec is None or spec.price_input is None or spec.price_output is None:
+            return 0.0 if self.locality == "local" else None
+        cost = input_tokens * spec.price_input / 1e6 + output_tokens * spec.price_output / 1e6
+        cost += images * (spec.price_image or 0.0) + audio_seconds / 60 * (spec.price_audio_minute or 0.0)
+        return round(cost, 8)
+
+    @staticmethod
+    def media_counts(parts: list[Part]) -> tuple[int, float]:
+        """(images, audio seconds) in a request, for pricing."""
+        from ..parts import Audio, Image
+
+        images = sum(isinstance(p, Image) for p in parts)
+        seconds = 0.0
+        for p in parts:
+            if isinstance(p, Audio):
+                try:
+                    seconds += p.duration
+                except Exception:  # pricing must never fail a request
+                    pass
+        return images, seconds
