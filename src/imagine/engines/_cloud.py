@@ -72,7 +72,7 @@ class CloudEngine(Engine):
     sdk: ClassVar[str]  # importable module of the official SDK
     endpoint: ClassVar[EndpointSettings]  # this engine's endpoint (built-in default or from config)
     known_models: ClassVar[dict[str, ModelSpec]] = {}  # capabilities and list prices we ship with
-    Options = CloudOptions
+    Options = CloudOptions  # type: ignore[assignment]
 
     # -- endpoints --------------------------------------------------------------------------------
     @classmethod
