@@ -5,7 +5,7 @@ from __future__ import annotations
 import imagine
 
 EXPECTED = {
-    "Audio", "ConfigError", "Data", "Done", "Engine", "EngineNotFound", "EngineUnavailable", "Error", "Event",
+    "Audio", "BudgetExceeded", "RateLimited", "Refused", "UpstreamTimeout", "ConfigError", "Data", "Done", "Engine", "EngineNotFound", "EngineUnavailable", "Error", "Event",
     "Image", "ImagineError", "InputError", "LimitExceeded", "Message", "Modality", "OptionsError", "Part",
     "PartOut", "Progress", "Registry", "Request", "Response", "SchemaError", "Segment", "Segments", "Settings",
     "Store", "StoreError", "Text", "TextDelta", "ToolCall", "UpstreamError", "Usage", "Vector", "Video",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
     from .config import Settings, get_settings, load_settings
     from .engine import Engine, Request, Response
     from .errors import (
+        BudgetExceeded,
         ConfigError,
         EngineNotFound,
         EngineUnavailable,
@@ -23,9 +24,12 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
         InputError,
         LimitExceeded,
         OptionsError,
+        RateLimited,
+        Refused,
         SchemaError,
         StoreError,
         UpstreamError,
+        UpstreamTimeout,
     )
     from .events import Done, Error, Event, PartOut, Progress, TextDelta, ToolCall, Usage
     from .parts import Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, Vector, Video, load_part
@@ -36,8 +40,9 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
 _HOMES = {
     "config": ("Settings", "get_settings", "load_settings"),
     "engine": ("Engine", "Request", "Response"),
-    "errors": ("ConfigError", "EngineNotFound", "EngineUnavailable", "ImagineError", "InputError", "LimitExceeded",
-               "OptionsError", "SchemaError", "StoreError", "UpstreamError"),
+    "errors": ("BudgetExceeded", "ConfigError", "EngineNotFound", "EngineUnavailable", "ImagineError", "InputError",
+               "LimitExceeded", "OptionsError", "RateLimited", "Refused", "SchemaError", "StoreError", "UpstreamError",
+               "UpstreamTimeout"),
     "events": ("Done", "Error", "Event", "PartOut", "Progress", "TextDelta", "ToolCall", "Usage"),
     "parts": ("Audio", "Data", "Image", "Message", "Modality", "Part", "Segment", "Segments", "Text", "Vector",
               "Video", "load_part"),
@@ -68,6 +73,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Audio",
+    "BudgetExceeded",
     "ConfigError",
     "Data",
     "Done",
@@ -86,6 +92,8 @@ __all__ = [
     "Part",
     "PartOut",
     "Progress",
+    "RateLimited",
+    "Refused",
     "Registry",
     "Request",
     "Response",
@@ -99,6 +107,7 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "UpstreamError",
+    "UpstreamTimeout",
     "Usage",
     "Vector",
     "Video",

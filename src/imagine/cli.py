@@ -159,9 +159,12 @@ def response_payload(response: Any) -> dict[str, Any]:
 @click.option("-O", "--out", help="Also write the answer to this file (or into this folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
 @click.option("--no-log", is_flag=True, help="Do not log this response.")
+@click.option("-p", "--policy", help="Let the router choose: local_only, local, cloud, cheapest, fastest, best, "
+                                     "cascade (comma-separated).")
+@click.option("--max-cost", type=float, help="Refuse plans estimated above this many US dollars.")
 def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], attach: tuple[str, ...],
         system: str | None, schema: str | None, continue_: bool, conversation: str | None,
-        out: str | None, as_json: bool, no_log: bool) -> None:
+        out: str | None, as_json: bool, no_log: bool, policy: str | None, max_cost: float | None) -> None:
     """Ask a model. PROMPT may also come on stdin (piped text is put before PROMPT)."""
     from . import tasks
 
@@ -169,19 +172,28 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
     piped = _read_stdin_if_piped()
     if piped and piped.strip():
         text = f"{piped.rstrip()}\n\n{text}" if text else piped
+    if max_cost is not None:
+        from .router import Policy
+
+        policy = Policy.parse(policy, max_cost=max_cost)  # type: ignore[assignment]
     response = tasks.ask(text, model, attach=list(attach), system=system, schema=_load_schema(schema),
                          options=parse_options(options), conversation=conversation or continue_ or None,
-                         log=False if no_log else None)
+                         log=False if no_log else None, policy=policy)
     if as_json:
         response.complete()
         payload = response_payload(response)
         click.echo(json.dumps(payload, indent=2))
     else:
         payload = None
+        from .events import RESTART, Progress, TextDelta
+
         try:
-            for delta in response:
-                click.echo(delta, nl=False)
-                sys.stdout.flush()
+            for event in response.events():
+                if isinstance(event, TextDelta):
+                    click.echo(event.text, nl=False)
+                    sys.stdout.flush()
+                elif isinstance(event, Progress) and event.label == RESTART:
+                    click.echo("\n[falling back to the next engine; the answer starts again]", err=True)
         finally:
             click.echo()
     if out:
@@ -238,14 +250,18 @@ def models(as_json: bool) -> None:
 @cli.group(cls=ImagineGroup, invoke_without_command=True)
 @click.option("-n", "--count", default=10, show_default=True, type=click.IntRange(1, 100000), help="How many.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--cost", is_flag=True, help="Sum tokens and cost by day and engine.")
 @click.pass_context
-def logs(ctx: click.Context, count: int, as_json: bool) -> None:
+def logs(ctx: click.Context, count: int, as_json: bool, cost: bool) -> None:
     """Show logged responses, newest first (`imagine logs show ID` for one)."""
     if ctx.invoked_subcommand is not None:
         return
     from .tasks import get_store
 
     store = get_store()
+    if cost:
+        _print_costs(store.cost_by_engine_and_day(), as_json)
+        return
     rows = store.recent(count)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -271,6 +287,67 @@ def logs(ctx: click.Context, count: int, as_json: bool) -> None:
                       f"{row['input_tokens'] or 0}/{row['output_tokens'] or 0}",
                       f"{row['latency_ms'] or 0:.0f}", out)
     console.print(table)
+
+
+def _print_costs(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="cost by day and engine (US dollars)")
+    for column in ("day", "engine", "responses", "tokens in", "tokens out", "cost"):
+        table.add_column(column, justify="left" if column in ("day", "engine") else "right")
+    for row in rows:
+        priced = f"{row['cost']:.6f}" + (f" (+{row['unpriced']} unpriced)" if row["unpriced"] else "")
+        table.add_row(row["day"], row["engine"], str(row["responses"]), str(row["input_tokens"]),
+                      str(row["output_tokens"]), priced)
+    total = sum(r["cost"] for r in rows)
+    table.add_row("", "total", str(sum(r["responses"] for r in rows)), "", "", f"{total:.6f}")
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("prompt", nargs=-1)
+@click.option("-a", "--attach", multiple=True, type=click.Path(), help="Files the request would carry.")
+@click.option("-m", "--model", default="auto", show_default=True, help="Reference or alias to plan for.")
+@click.option("-p", "--policy", help="Routing policy (see `imagine ask --help`).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE")
+@click.option("--schema", help="JSON schema the answer must follow (needs json_schema).")
+@click.option("--max-cost", type=float, help="Budget per request in US dollars.")
+@click.option("--explain", is_flag=True, help="Show every candidate and why it was kept or dropped.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def route(prompt: tuple[str, ...], attach: tuple[str, ...], model: str, policy: str | None, options: tuple[str, ...],
+          schema: str | None, max_cost: float | None, explain: bool, as_json: bool) -> None:
+    """Plan a request without running it: which engines could answer, in what order, and why."""
+    from .config import get_settings
+    from .registry import get_registry
+    from .router import Policy, explain as explain_rows, get_router
+    from .tasks import build_messages
+
+    messages = build_messages(" ".join(prompt) or None, list(attach))
+    parsed = Policy.parse(policy or ("auto" if model in ("auto", "") else None), max_cost=max_cost,
+                          max_cost_per_day=get_settings().max_cost_per_day)
+    decision = get_router(get_registry()).plan(messages, model, policy=parsed, options=parse_options(options),
+                                               schema=_load_schema(schema))
+    if as_json:
+        click.echo(json.dumps(decision.record(), indent=2))
+        return
+    plan = decision.plan
+    click.echo(f"plan: {' -> '.join(c.ref for c in plan) if plan else '(nothing can take this request)'}"
+               f"   [{decision.plan_ms:.2f} ms]")
+    if explain or not plan:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"candidates for {decision.requested} ({', '.join(sorted(m.value for msg in messages for m in msg.modalities))} in)")
+        for column in ("#", "candidate", "where, est. cost", "why"):
+            table.add_column(column)
+        for rank, ref, where, why in explain_rows(decision):
+            table.add_row(rank, ref, where, escape(why) if rank != "-" else f"[dim]{escape(why)}[/]")
+        Console().print(table)
 
 
 @logs.command("show")

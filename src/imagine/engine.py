@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import errors
 from ._bridge import iterate_sync, run_sync
 from .errors import ImagineError, OptionsError, SchemaError, UpstreamError
-from .events import Done, Error, Event, PartOut, TextDelta, Usage
+from .events import RESTART, Done, Error, Event, PartOut, Progress, TextDelta, Usage
 from .parts import Message, Modality, Part
 
 __all__ = ["Engine", "Locality", "Request", "Response", "new_id"]
@@ -284,8 +284,16 @@ class Response:
         return self
 
     # -- results (sync; they finish the response first) ---------------------------------------
+    def _current(self) -> list[Event]:
+        """Events since the last restart (a router fallback starts the answer over)."""
+        start = 0
+        for i, event in enumerate(self.events_seen):
+            if isinstance(event, Progress) and event.label == RESTART:
+                start = i + 1
+        return self.events_seen[start:]
+
     def text_so_far(self) -> str:
-        return "".join(e.text for e in self.events_seen if isinstance(e, TextDelta))
+        return "".join(e.text for e in self._current() if isinstance(e, TextDelta))
 
     def text(self) -> str:
         return self.complete().text_so_far()
@@ -297,7 +305,7 @@ class Response:
     @property
     def parts(self) -> list[Part]:
         self.complete()
-        return [e.part for e in self.events_seen if isinstance(e, PartOut)]
+        return [e.part for e in self._current() if isinstance(e, PartOut)]
 
     @property
     def usage(self) -> Usage:
@@ -328,14 +336,30 @@ class Response:
         return self._parsed
 
     @property
+    def answered_by(self) -> tuple[Engine, str]:
+        """(engine, model) that produced the answer: through the router, the candidate that succeeded."""
+        decision = getattr(self.engine, "decision", None)
+        chosen = decision.chosen or (decision.attempts[-1].ref if decision.attempts else None) if decision else None
+        if decision is not None and chosen:
+            engine_id, _, model = chosen.partition(":")
+            return self.engine.router.registry.engine(engine_id), model  # type: ignore[attr-defined]
+        return self.engine, self.request.model
+
+    @property
+    def routing(self) -> dict[str, Any] | None:
+        decision = getattr(self.engine, "decision", None)
+        return decision.record() if decision is not None else None
+
+    @property
     def provenance(self) -> dict[str, Any]:
         """Who answered and how: the record the log keeps beside the output."""
+        engine, model = self.answered_by
         return {
-            "engine": self.engine.id,
-            "engine_version": self.engine.version(),
-            "model": self.request.model,
+            "engine": engine.id,
+            "engine_version": engine.version(),
+            "model": model,
             "model_ref": self.model_ref,
-            "locality": self.engine.locality,
+            "locality": engine.locality,
             "options": self.request.options.model_dump(exclude_none=True),
         }
 

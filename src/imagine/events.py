@@ -11,7 +11,11 @@ from typing import Any, Union
 
 from .parts import Part
 
-__all__ = ["Done", "Error", "Event", "PartOut", "Progress", "TextDelta", "ToolCall", "Usage"]
+__all__ = ["RESTART", "Done", "Error", "Event", "PartOut", "Progress", "TextDelta", "ToolCall", "Usage"]
+
+# Progress label meaning "the answer starts over" (the router fell back to another engine mid-stream):
+# consumers drop the text and parts received so far; usage keeps adding up (the failed try was spent).
+RESTART = "restart"
 
 
 @dataclass(frozen=True)

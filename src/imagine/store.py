@@ -213,8 +213,8 @@ class Store:
             "conversation_id": response.conversation_id,
             "created": datetime.fromtimestamp(response.started_at or time.time(), timezone.utc)
             .isoformat(timespec="milliseconds"),
-            "model": response.request.model,
-            "engine": response.engine.id,
+            "model": prov["model"],
+            "engine": prov["engine"],
             "engine_version": prov["engine_version"],
             "options": prov["options"],
             "input": [{"role": m.role, "parts": [self.put_part(p) for p in m.parts]} for m in new_messages],
@@ -227,8 +227,9 @@ class Store:
             "latency_ms": None if response.latency_s is None else round(response.latency_s * 1000, 2),
             "ttft_ms": None if response.ttft_s is None else round(response.ttft_s * 1000, 2),
             "cost": usage.cost if usage else None,
-            "routing": routing or {"strategy": "direct", "requested": response.model_ref or prov["model"],
-                                   "chosen": f"{response.engine.id}:{response.request.model}"},
+            "routing": routing or response.routing or {
+                "strategy": "direct", "requested": response.model_ref or prov["model"],
+                "chosen": f"{prov['engine']}:{prov['model']}"},
             "finish_reason": response.finish_reason,
             "error": str(response.error) if response.error else None,
         })
@@ -263,6 +264,21 @@ class Store:
         if len(rows) > 1:
             raise InputError(f"id prefix {response_id!r} is ambiguous", hint="give more characters")
         return self._decode(rows[0])
+
+    def cost_since_midnight(self) -> float:
+        """US dollars logged today (UTC): what a daily budget counts against."""
+        today = datetime.now(timezone.utc).date().isoformat()
+        row = self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM responses WHERE created >= ?", (today,)).fetchone()
+        return float(row[0])
+
+    def cost_by_engine_and_day(self, days: int = 30) -> list[dict[str, Any]]:
+        """Spend per (day, engine), newest day first: `imagine logs --cost`."""
+        rows = self.conn.execute(
+            "SELECT substr(created, 1, 10) AS day, engine, COUNT(*) AS responses, "
+            "COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, "
+            "COALESCE(SUM(cost), 0) AS cost, SUM(cost IS NULL) AS unpriced FROM responses "
+            "GROUP BY day, engine ORDER BY day DESC, cost DESC LIMIT ?", (days * 50,))
+        return [dict(r) for r in rows]
 
     def last_conversation_id(self) -> str | None:
         row = self.conn.execute("SELECT conversation_id FROM responses WHERE conversation_id IS NOT NULL "

@@ -12,7 +12,7 @@ and returns a lazy `Response` that logs itself when it finishes. Sync and async 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import BaseModel
 
@@ -23,9 +23,18 @@ from .parts import Message, Modality, Part, load_part
 from .registry import Registry, get_registry
 from .store import Store
 
+if TYPE_CHECKING:
+    from .router import Policy
+
 __all__ = ["aask", "ask", "build_messages", "get_store", "reset_store", "respond", "schema_of"]
 
 PromptLike = str | Message | Sequence[Message] | None
+
+
+class _RawOptions(BaseModel):
+    """Options as the caller gave them; the router validates them per candidate engine."""
+
+    model_config = {"extra": "allow"}
 AttachLike = str | os.PathLike[str] | bytes | Part
 
 _store: Store | None = None
@@ -92,7 +101,8 @@ def ask(prompt: PromptLike = None, model: str | None = None, *, attach: Sequence
         system: str | None = None, schema: type[BaseModel] | dict[str, Any] | None = None,
         options: dict[str, Any] | None = None, conversation: str | bool | None = None,
         history: Sequence[Message] = (), conversation_id: str | None = None,
-        log: bool | None = None, registry: Registry | None = None, **option_kwargs: Any) -> Response:
+        log: bool | None = None, registry: Registry | None = None, policy: Any = None,
+        tools: Sequence[dict[str, Any]] = (), **option_kwargs: Any) -> Response:
     """Ask a model; returns a lazy Response (iterate to stream, `.text()` to finish, `.parsed` for schema).
 
     `conversation=True` continues the last logged conversation, a string continues that one.
@@ -115,21 +125,48 @@ def ask(prompt: PromptLike = None, model: str | None = None, *, attach: Sequence
 
     return respond(tuple(history + new_messages), model, want=Modality.TEXT, new_messages=new_messages,
                    schema=schema, options={**(options or {}), **option_kwargs}, conversation_id=conversation_id,
-                   log=log, registry=registry)
+                   log=log, registry=registry, policy=policy, tools=tools)
 
 
 def respond(messages: Sequence[Message], model: str | None, *, want: Modality, task_default: str | None = None,
             new_messages: Sequence[Message] | None = None, schema: type[BaseModel] | dict[str, Any] | None = None,
             options: dict[str, Any] | None = None, conversation_id: str | None = None, log: bool | None = None,
-            registry: Registry | None = None) -> Response:
-    """The one request path every task goes through: resolve the engine, validate options, build the
-    Request, and return a lazy Response that logs itself. `task_default` is the engine a task uses
-    when the caller names no model (or `auto`)."""
+            registry: Registry | None = None, policy: "str | Policy | None" = None,
+            tools: Sequence[dict[str, Any]] = ()) -> Response:
+    """The one request path every task goes through: resolve the engine (directly, or through the
+    router when a policy or the `auto`/`local`/`cloud` alias asks for a choice), validate options,
+    build the Request, and return a lazy Response that logs itself. `task_default` is the engine a
+    task uses when the caller names no model."""
+    from .router import Policy, get_router
+
     settings = get_settings()
     registry = registry or get_registry()
     log = settings.log if log is None else log
-    if task_default and (model is None or model.strip() in ("", "auto")):
+    if task_default and (model is None or model.strip() in ("", "auto")) and policy is None:
         model = task_default
+    chosen = (model or "").strip()
+    if policy is None and chosen in ("auto", "local", "cloud") and not (chosen == "auto" and settings.policy == "direct"):
+        policy = settings.policy if chosen == "auto" else chosen
+    if policy is None and not chosen and settings.policy != "direct":
+        policy = settings.policy
+    if policy is not None:
+        parsed = policy if isinstance(policy, Policy) else Policy.parse(
+            policy, max_cost_per_day=settings.max_cost_per_day)
+        json_schema, schema_model = schema_of(schema)
+        router = get_router(registry)
+        decision = router.plan(messages, chosen or "auto", want=want, policy=parsed, options=options,
+                               schema=json_schema, tools=tools)
+        template = Request(messages=tuple(messages), model="", options=_RawOptions(**(options or {})),
+                           schema=json_schema, want=want, tools=tuple(tools))
+        routed = router.build(decision, template)
+        logged_messages = list(messages if new_messages is None else new_messages)
+
+        def log_routed(response: Response) -> None:
+            get_store().log_response(response, logged_messages)
+
+        return Response(engine=routed, request=template, schema_model=schema_model,
+                        on_finish=log_routed if log else None,
+                        conversation_id=conversation_id or new_id(), model_ref=decision.requested)
     needed = {m for msg in messages for m in msg.modalities}
     resolved = registry.resolve(model, inputs=needed, want=want)
     engine = resolved.engine
@@ -138,7 +175,7 @@ def respond(messages: Sequence[Message], model: str | None, *, want: Modality, t
         raise InputError(f"engine {engine.id} cannot constrain output to a schema",
                          hint="pick an engine with the json_schema feature (see `imagine models`)")
     request = Request(messages=tuple(messages), model=resolved.model, options=engine.parse_options(options),
-                      schema=json_schema, want=want)
+                      schema=json_schema, want=want, tools=tuple(tools))
     logged = list(messages if new_messages is None else new_messages)
 
     def on_finish(response: Response) -> None:

@@ -1,0 +1,412 @@
+"""Router: choose engines for a request by capability, privacy, cost and health; run the plan with
+fallback and cascade; record every decision.
+
+A *plan* is an ordered list of (engine, model) candidates that can take the request. Running it tries
+them in turn: a failure (error, timeout, rate limit, refusal, cut stream) falls back to the next;
+with `cascade`, an answer that fails its check (schema, self-check, confidence) escalates to the next.
+A stream that restarts on another engine emits `Progress(label=RESTART)` so consumers drop the text so
+far. Each decision (candidates, why each was kept or dropped, attempts, cost) is logged with the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Sequence
+
+from pydantic import BaseModel
+
+from .engine import Engine, Request
+from .errors import (BudgetExceeded, EngineUnavailable, ImagineError, InputError, OptionsError, RateLimited,
+                     UpstreamError)
+from .events import RESTART, Done, Event, PartOut, Progress, TextDelta, Usage
+from .parts import Message, Modality
+from .registry import BUILTIN_ALIASES, Registry
+
+__all__ = ["Attempt", "Candidate", "CircuitBreaker", "Decision", "Policy", "RoutedEngine", "Router", "explain",
+           "get_router"]
+
+PREFERENCES = ("auto", "local", "cloud", "cheapest", "fastest", "best")
+CHECKS = ("schema", "self_check", "confidence")
+
+
+@dataclass
+class Policy:
+    """How to choose. Parse from the CLI/config form: `local_only`, `cheapest`, `cascade,local`, ..."""
+
+    prefer: str = "auto"
+    local_only: bool = False
+    max_cost: float | None = None  # US dollars per request (estimated before running)
+    max_cost_per_day: float | None = None
+    fallback: bool = True
+    cascade: bool = False
+    check: str = "schema"  # what a cascade checks: schema | self_check | confidence
+    min_confidence: float = -0.6  # mean token log-prob below this fails the confidence check
+    max_retry_wait: float = 5.0  # honour Retry-After up to this many seconds, else move on
+
+    @classmethod
+    def parse(cls, text: str | None, **overrides: Any) -> "Policy":
+        policy = cls(**overrides)
+        for word in (text or "").replace(" ", "").split(","):
+            if not word:
+                continue
+            if word in PREFERENCES:
+                policy.prefer = word
+            elif word == "local_only":
+                policy.local_only = True
+            elif word == "cascade":
+                policy.cascade = True
+            elif word in CHECKS:
+                policy.cascade, policy.check = True, word
+            elif word == "no_fallback":
+                policy.fallback = False
+            else:
+                known = ", ".join([*PREFERENCES, "local_only", "cascade", *CHECKS, "no_fallback"])
+                raise InputError(f"unknown policy {word!r}", hint=f"use one or more of: {known}")
+        return policy
+
+
+@dataclass
+class Candidate:
+    ref: str
+    engine_id: str
+    model: str
+    locality: str
+    kept: bool = True
+    reason: str = ""
+    est_cost: float | None = None
+    quality: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {"ref": self.ref, "locality": self.locality, "kept": self.kept, "reason": self.reason,
+                "est_cost": self.est_cost}
+
+
+@dataclass
+class Attempt:
+    ref: str
+    outcome: str  # ok | error | escalated | cancelled
+    error: str | None = None
+    latency_ms: float = 0.0
+    cost: float | None = None
+
+
+@dataclass
+class Decision:
+    """What the router considered and did; stored as the `routing` column of the log."""
+
+    requested: str
+    policy: Policy
+    candidates: list[Candidate] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    chosen: str | None = None
+    plan_ms: float = 0.0
+
+    @property
+    def plan(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.kept]
+
+    def record(self) -> dict[str, Any]:
+        p = self.policy
+        return {"strategy": "router", "requested": self.requested,
+                "policy": {"prefer": p.prefer, "local_only": p.local_only, "max_cost": p.max_cost,
+                           "cascade": p.cascade, "check": p.check if p.cascade else None},
+                "candidates": [c.record() for c in self.candidates], "plan": [c.ref for c in self.plan],
+                "attempts": [a.__dict__ for a in self.attempts], "chosen": self.chosen,
+                "plan_ms": round(self.plan_ms, 3)}
+
+
+class CircuitBreaker:
+    """Per engine: after `threshold` consecutive failures, skip it for `cooldown` seconds, then let one
+    probe through (half-open); a success closes it again."""
+
+    def __init__(self, threshold: int = 3, cooldown: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.threshold, self.cooldown, self.clock = threshold, cooldown, clock
+        self._failures: dict[str, int] = {}
+        self._opened: dict[str, float] = {}
+
+    def state(self, engine_id: str) -> str:
+        opened = self._opened.get(engine_id)
+        if opened is None:
+            return "closed"
+        return "half-open" if self.clock() - opened >= self.cooldown else "open"
+
+    def allow(self, engine_id: str) -> bool:
+        return self.state(engine_id) != "open"
+
+    def success(self, engine_id: str) -> None:
+        self._failures.pop(engine_id, None)
+        self._opened.pop(engine_id, None)
+
+    def failure(self, engine_id: str) -> None:
+        count = self._failures.get(engine_id, 0) + 1
+        self._failures[engine_id] = count
+        if count >= self.threshold or engine_id in self._opened:
+            self._opened[engine_id] = self.clock()  # (re)open; a failed half-open probe re-opens
+
+
+def estimate_tokens(messages: Sequence[Message]) -> int:
+    """A cheap size estimate (about 4 characters a token) used only to price a plan before running it."""
+    return max(1, sum(len(m.text) for m in messages) // 4 + 8 * len(messages))
+
+
+class Router:
+    """Plans and runs requests over the registry's engines."""
+
+    def __init__(self, registry: Registry, breaker: CircuitBreaker | None = None,
+                 spent_today: Callable[[], float] | None = None) -> None:
+        self.registry = registry
+        self.breaker = breaker or CircuitBreaker()
+        self.spent_today = spent_today or (lambda: 0.0)
+        self.latency: dict[str, float] = {}  # engine id -> smoothed seconds, for `fastest`
+
+    # -- planning -----------------------------------------------------------------------------------
+    def _pairs(self, requested: str) -> list[tuple[str, str]]:
+        """(engine id, model) pairs a reference allows: one for ENGINE:MODEL, every known one for aliases."""
+        aliases = self.registry.settings.aliases
+        seen = set()
+        while requested in aliases and requested not in seen:
+            seen.add(requested)
+            requested = aliases[requested]
+        if requested in BUILTIN_ALIASES:
+            pairs: list[tuple[str, str]] = []
+            for engine_id in self.registry.ids:
+                cls = self.registry.engine_class(engine_id)
+                if not getattr(cls, "auto_select", True):
+                    continue
+                if requested != "auto" and cls.locality != requested:
+                    continue
+                models = cls(self.registry.settings.engine_settings(engine_id)).models() if cls.locality == "cloud" \
+                    else [cls.default_model]
+                pairs.extend((engine_id, m) for m in models if m)
+            return pairs
+        engine_id, _, model = requested.partition(":")
+        self.registry.engine_class(engine_id)  # EngineNotFound with close matches
+        return [(engine_id, model or self.registry.engine_class(engine_id).default_model)]
+
+    def plan(self, messages: Sequence[Message], requested: str | None, *, want: Modality = Modality.TEXT,
+             policy: Policy | None = None, options: dict[str, Any] | None = None,
+             schema: dict[str, Any] | None = None, tools: Sequence[dict[str, Any]] = ()) -> Decision:
+        """Rank every candidate and say why each was kept or dropped. Runs nothing."""
+        t0 = time.perf_counter()
+        policy = policy or Policy()
+        requested = (requested or "auto").strip() or "auto"
+        decision = Decision(requested, policy)
+        needed = {m for msg in messages for m in msg.modalities}
+        features = ({"json_schema"} if schema else set()) | ({"tools"} if tools else set())
+        in_tokens = estimate_tokens(messages)
+        out_tokens = int((options or {}).get("max_tokens") or 512)
+        budget_left = None
+        if policy.max_cost_per_day is not None:
+            budget_left = policy.max_cost_per_day - self.spent_today()
+        for engine_id, model in self._pairs(requested):
+            cls = self.registry.engine_class(engine_id)
+            cand = Candidate(f"{engine_id}:{model}", engine_id, model, cls.locality)
+            decision.candidates.append(cand)
+            cand.kept, cand.reason = self._judge(cand, needed, want, features, policy, options, in_tokens,
+                                                 out_tokens, budget_left)
+        kept = decision.plan
+        if kept:
+            kept.sort(key=self._ranking(policy))
+            decision.candidates = kept + [c for c in decision.candidates if not c.kept]
+        decision.plan_ms = (time.perf_counter() - t0) * 1000
+        return decision
+
+    def _judge(self, cand: Candidate, needed: set[Modality], want: Modality, features: set[str], policy: Policy,
+               options: dict[str, Any] | None, in_tokens: int, out_tokens: int,
+               budget_left: float | None) -> tuple[bool, str]:
+        if policy.local_only and cand.locality != "local":
+            return False, "local_only: would leave the device"
+        cls = self.registry.engine_class(cand.engine_id)
+        reason = cls.unavailable_reason()
+        if reason:
+            return False, f"unavailable: {reason}"
+        if not self.breaker.allow(cand.engine_id):
+            return False, "circuit open after repeated failures"
+        engine = self.registry.engine(cand.engine_id)
+        inputs, outputs, feats = engine.capabilities(cand.model)
+        if not needed <= inputs:
+            return False, f"does not take {', '.join(sorted(m.value for m in needed - inputs))}"
+        if engine.needs_one_of and not needed & engine.needs_one_of:
+            return False, f"needs {' or '.join(sorted(m.value for m in engine.needs_one_of))} input"
+        if want not in outputs:
+            return False, f"does not produce {want.value}"
+        if not features <= feats:
+            return False, f"lacks {', '.join(sorted(features - feats))}"
+        try:
+            engine.parse_options(options or {})
+        except OptionsError as exc:
+            return False, f"options: {exc.message}"
+        cand.est_cost = engine.estimate_cost(cand.model, in_tokens, out_tokens)
+        spec = getattr(engine, "spec", lambda m: None)(cand.model)
+        cand.quality = (spec.quality if spec and spec.quality is not None
+                        else (spec.price_output or 0.0) if spec else 0.0)
+        if policy.max_cost is not None and (cand.est_cost is None or cand.est_cost > policy.max_cost):
+            return False, f"over budget: ~${cand.est_cost if cand.est_cost is not None else '?'} > ${policy.max_cost}"
+        if budget_left is not None and (cand.est_cost is None or cand.est_cost > budget_left):
+            return False, f"over the daily budget (${max(budget_left, 0):.4f} left)"
+        return True, "capable"
+
+    def _ranking(self, policy: Policy) -> Callable[[Candidate], Any]:
+        cost = lambda c: c.est_cost if c.est_cost is not None else float("inf")  # noqa: E731
+        local_first = lambda c: 0 if c.locality == "local" else 1  # noqa: E731
+        if policy.prefer == "cloud":
+            return lambda c: (-local_first(c), cost(c))
+        if policy.prefer == "cheapest" or policy.cascade:
+            return lambda c: (cost(c), local_first(c))
+        if policy.prefer == "fastest":
+            return lambda c: (self.latency.get(c.engine_id, 0.5 if c.locality == "local" else 1.0),)
+        if policy.prefer == "best":
+            return lambda c: (-c.quality, local_first(c))
+        return lambda c: (local_first(c), cost(c))  # auto / local: stay on the device when it can
+
+    # -- running ------------------------------------------------------------------------------------
+    def build(self, decision: Decision, request: Request) -> "RoutedEngine":
+        if not decision.plan:
+            dropped = "; ".join(f"{c.ref}: {c.reason}" for c in decision.candidates[:6]) or "no engines"
+            if any(c.reason.startswith("over") for c in decision.candidates):
+                raise BudgetExceeded(f"no engine fits the budget ({dropped})", hint="raise max_cost or pick a cheaper model")
+            if decision.requested not in BUILTIN_ALIASES and decision.candidates:
+                raise InputError(f"{decision.requested} cannot take this request: {decision.candidates[0].reason}")
+            raise EngineUnavailable(f"no engine can take this request ({dropped})",
+                                    hint="see `imagine route ... --explain` and `imagine models`")
+        return RoutedEngine(self, decision, request)
+
+
+class RoutedEngine(Engine):
+    """Runs a Decision's plan as one engine stream."""
+
+    id = "router"
+
+    def __init__(self, router: Router, decision: Decision, request: Request) -> None:
+        super().__init__()
+        self.router, self.decision, self.template = router, decision, request
+
+    def _request_for(self, cand: Candidate, engine: Engine) -> Request:
+        raw = self.template.options.model_dump(exclude_unset=True) if isinstance(self.template.options, BaseModel) else {}
+        return Request(messages=self.template.messages, model=cand.model, options=engine.parse_options(raw),
+                       schema=self.template.schema, want=self.template.want, tools=self.template.tools)
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        plan = self.decision.plan if self.decision.policy.fallback or self.decision.policy.cascade \
+            else self.decision.plan[:1]
+        last_error: ImagineError | None = None
+        emitted = False
+        for index, cand in enumerate(plan):
+            engine = self.router.registry.engine(cand.engine_id)
+            has_next = index + 1 < len(plan)
+            retried = False
+            while True:
+                attempt = Attempt(cand.ref, "ok")
+                self.decision.attempts.append(attempt)
+                if emitted:
+                    yield Progress(0, None, RESTART)
+                t0 = time.perf_counter()
+                text: list[str] = []
+                usage = Usage()
+                try:
+                    async for event in engine.stream(self._request_for(cand, engine)):
+                        if isinstance(event, TextDelta):
+                            text.append(event.text)
+                        if isinstance(event, Usage):
+                            usage = usage + event
+                        if isinstance(event, Done):
+                            continue  # the router says when the whole plan is done
+                        emitted = emitted or isinstance(event, (TextDelta, PartOut))
+                        yield event
+                except (UpstreamError, EngineUnavailable) as exc:
+                    attempt.outcome, attempt.error = "error", str(exc)
+                    attempt.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+                    self.router.breaker.failure(cand.engine_id)
+                    last_error = exc
+                    wait = exc.retry_after if isinstance(exc, RateLimited) else None
+                    if wait is not None and wait <= self.decision.policy.max_retry_wait and not retried:
+                        retried = True
+                        await asyncio.sleep(wait)
+                        continue
+                    break
+                except (asyncio.CancelledError, GeneratorExit):
+                    attempt.outcome = "cancelled"
+                    raise
+                elapsed = time.perf_counter() - t0
+                attempt.latency_ms, attempt.cost = round(elapsed * 1000, 1), usage.cost
+                self.router.breaker.success(cand.engine_id)
+                previous = self.router.latency.get(cand.engine_id, elapsed)
+                self.router.latency[cand.engine_id] = 0.7 * previous + 0.3 * elapsed
+                if self.decision.policy.cascade and has_next:
+                    verdict = await self._check("".join(text), usage, cand)
+                    if verdict:
+                        attempt.outcome, attempt.error = "escalated", verdict
+                        break
+                self.decision.chosen = cand.ref
+                yield Done("stop")
+                return
+            if not has_next:
+                break
+        if last_error is not None and self.decision.chosen is None and \
+                all(a.outcome != "escalated" for a in self.decision.attempts):
+            raise last_error
+        # every cascade step failed its check: keep the last answer (already streamed) as the result
+        self.decision.chosen = plan[-1].ref if plan else None
+        yield Done("stop")
+
+    async def _check(self, text: str, usage: Usage, cand: Candidate) -> str | None:
+        """None when the answer passes the cascade check, else why it failed."""
+        policy = self.decision.policy
+        if policy.check == "schema" or self.template.schema is not None:
+            if self.template.schema is None:
+                return None
+            import jsonschema
+
+            try:
+                jsonschema.validate(json.loads(text), self.template.schema)
+            except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
+                return f"schema check failed: {str(exc).splitlines()[0][:120]}"
+            return None
+        if policy.check == "confidence":
+            confidence = usage.extra.get("mean_logprob")
+            if confidence is None:
+                return None  # the engine gives no log-probs: nothing to judge by
+            return None if confidence >= policy.min_confidence else f"low confidence ({confidence:.2f})"
+        if policy.check == "self_check":
+            engine = self.router.registry.engine(cand.engine_id)
+            question = (f"Question: {self.template.messages[-1].text}\nAnswer: {text}\n"
+                        "Is this answer correct and complete? Reply with only YES or NO.")
+            raw = self.template.options.model_dump(exclude_unset=True)
+            raw = {k: v for k, v in raw.items() if k in ("temperature", "seed")}
+            req = Request(messages=(Message.user(question),), model=cand.model,
+                          options=engine.parse_options({**raw, "max_tokens": 3}))
+            reply = "".join([e.text async for e in engine.stream(req) if isinstance(e, TextDelta)])
+            return None if "yes" in reply.lower() else f"self-check said {reply.strip()[:20]!r}"
+        return None
+
+
+def explain(decision: Decision) -> list[tuple[str, str, str, str]]:
+    """Rows for `imagine route --explain`: (rank or '-', candidate, where, why)."""
+    rows = []
+    rank = 0
+    for cand in decision.candidates:
+        if cand.kept:
+            rank += 1
+        cost = "free" if cand.est_cost == 0 else ("?" if cand.est_cost is None else f"~${cand.est_cost:.5f}")
+        rows.append((str(rank) if cand.kept else "-", cand.ref, f"{cand.locality}, {cost}", cand.reason))
+    return rows
+
+
+
+_router: Router | None = None
+
+
+def get_router(registry: Registry) -> Router:
+    """The process-wide router for this registry (its circuit breakers and latency stats persist)."""
+    global _router
+    if _router is None or _router.registry is not registry:
+        def spent_today() -> float:
+            from .tasks import get_store
+
+            return get_store().cost_since_midnight()
+
+        _router = Router(registry, spent_today=spent_today)
+    return _router
