@@ -68,7 +68,7 @@ class Policy:
         return policy
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     ref: str
     engine_id: str
@@ -133,6 +133,11 @@ class CircuitBreaker:
             return "closed"
         return "half-open" if self.clock() - opened >= self.cooldown else "open"
 
+    @property
+    def has_open(self) -> bool:
+        """Cheap pre-check for the planner: is any engine's circuit open (or half-open)?"""
+        return bool(self._opened)
+
     def allow(self, engine_id: str) -> bool:
         return self.state(engine_id) != "open"
 
@@ -152,8 +157,30 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
     return max(1, sum(len(m.text) for m in messages) // 4 + 8 * len(messages))
 
 
+@dataclass(frozen=True)
+class _Static:
+    """What does not change between requests for one (engine, model): looked up once per router."""
+
+    engine_id: str
+    model: str
+    ref: str
+    locality: str
+    unavailable: str | None
+    inputs: frozenset[Modality]
+    outputs: frozenset[Modality]
+    features: frozenset[str]
+    needs_one_of: frozenset[Modality]
+    quality: float
+    engine: Engine | None
+
+
 class Router:
-    """Plans and runs requests over the registry's engines."""
+    """Plans and runs requests over the registry's engines.
+
+    Planning must be cheap (it runs on every request), so what is fixed per (engine, model) —
+    availability, capabilities, prices — is looked up once per router; per request only the
+    request-dependent checks run: modalities, features, options, budget and engine health.
+    """
 
     def __init__(self, registry: Registry, breaker: CircuitBreaker | None = None,
                  spent_today: Callable[[], float] | None = None) -> None:
@@ -161,30 +188,53 @@ class Router:
         self.breaker = breaker or CircuitBreaker()
         self.spent_today = spent_today or (lambda: 0.0)
         self.latency: dict[str, float] = {}  # engine id -> smoothed seconds, for `fastest`
+        self._pairs_cache: dict[str, list[_Static]] = {}
+        self._options_cache: dict[tuple[str, str], str | None] = {}
+        self._fit_cache: dict[tuple[str, frozenset[Modality], Modality, frozenset[str]], str | None] = {}
 
     # -- planning -----------------------------------------------------------------------------------
-    def _pairs(self, requested: str) -> list[tuple[str, str]]:
-        """(engine id, model) pairs a reference allows: one for ENGINE:MODEL, every known one for aliases."""
+    def _static(self, engine_id: str, model: str) -> _Static:
+        cls = self.registry.engine_class(engine_id)
+        reason = cls.unavailable_reason()
+        if reason:
+            return _Static(engine_id, model, f"{engine_id}:{model}", cls.locality, reason, frozenset(), frozenset(),
+                           frozenset(), frozenset(), 0.0, None)
+        engine = self.registry.engine(engine_id)
+        inputs, outputs, features = engine.capabilities(model)
+        spec = getattr(engine, "spec", lambda m: None)(model)
+        quality = (spec.quality if spec is not None and spec.quality is not None
+                   else (spec.price_output or 0.0) if spec is not None else 0.0)
+        return _Static(engine_id, model, f"{engine_id}:{model}", engine.locality, None, inputs, outputs, features,
+                       engine.needs_one_of, quality, engine)
+
+    def _pairs(self, requested: str) -> list[_Static]:
+        """Candidates a reference allows: one for ENGINE:MODEL, every known (engine, model) for aliases."""
+        cached = self._pairs_cache.get(requested)
+        if cached is not None:
+            return cached
         aliases = self.registry.settings.aliases
-        seen = set()
-        while requested in aliases and requested not in seen:
-            seen.add(requested)
-            requested = aliases[requested]
-        if requested in BUILTIN_ALIASES:
-            pairs: list[tuple[str, str]] = []
+        target, seen = requested, set()
+        while target in aliases and target not in seen:
+            seen.add(target)
+            target = aliases[target]
+        pairs: list[tuple[str, str]] = []
+        if target in BUILTIN_ALIASES:
             for engine_id in self.registry.ids:
                 cls = self.registry.engine_class(engine_id)
                 if not getattr(cls, "auto_select", True):
                     continue
-                if requested != "auto" and cls.locality != requested:
+                if target != "auto" and cls.locality != target:
                     continue
-                models = cls(self.registry.settings.engine_settings(engine_id)).models() if cls.locality == "cloud" \
-                    else [cls.default_model]
+                models = [cls.default_model]
+                if cls.locality == "cloud" and not cls.unavailable_reason():
+                    models = self.registry.engine(engine_id).models()
                 pairs.extend((engine_id, m) for m in models if m)
-            return pairs
-        engine_id, _, model = requested.partition(":")
-        self.registry.engine_class(engine_id)  # EngineNotFound with close matches
-        return [(engine_id, model or self.registry.engine_class(engine_id).default_model)]
+        else:
+            engine_id, _, model = target.partition(":")
+            pairs.append((engine_id, model or self.registry.engine_class(engine_id).default_model))
+        statics = [self._static(e, m) for e, m in pairs]
+        self._pairs_cache[requested] = statics
+        return statics
 
     def plan(self, messages: Sequence[Message], requested: str | None, *, want: Modality = Modality.TEXT,
              policy: Policy | None = None, options: dict[str, Any] | None = None,
@@ -194,60 +244,71 @@ class Router:
         policy = policy or Policy()
         requested = (requested or "auto").strip() or "auto"
         decision = Decision(requested, policy)
-        needed = {m for msg in messages for m in msg.modalities}
-        features = ({"json_schema"} if schema else set()) | ({"tools"} if tools else set())
+        needed = frozenset(m for msg in messages for m in msg.modalities)
+        features = frozenset(({"json_schema"} if schema else set()) | ({"tools"} if tools else set()))
         in_tokens = estimate_tokens(messages)
         out_tokens = int((options or {}).get("max_tokens") or 512)
+        options_key = repr(sorted((options or {}).items()))
         budget_left = None
         if policy.max_cost_per_day is not None:
             budget_left = policy.max_cost_per_day - self.spent_today()
-        for engine_id, model in self._pairs(requested):
-            cls = self.registry.engine_class(engine_id)
-            cand = Candidate(f"{engine_id}:{model}", engine_id, model, cls.locality)
-            decision.candidates.append(cand)
-            cand.kept, cand.reason = self._judge(cand, needed, want, features, policy, options, in_tokens,
-                                                 out_tokens, budget_left)
-        kept = decision.plan
-        if kept:
-            kept.sort(key=self._ranking(policy))
-            decision.candidates = kept + [c for c in decision.candidates if not c.kept]
+        kept: list[Candidate] = []
+        dropped: list[Candidate] = []
+        for static in self._pairs(requested):
+            cand = Candidate(static.ref, static.engine_id, static.model, static.locality)
+            cand.kept, cand.reason = self._judge(static, cand, needed, want, features, policy, options, options_key,
+                                                 in_tokens, out_tokens, budget_left)
+            (kept if cand.kept else dropped).append(cand)
+        kept.sort(key=self._ranking(policy))
+        decision.candidates = kept + dropped
         decision.plan_ms = (time.perf_counter() - t0) * 1000
         return decision
 
-    def _judge(self, cand: Candidate, needed: set[Modality], want: Modality, features: set[str], policy: Policy,
-               options: dict[str, Any] | None, in_tokens: int, out_tokens: int,
-               budget_left: float | None) -> tuple[bool, str]:
-        if policy.local_only and cand.locality != "local":
+    def _judge(self, static: _Static, cand: Candidate, needed: frozenset[Modality], want: Modality,
+               features: frozenset[str], policy: Policy, options: dict[str, Any] | None, options_key: str,
+               in_tokens: int, out_tokens: int, budget_left: float | None) -> tuple[bool, str]:
+        if policy.local_only and static.locality != "local":
             return False, "local_only: would leave the device"
-        cls = self.registry.engine_class(cand.engine_id)
-        reason = cls.unavailable_reason()
-        if reason:
-            return False, f"unavailable: {reason}"
-        if not self.breaker.allow(cand.engine_id):
+        if static.unavailable or static.engine is None:
+            return False, f"unavailable: {static.unavailable}"
+        if self.breaker.has_open and not self.breaker.allow(static.engine_id):
             return False, "circuit open after repeated failures"
-        engine = self.registry.engine(cand.engine_id)
-        inputs, outputs, feats = engine.capabilities(cand.model)
-        if not needed <= inputs:
-            return False, f"does not take {', '.join(sorted(m.value for m in needed - inputs))}"
-        if engine.needs_one_of and not needed & engine.needs_one_of:
-            return False, f"needs {' or '.join(sorted(m.value for m in engine.needs_one_of))} input"
-        if want not in outputs:
-            return False, f"does not produce {want.value}"
-        if not features <= feats:
-            return False, f"lacks {', '.join(sorted(features - feats))}"
-        try:
-            engine.parse_options(options or {})
-        except OptionsError as exc:
-            return False, f"options: {exc.message}"
-        cand.est_cost = engine.estimate_cost(cand.model, in_tokens, out_tokens)
-        spec = getattr(engine, "spec", lambda m: None)(cand.model)
-        cand.quality = (spec.quality if spec and spec.quality is not None
-                        else (spec.price_output or 0.0) if spec else 0.0)
+        fit_key = (static.ref, needed, want, features)
+        if fit_key not in self._fit_cache:
+            self._fit_cache[fit_key] = self._misfit(static, needed, want, features)
+        misfit = self._fit_cache[fit_key]
+        if misfit:
+            return False, misfit
+        key = (static.engine_id, options_key)
+        if key not in self._options_cache:
+            try:
+                static.engine.parse_options(options or {})
+                self._options_cache[key] = None
+            except OptionsError as exc:
+                self._options_cache[key] = f"options: {exc.message}"
+        problem = self._options_cache[key]
+        if problem:
+            return False, problem
+        cand.est_cost = static.engine.estimate_cost(static.model, in_tokens, out_tokens)
+        cand.quality = static.quality
         if policy.max_cost is not None and (cand.est_cost is None or cand.est_cost > policy.max_cost):
             return False, f"over budget: ~${cand.est_cost if cand.est_cost is not None else '?'} > ${policy.max_cost}"
         if budget_left is not None and (cand.est_cost is None or cand.est_cost > budget_left):
             return False, f"over the daily budget (${max(budget_left, 0):.4f} left)"
         return True, "capable"
+
+    @staticmethod
+    def _misfit(static: _Static, needed: frozenset[Modality], want: Modality, features: frozenset[str]) -> str | None:
+        """Why this (engine, model) cannot take a request of this shape, or None when it can."""
+        if not needed <= static.inputs:
+            return f"does not take {', '.join(sorted(m.value for m in needed - static.inputs))}"
+        if static.needs_one_of and not needed & static.needs_one_of:
+            return f"needs {' or '.join(sorted(m.value for m in static.needs_one_of))} input"
+        if want not in static.outputs:
+            return f"does not produce {want.value}"
+        if not features <= static.features:
+            return f"lacks {', '.join(sorted(features - static.features))}"
+        return None
 
     def _ranking(self, policy: Policy) -> Callable[[Candidate], Any]:
         cost = lambda c: c.est_cost if c.est_cost is not None else float("inf")  # noqa: E731
