@@ -30,6 +30,7 @@ os.environ.setdefault("IMAGINE_HOME", tempfile.mkdtemp(prefix="imagine-bench-"))
 import imagine  # noqa: E402
 from imagine.config import ModelSpec  # noqa: E402
 from imagine.engine import Engine, Request  # noqa: E402
+from imagine.engines._cloud import CloudOptions  # noqa: E402
 from imagine.events import Done, Event, TextDelta, Usage  # noqa: E402
 from imagine.parts import Message, Modality  # noqa: E402
 from imagine.registry import Registry  # noqa: E402
@@ -127,6 +128,7 @@ class Oracle(Engine):
     locality = "cloud"
     features = frozenset({"stream", "json_schema"})
     default_model = "exact"
+    Options = CloudOptions  # type: ignore[assignment]  (accepts temperature, seed, max_tokens like an API)
 
     def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, images: int = 0,
                       audio_seconds: float = 0.0) -> float | None:
@@ -140,7 +142,7 @@ class Oracle(Engine):
         if m := re.search(r"What is (-?\d+) ([+\-*]) (-?\d+)\?", text):
             a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
             answer: dict[str, Any] = {"answer": {"+": a + b, "-": a - b, "*": a * b}[op]}
-        elif m := re.search(r"'(.+?) is (\d+) years old", text):
+        elif m := re.search(r": '(.+?) is (\d+) years old", text):
             answer = {"name": m.group(1), "age": int(m.group(2))}
         else:
             answer = {}

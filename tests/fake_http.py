@@ -116,11 +116,18 @@ class FakeServer:
                     if reply.chunk_delay:
                         time.sleep(reply.chunk_delay)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            def _quietly(self) -> None:
+                try:
+                    self._handle()
+                except (BrokenPipeError, ConnectionResetError):  # the client hung up (timeouts, cut streams)
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_DELETE = _quietly
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     @property
     def url(self) -> str:

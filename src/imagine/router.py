@@ -451,8 +451,9 @@ def explain(decision: Decision) -> list[tuple[str, str, str, str]]:
     for cand in decision.candidates:
         if cand.kept:
             rank += 1
-        cost = "free" if cand.est_cost == 0 else ("?" if cand.est_cost is None else f"~${cand.est_cost:.5f}")
-        rows.append((str(rank) if cand.kept else "-", cand.ref, f"{cand.locality}, {cost}", cand.reason))
+        cost = "free" if cand.est_cost == 0 else ("price unknown" if cand.est_cost is None else f"~${cand.est_cost:.5f}")
+        where = f"{cand.locality}, {cost}" if cand.kept else cand.locality
+        rows.append((str(rank) if cand.kept else "-", cand.ref, where, cand.reason))
     return rows
 
 

@@ -8,18 +8,21 @@ Groq...). Keys come from the environment or the config file, and are never logge
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
+import io
 import ipaddress
 import os
-from typing import Any, ClassVar
+import weakref
+from typing import Any, Callable, ClassVar, Generic, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import EndpointSettings, ModelSpec
 from ..engine import Engine
-from ..errors import EngineUnavailable
+from ..errors import EngineUnavailable, InputError
 from ..parts import MediaPart, Modality, Part
 
 __all__ = ["CloudEngine", "CloudOptions", "data_url", "is_loopback"]
@@ -79,12 +82,15 @@ class CloudEngine(Engine):
     def for_endpoint(cls, name: str, endpoint: EndpointSettings) -> type["CloudEngine"]:
         """A subclass bound to a configured endpoint; its id is the endpoint's name."""
         locality = endpoint.locality or ("local" if is_loopback(endpoint.base_url) else "cloud")
-        specs = {**cls.known_models, **endpoint.models}
+        known = cls.known_models if name == cls.id else {}  # a vLLM box does not serve gpt-4o
+        specs = {**known, **endpoint.models}
         inputs = frozenset().union(*(_modalities(s.inputs) for s in specs.values())) if specs else cls.inputs
         outputs = frozenset().union(*(_modalities(s.outputs) for s in specs.values())) if specs else cls.outputs
         attrs = {"id": name, "endpoint": endpoint, "locality": locality, "inputs": inputs, "outputs": outputs,
                  "default_model": endpoint.default_model or cls.default_model,
-                 "description": f"{cls.kind}-compatible endpoint {endpoint.base_url or '(default URL)'}"}
+                 "known_models": known,
+                 "description": cls.description if not endpoint.base_url and name == cls.id
+                 else f"{cls.kind}-compatible endpoint {display_url(endpoint.base_url) if endpoint.base_url else ''}"}
         return type(f"{cls.__name__}_{name}", (cls,), attrs)
 
     @classmethod
@@ -151,3 +157,124 @@ class CloudEngine(Engine):
                 except Exception:  # pricing must never fail a request
                     pass
         return images, seconds
+
+
+# -- helpers shared by the API engines (added; generic over the wire protocol) ---------------------------
+
+
+def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
+    """Seconds a 429/503 reply asked us to wait, from `retry-after-ms`, or `retry-after` given as seconds
+    or as an HTTP date; None when the reply did not say. `headers` is any str->str mapping."""
+    import email.utils
+    import time
+
+    if not headers:
+        return None
+    lower = {str(k).lower(): str(v) for k, v in headers.items()}
+    try:
+        if lower.get("retry-after-ms"):
+            return max(0.0, float(lower["retry-after-ms"]) / 1000)
+    except ValueError:
+        pass
+    value = lower.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        import datetime as _dt
+
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def display_url(url: str) -> str:
+    """`url` without user:password@ or ?query, which may hold credentials; safe for error messages."""
+    parts = urlparse(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url.split("?")[0]
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` (an API key) masked: servers sometimes echo what they got."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return text
+
+
+__all__ += ["display_url", "retry_after_seconds", "scrub"]
+
+
+# -- helpers shared by the SDK-based engines (anthropic, gemini) ----------------------------------------
+
+_T = TypeVar("_T")
+
+
+class PerLoop(Generic[_T]):
+    """One object per running event loop, made on first use.
+
+    SDK clients own an HTTP connection pool tied to the loop that opened it; reusing one from another
+    loop (imagine's background loop vs. a caller's own `asyncio.run`) hangs or fails. Entries go away
+    with their loop."""
+
+    def __init__(self, factory: Callable[[], _T]) -> None:
+        self._factory = factory
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T] = weakref.WeakKeyDictionary()
+
+    def get(self) -> _T:
+        loop = asyncio.get_running_loop()
+        if loop not in self._by_loop:
+            self._by_loop[loop] = self._factory()
+        return self._by_loop[loop]
+
+
+def transport_failure(exc: BaseException) -> str | None:
+    """'timeout' or 'transport' when `exc` is an httpx / httpx2 transport error, else None.
+
+    The SDKs wrap most of these, but an error while reading a stream body can surface raw; matching by
+    class name and module covers httpx and its fork httpx2 without importing either."""
+    for cls in type(exc).__mro__:
+        if cls.__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore"):
+            continue
+        if cls.__name__ in ("TimeoutException", "ReadTimeout", "ConnectTimeout", "WriteTimeout", "PoolTimeout"):
+            return "timeout"
+        if cls.__name__ in ("HTTPError", "TransportError", "NetworkError", "ProtocolError", "StreamError"):
+            return "transport"
+    return None
+
+
+def image_bytes(part: MediaPart, accepted: frozenset[str] | set[str]) -> tuple[str, bytes]:
+    """(mime, data) of an image in a format the API accepts, re-encoding others (TIFF, BMP) as PNG."""
+    if part.mime in accepted:
+        return part.mime, part.data
+    pil = getattr(part, "pil", None)
+    if pil is None:
+        raise InputError(f"{part.mime} is not an image type this API accepts ({', '.join(sorted(accepted))})")
+    try:
+        img = pil()
+    except ImportError:
+        raise InputError(f"{part.mime} images must be converted to PNG first, which needs Pillow",
+                         hint="pip install pillow, or convert the image to PNG or JPEG") from None
+    if img.mode not in ("RGB", "RGBA", "L", "LA"):
+        img = img.convert("RGBA")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "image/png", buf.getvalue()
+
+
+def json_schema_root_is_object(schema: dict[str, Any]) -> bool:
+    """True when a JSON schema describes an object at its root (what tool-input schemas must be)."""
+    kind = schema.get("type")
+    return kind == "object" or (kind is None and "properties" in schema and "$ref" not in schema)
+
+
+__all__ += ["PerLoop", "image_bytes", "json_schema_root_is_object", "transport_failure"]
