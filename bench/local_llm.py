@@ -40,7 +40,8 @@ def raw_run(llm, tokens: int) -> tuple[float, int, str]:
 
 def imagine_run(tokens: int) -> tuple[float, int, str]:
     t0 = time.perf_counter()
-    response = imagine.ask(PROMPT, "llama-cpp", temperature=0, seed=1, max_tokens=tokens, log=False)
+    response = imagine.ask(PROMPT, "llama-cpp", temperature=0, seed=1, max_tokens=tokens, repeat_penalty=1.0,
+                           log=False)  # the same sampling settings as the raw call
     pieces = list(response)
     elapsed = time.perf_counter() - t0
     return elapsed, response.usage.output_tokens, "".join(pieces)
