@@ -42,3 +42,13 @@ def test_bad_config_names_the_field_and_source(imagine_home, monkeypatch):
     monkeypatch.setenv("IMAGINE_MAX_BYTES", "lots")
     with pytest.raises(ConfigError, match="limits.max_bytes.*IMAGINE_MAX_BYTES"):
         load_settings()
+
+
+def test_bad_engine_settings_name_the_table(imagine_home):
+    from imagine import config, get_registry
+
+    imagine_home.mkdir(parents=True)
+    (imagine_home / "config.toml").write_text('[engines.llama-cpp]\nn_ctx = "huge"\n')
+    config.reset_settings()
+    with pytest.raises(ConfigError, match=r"\[engines.llama-cpp\] n_ctx"):
+        get_registry().engine("llama-cpp")

@@ -57,6 +57,18 @@ class Engine:
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = dict(settings or {})
 
+    def settings_as(self, model: type[BaseModel]) -> Any:
+        """This engine's [engines.ID] table from config.toml validated by `model`; a bad key or value is
+        a ConfigError naming the table and field."""
+        from .errors import ConfigError
+
+        try:
+            return model(**self.settings)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"[engines.{self.id}] {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                              hint="fix config.toml") from None
+
     # -- capabilities ---------------------------------------------------------------------------
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -96,15 +96,7 @@ class LlamaCppEngine(Engine):
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
-        from pydantic import ValidationError
-
-        try:
-            self.config = self.Settings(**self.settings)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            from ..errors import ConfigError
-
-            raise ConfigError(f"[engines.llama-cpp] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        self.config = self.settings_as(self.Settings)
 
     def models(self) -> list[str]:
         return [BUNDLED]

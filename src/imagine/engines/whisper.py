@@ -19,11 +19,11 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import get_settings
 from ..engine import Engine, Request
-from ..errors import ConfigError, ImagineError, InputError, UpstreamError
+from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Progress, TextDelta, Usage
 from ..parts import Audio, Data, Modality, Segment, Segments, Video
 
@@ -103,11 +103,7 @@ class WhisperEngine(Engine):
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
-        try:
-            self.config = self.Settings(**self.settings)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(f"[engines.whisper] {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        self.config = self.settings_as(self.Settings)
 
     def models(self) -> list[str]:
         return [BUNDLED]
