@@ -20,6 +20,7 @@ __all__ = ["ChatSession"]
 HELP = """commands:
   !attach FILE   attach a file to your next message
   !model ID      switch model (ENGINE:MODEL or alias)
+  !policy P      route with a policy (local_only, cheapest, cascade...; "off" to stop)
   !new           start a new conversation
   !help          this help
   !quit          leave (or Ctrl-D)
@@ -30,10 +31,12 @@ class ChatSession:
     """A read-eval-print loop; `read` and `out` are injectable so tests can drive it."""
 
     def __init__(self, model: str | None = None, options: dict[str, Any] | None = None,
-                 system: str | None = None, read: Callable[[str], str] = input, out: TextIO | None = None) -> None:
+                 system: str | None = None, read: Callable[[str], str] = input, out: TextIO | None = None,
+                 policy: str | None = None) -> None:
         self.model = model
         self.options = options or {}
         self.system = system
+        self.policy = policy
         self.read = read
         self.out = out or sys.stdout
         self.history: list[Message] = []
@@ -89,8 +92,15 @@ class ChatSession:
         elif name == "model" and args:
             self.model = args[0]
             self.say(f"model: {self.model}")
+        elif name == "policy" and args:
+            if "local_only" in (self.policy or "") and "local_only" not in args[0]:
+                self.say("this conversation is local_only and stays so; !new starts another")
+            else:
+                self.policy = None if args[0] == "off" else args[0]
+                self.say(f"policy: {self.policy or 'none'}")
         elif name in ("new", "reset"):
             self.history, self.pending, self.conversation_id = [], [], new_id()
+            self.policy = None if "local_only" in (self.policy or "") else self.policy
             self.say("new conversation")
         else:
             self.say(f"unknown command {line!r}; !help lists them")
@@ -102,7 +112,7 @@ class ChatSession:
         system = self.system if not self.history else None
         try:
             response = ask(text, self.model, attach=list(self.pending), system=system, options=self.options,
-                           history=self.history, conversation_id=self.conversation_id)
+                           history=self.history, conversation_id=self.conversation_id, policy=self.policy)
         except ImagineError as exc:
             self.say(f"error: {exc}")
             return

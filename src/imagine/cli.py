@@ -210,11 +210,12 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
 @click.option("-m", "--model", help="ENGINE:MODEL or alias.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Engine option, repeatable.")
 @click.option("-s", "--system", help="System prompt.")
-def chat(model: str | None, options: tuple[str, ...], system: str | None) -> None:
+@click.option("-p", "--policy", help="Route every turn with this policy (local_only keeps the chat on the device).")
+def chat(model: str | None, options: tuple[str, ...], system: str | None, policy: str | None) -> None:
     """Interactive chat. Commands: !attach FILE, !model ID, !new, !help, !quit. Ctrl-C stops a reply."""
     from .chat import ChatSession
 
-    ChatSession(model=model, options=parse_options(options), system=system).run()
+    ChatSession(model=model, options=parse_options(options), system=system, policy=policy).run()
 
 
 # -- models ------------------------------------------------------------------------------------------
@@ -388,7 +389,7 @@ def demo(model: str | None) -> None:
     run_demo(model)
 
 
-from . import cli_media  # noqa: E402,F401  (registers transcribe, speak, vad, read, embed, watch)
+from . import cli_engines, cli_media  # noqa: E402,F401  (register the media and engines commands)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

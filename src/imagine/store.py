@@ -280,6 +280,14 @@ class Store:
             "GROUP BY day, engine ORDER BY day DESC, cost DESC LIMIT ?", (days * 50,))
         return [dict(r) for r in rows]
 
+    def conversation_is_local_only(self, conversation_id: str) -> bool:
+        """True when any turn of the conversation was routed under local_only."""
+        for (routing,) in self.conn.execute("SELECT routing FROM responses WHERE conversation_id = ?",
+                                            (conversation_id,)):
+            if json.loads(routing or "{}").get("policy", {}).get("local_only"):
+                return True
+        return False
+
     def last_conversation_id(self) -> str | None:
         row = self.conn.execute("SELECT conversation_id FROM responses WHERE conversation_id IS NOT NULL "
                                 "ORDER BY created DESC, id DESC LIMIT 1").fetchone()

@@ -122,6 +122,8 @@ def ask(prompt: PromptLike = None, model: str | None = None, *, attach: Sequence
         if conversation is not True and not history:
             raise InputError(f"no conversation with id {found!r}", hint="see `imagine logs` for ids")
         conversation_id = found
+        if policy is None and store.conversation_is_local_only(found):
+            policy = "local_only"  # privacy is per conversation: a local_only chat stays on the device
 
     return respond(tuple(history + new_messages), model, want=Modality.TEXT, new_messages=new_messages,
                    schema=schema, options={**(options or {}), **option_kwargs}, conversation_id=conversation_id,

@@ -84,8 +84,11 @@ class CloudEngine(Engine):
         locality = endpoint.locality or ("local" if is_loopback(endpoint.base_url) else "cloud")
         known = cls.known_models if name == cls.id else {}  # a vLLM box does not serve gpt-4o
         specs = {**known, **endpoint.models}
-        inputs = frozenset().union(*(_modalities(s.inputs) for s in specs.values())) if specs else cls.inputs
-        outputs = frozenset().union(*(_modalities(s.outputs) for s in specs.values())) if specs else cls.outputs
+        # an endpoint that lists no models is assumed to chat in text only: declare models to send it media
+        inputs = frozenset().union(*(_modalities(s.inputs) for s in specs.values())) if specs \
+            else frozenset({Modality.TEXT})
+        outputs = frozenset().union(*(_modalities(s.outputs) for s in specs.values())) if specs \
+            else frozenset({Modality.TEXT})
         attrs = {"id": name, "endpoint": endpoint, "locality": locality, "inputs": inputs, "outputs": outputs,
                  "default_model": endpoint.default_model or cls.default_model,
                  "known_models": known,
