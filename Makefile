@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_llm.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/router.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/speech.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

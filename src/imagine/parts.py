@@ -225,6 +225,10 @@ class Image(MediaPart):
         try:
             img = PILImage.open(io.BytesIO(self.data))
             width, height = img.size
+        except PILImage.DecompressionBombError as exc:  # Pillow's own cap, far above ours: same answer
+            raise LimitExceeded(f"{self.name or 'image'} is over the limit of {limits.max_pixels:,} pixels "
+                                f"({str(exc).split('(')[1].split(')')[0]})",
+                                hint="raise it with IMAGINE_MAX_PIXELS") from None
         except Exception as exc:  # Pillow raises many types for corrupt data
             raise InputError(f"{self.name or 'image'} could not be decoded: {exc}",
                              hint="check the file is a complete, valid image") from None
