@@ -281,3 +281,29 @@ def json_schema_root_is_object(schema: dict[str, Any]) -> bool:
 
 
 __all__ += ["PerLoop", "image_bytes", "json_schema_root_is_object", "transport_failure"]
+
+
+def alternating_turns(messages: Any, convert: Callable[[Any], list[Any]], *,
+                      engine: str) -> tuple[str, list[tuple[str, list[Any]]]]:
+    """(system text, [(role, converted parts)]) for APIs that take the system prompt apart and need
+    user/assistant turns to alternate: consecutive turns of one role are merged, empty ones dropped,
+    tool results travel as user turns. `convert` maps one message's parts to the API's blocks."""
+    system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
+    turns: list[tuple[str, list[Any]]] = []
+    for msg in messages:
+        if msg.role == "system":
+            continue
+        role = "assistant" if msg.role == "assistant" else "user"
+        blocks = convert(msg.parts)
+        if not blocks:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    if not turns:
+        raise InputError("the prompt is empty", hint=f"{engine} needs at least one user message with content")
+    return system, turns
+
+
+__all__ += ["alternating_turns"]

@@ -27,8 +27,8 @@ from ..engine import Request
 from ..errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
 from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
 from ..parts import Data, Image, Modality, Part, Text
-from ._cloud import (CloudEngine, CloudOptions, PerLoop, display_url, image_bytes, json_schema_root_is_object,
-                     retry_after_seconds, scrub, transport_failure)
+from ._cloud import (CloudEngine, CloudOptions, PerLoop, alternating_turns, display_url, image_bytes,
+                     json_schema_root_is_object, retry_after_seconds, scrub, transport_failure)
 
 __all__ = ["AnthropicEngine"]
 
@@ -135,21 +135,8 @@ class AnthropicEngine(CloudEngine):
     def build_params(self, request: Request) -> dict[str, Any]:
         """The keyword arguments of `messages.create`: system apart, roles alternating, options mapped."""
         opts: Any = request.options
-        system = "\n\n".join(m.text for m in request.messages if m.role == "system" and m.text)
-        messages: list[dict[str, Any]] = []
-        for msg in request.messages:
-            if msg.role == "system":
-                continue
-            role = "assistant" if msg.role == "assistant" else "user"  # tool results travel as user text
-            content = self._content(msg.parts)
-            if not content:
-                continue
-            if messages and messages[-1]["role"] == role:  # merge turns so roles alternate
-                messages[-1]["content"].extend(content)
-            else:
-                messages.append({"role": role, "content": content})
-        if not messages:
-            raise InputError("the prompt is empty", hint="Claude needs at least one user message with content")
+        system, turns = alternating_turns(request.messages, self._content, engine="Claude")
+        messages = [{"role": role, "content": blocks} for role, blocks in turns]
         params: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True,
                                   "max_tokens": opts.max_tokens or DEFAULT_MAX_TOKENS,
                                   "timeout": self.timeout(opts)}

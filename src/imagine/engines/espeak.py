@@ -280,9 +280,6 @@ class EspeakEngine(Engine):
     _local: ClassVar[_Espeak | None] = None  # used where os.fork is missing
     _voices: ClassVar[list[dict[str, Any]] | None] = None  # with language priorities, as the library gives them
 
-    def models(self) -> list[str]:
-        return [MODEL]
-
     def check_model(self, model: str) -> None:
         if model != MODEL:
             raise InputError(f"espeak has one model, {MODEL!r}, not {model!r}",

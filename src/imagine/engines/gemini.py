@@ -23,7 +23,7 @@ from ..engine import Request
 from ..errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
 from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
 from ..parts import Data, MediaPart, Modality, Part, Text
-from ._cloud import CloudEngine, PerLoop, display_url, retry_after_seconds, scrub, transport_failure
+from ._cloud import CloudEngine, PerLoop, alternating_turns, display_url, retry_after_seconds, scrub, transport_failure
 
 __all__ = ["GeminiEngine"]
 
@@ -122,21 +122,9 @@ class GeminiEngine(CloudEngine):
         from google.genai import types
 
         opts: Any = request.options
-        system = "\n\n".join(m.text for m in request.messages if m.role == "system" and m.text)
-        contents: list[Any] = []
-        for msg in request.messages:
-            if msg.role == "system":
-                continue
-            role = "model" if msg.role == "assistant" else "user"  # tool results travel as user text
-            parts = self._parts(msg.parts)
-            if not parts:
-                continue
-            if contents and contents[-1].role == role:
-                contents[-1].parts.extend(parts)
-            else:
-                contents.append(types.Content(role=role, parts=parts))
-        if not contents:
-            raise InputError("the prompt is empty", hint="Gemini needs at least one user message with content")
+        system, turns = alternating_turns(request.messages, self._parts, engine="Gemini")
+        contents = [types.Content(role="model" if role == "assistant" else "user", parts=parts)
+                    for role, parts in turns]
         fields = types.GenerateContentConfig.model_fields
         config: dict[str, Any] = {
             "temperature": opts.temperature, "top_p": opts.top_p, "max_output_tokens": opts.max_tokens,

@@ -98,9 +98,6 @@ class LlamaCppEngine(Engine):
         super().__init__(settings)
         self.config = self.settings_as(self.Settings)
 
-    def models(self) -> list[str]:
-        return [BUNDLED]
-
     # -- model files ----------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
         if model == BUNDLED:

@@ -275,9 +275,6 @@ class MiniLMEngine(Engine):
     _encoders: dict[str, Any] = {}
     _load_lock = threading.Lock()
 
-    def models(self) -> list[str]:
-        return [BUNDLED]
-
     @staticmethod
     def _folder(model: str) -> Path | None:
         """The local folder for `model`, or None for a hub id (only sentence-transformers loads those)."""

@@ -142,9 +142,6 @@ class RapidOcrEngine(Engine):
     _load_lock = threading.Lock()
     _run_lock = threading.Lock()
 
-    def models(self) -> list[str]:
-        return [MODEL]
-
     def check_model(self, model: str) -> None:
         if model != MODEL:
             raise InputError(f"rapidocr has no model {model!r}",

@@ -225,9 +225,6 @@ class SileroVadEngine(Engine):
     _sessions: dict[str, _Model] = {}
     _load_lock = threading.Lock()
 
-    def models(self) -> list[str]:
-        return [BUNDLED]
-
     def _path(self, model: str) -> Path:
         if model == BUNDLED:
             return bundled_model_path()

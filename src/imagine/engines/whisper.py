@@ -105,9 +105,6 @@ class WhisperEngine(Engine):
         super().__init__(settings)
         self.config = self.settings_as(self.Settings)
 
-    def models(self) -> list[str]:
-        return [BUNDLED]
-
     # -- model names ----------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
         if model == BUNDLED and bundled_tiny_en_path() is not None:
