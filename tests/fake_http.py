@@ -69,6 +69,23 @@ def sse_reply(events: Iterable[Any], *, cut_after: int | None = None, chunk_dela
                  chunk_delay=chunk_delay)
 
 
+def reset_imagine() -> None:
+    """Forget cached settings and engines, after a test changed the environment or config.toml."""
+    import imagine
+
+    imagine.config.reset_settings()
+    imagine.registry.reset_registry()
+
+
+def unused_port() -> int:
+    """A loopback port with nothing listening: for "the endpoint is unreachable" tests."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class FakeServer:
     """Threaded HTTP server on 127.0.0.1:<free port> answering with queued replies."""
 

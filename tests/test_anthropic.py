@@ -20,7 +20,7 @@ import imagine  # noqa: E402
 from imagine import EngineUnavailable, InputError, OptionsError, ToolCall, UpstreamError  # noqa: E402
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
 
-from .fake_http import FakeServer, json_reply, sse_reply  # noqa: E402
+from .fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
 from .test_parts import png_bytes  # noqa: E402
 
 KEY = "sk-ant-test-SECRET-4242"
@@ -64,11 +64,6 @@ def answer(*deltas: str, reason: str = "end_turn", usage: tuple[int, int] = (10,
 
 def error_body(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-def reset() -> None:
-    imagine.config.reset_settings()
-    imagine.registry.reset_registry()
 
 
 @pytest.fixture
@@ -290,11 +285,7 @@ def test_a_bad_request_is_an_input_error(server):
 
 
 def test_an_unreachable_endpoint_names_the_url(monkeypatch):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{port}")
     reset()

@@ -20,7 +20,7 @@ import imagine  # noqa: E402
 from imagine import EngineUnavailable, InputError, ToolCall, UpstreamError  # noqa: E402
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
 
-from .fake_http import FakeServer, json_reply, sse_reply  # noqa: E402
+from .fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
 from .test_parts import png_bytes, wav_bytes  # noqa: E402
 
 KEY = "AIza-test-SECRET-4242"
@@ -52,11 +52,6 @@ def answer(*deltas: str, finish: str = "STOP", usage: tuple[int, int] = (10, 5),
 
 def error_body(code: int, status: str, message: str, details: list | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status, "details": details or []}}
-
-
-def reset() -> None:
-    imagine.config.reset_settings()
-    imagine.registry.reset_registry()
 
 
 @pytest.fixture
@@ -270,11 +265,7 @@ def test_a_bad_request_is_an_input_error(server):
 
 
 def test_an_unreachable_endpoint_names_the_url(monkeypatch):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     monkeypatch.setenv("GEMINI_BASE_URL", f"http://127.0.0.1:{port}")
     reset()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import time
 import wave
 from pathlib import Path
@@ -22,7 +21,7 @@ from imagine import EngineUnavailable, InputError, Message, Request, Response, T
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
 from imagine.engines._cloud import display_url, retry_after_seconds  # noqa: E402
 
-from .fake_http import FakeServer, json_reply, sse_reply  # noqa: E402
+from .fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
 from .test_parts import png_bytes, wav_bytes  # noqa: E402
 
 KEY = "sk-test-SECRET-key-4242"
@@ -53,11 +52,6 @@ def usage_chunk(prompt: int, completion: int) -> dict[str, Any]:
 def answer(*deltas: str, finish: str = "stop", usage: tuple[int, int] = (10, 3)) -> Any:
     """A complete streamed answer: text deltas, the finish chunk, the usage chunk, [DONE]."""
     return sse_reply([*(chunk(d) for d in deltas), chunk(finish=finish), usage_chunk(*usage), b"data: [DONE]\n\n"])
-
-
-def reset() -> None:
-    imagine.config.reset_settings()
-    imagine.registry.reset_registry()
 
 
 @pytest.fixture
@@ -315,9 +309,7 @@ def test_an_unknown_model_lists_the_known_ones(server):
 
 
 def test_an_unreachable_endpoint_says_so(monkeypatch):
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = unused_port()
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # loopback servers need no key
     reset()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 import imagine
-from imagine import config, registry
 
-from .fake_http import FakeServer, json_reply, sse_reply
+from .fake_http import FakeServer, json_reply, reset_imagine, sse_reply
 
 
 def chunk(text: str | None = None, finish: str | None = None) -> dict:
@@ -31,8 +30,7 @@ def openai_server(monkeypatch, imagine_home):
         (imagine_home / "config.toml").write_text(
             f'[endpoints.openai]\nkind = "openai"\nbase_url = "{server.url}/v1"\nkey_env = "OPENAI_API_KEY"\n'
             'locality = "cloud"\n')
-        config.reset_settings()
-        registry.reset_registry()
+        reset_imagine()
         yield server
 
 
