@@ -37,6 +37,14 @@ def bridge_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def on_bridge_loop() -> bool:
+    """True when the running loop is imagine's own background loop (which lives as long as the process)."""
+    try:
+        return asyncio.get_running_loop() is _loop
+    except RuntimeError:
+        return False
+
+
 def _check_not_on_loop() -> None:
     if _thread is not None and threading.current_thread() is _thread:
         raise RuntimeError("sync imagine API called from inside the imagine loop; use the async API (await/async for)")

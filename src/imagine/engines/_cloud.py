@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import importlib.util
 import io
 import ipaddress
 import os
-import weakref
-from typing import Any, Callable, ClassVar, Generic, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Generic, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._bridge import on_bridge_loop
 from ..config import EndpointSettings, ModelSpec
 from ..engine import Engine
 from ..errors import EngineUnavailable, InputError
@@ -223,21 +224,31 @@ _T = TypeVar("_T")
 
 
 class PerLoop(Generic[_T]):
-    """One object per running event loop, made on first use.
+    """An SDK client for the running event loop.
 
     SDK clients own an HTTP connection pool tied to the loop that opened it; reusing one from another
-    loop (imagine's background loop vs. a caller's own `asyncio.run`) hangs or fails. Entries go away
-    with their loop."""
+    loop hangs or fails. imagine's background loop lives as long as the process, so it keeps one client
+    and its warm connections. Any other loop (a caller's own `asyncio.run`) gets a client for the one
+    request, closed before the request ends, so no pool or half-read stream outlives its loop."""
 
-    def __init__(self, factory: Callable[[], _T]) -> None:
+    def __init__(self, factory: Callable[[], _T], close: Callable[[_T], Awaitable[None]]) -> None:
         self._factory = factory
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T] = weakref.WeakKeyDictionary()
+        self._close = close
+        self._kept: tuple[asyncio.AbstractEventLoop, _T] | None = None
 
-    def get(self) -> _T:
-        loop = asyncio.get_running_loop()
-        if loop not in self._by_loop:
-            self._by_loop[loop] = self._factory()
-        return self._by_loop[loop]
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[_T]:
+        if on_bridge_loop():
+            loop = asyncio.get_running_loop()
+            if self._kept is None or self._kept[0] is not loop:  # the background loop may have been restarted
+                self._kept = (loop, self._factory())
+            yield self._kept[1]
+            return
+        client = self._factory()
+        try:
+            yield client
+        finally:
+            await self._close(client)
 
 
 def transport_failure(exc: BaseException) -> str | None:

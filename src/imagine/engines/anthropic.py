@@ -102,7 +102,7 @@ class AnthropicEngine(CloudEngine):
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self._clients: PerLoop[Any] = PerLoop(self._make_client)
+        self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.close())
 
     def _make_client(self) -> Any:
         import anthropic
@@ -171,71 +171,71 @@ class AnthropicEngine(CloudEngine):
     # -- the stream ---------------------------------------------------------------------------------
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         params = self.build_params(request)
-        client = self._clients.get()
-        schema_mode = request.schema is not None
-        wrapped = schema_mode and not json_schema_root_is_object(request.schema or {})
-        blocks: dict[int, _Block] = {}
-        text: list[str] = []
-        input_tokens = output_tokens = 0
-        stop_reason: str | None = None
-        finished = False
-        try:
-            stream = await client.messages.create(**params)
-            async with stream:
-                async for event in stream:
-                    etype = getattr(event, "type", "")
-                    if etype == "message_start":
-                        input_tokens, output_tokens = self._usage(event.message.usage, input_tokens)
-                    elif etype == "content_block_start":
-                        cb = event.content_block
-                        block = _Block(kind=cb.type, tool_id=getattr(cb, "id", ""), name=getattr(cb, "name", ""),
-                                       start_input=getattr(cb, "input", None))
-                        blocks[event.index] = block
-                        if cb.type == "text" and getattr(cb, "text", "") and not schema_mode:
-                            text.append(cb.text)
-                            yield TextDelta(cb.text)
-                    elif etype == "content_block_delta":
-                        block = blocks.setdefault(event.index, _Block(kind="text"))
-                        delta = event.delta
-                        if delta.type == "text_delta" and not schema_mode:
-                            text.append(delta.text)
-                            yield TextDelta(delta.text)
-                        elif delta.type == "input_json_delta" and delta.partial_json:
-                            block.json_parts.append(delta.partial_json)
-                            if block.name == OUTPUT_TOOL and schema_mode and not wrapped:
-                                text.append(delta.partial_json)
-                                yield TextDelta(delta.partial_json)
-                    elif etype == "content_block_stop":
-                        block = blocks.get(event.index, _Block(kind="?"))
-                        for out in self._finish_block(block, schema_mode, wrapped):
-                            if isinstance(out, TextDelta):
-                                text.append(out.text)
-                            yield out
-                    elif etype == "message_delta":
-                        stop_reason = event.delta.stop_reason or stop_reason
-                        input_tokens, output_tokens = self._usage(event.usage, input_tokens)
-                    elif etype == "message_stop":
-                        finished = True
-        except ImagineError:
-            raise
-        except Exception as exc:
-            if input_tokens or output_tokens:  # tokens already spent still count
-                yield self._usage_event(request.model, input_tokens, output_tokens)
-            raise self._error(exc, request) from None
-        yield self._usage_event(request.model, input_tokens, output_tokens)
-        if not finished:
-            raise UpstreamError(f"the {self.id} stream ended before message_stop (the connection was cut)",
-                                hint="try again; the partial answer is in the log")
-        if stop_reason == "refusal":
-            raise Refused(f"{request.model} declined to answer (stop_reason: refusal)",
-                          hint="rephrase the request, or try another model")
-        if request.want == Modality.DATA:
+        async with self._clients.use() as client:
+            schema_mode = request.schema is not None
+            wrapped = schema_mode and not json_schema_root_is_object(request.schema or {})
+            blocks: dict[int, _Block] = {}
+            text: list[str] = []
+            input_tokens = output_tokens = 0
+            stop_reason: str | None = None
+            finished = False
             try:
-                yield PartOut(Data(json.loads("".join(text))))
-            except json.JSONDecodeError:
-                pass
-        finish = _FINISH.get(stop_reason or "end_turn", stop_reason or "stop")
-        yield Done("stop" if schema_mode and finish == "tool_calls" else finish)
+                stream = await client.messages.create(**params)
+                async with stream:
+                    async for event in stream:
+                        etype = getattr(event, "type", "")
+                        if etype == "message_start":
+                            input_tokens, output_tokens = self._usage(event.message.usage, input_tokens)
+                        elif etype == "content_block_start":
+                            cb = event.content_block
+                            block = _Block(kind=cb.type, tool_id=getattr(cb, "id", ""), name=getattr(cb, "name", ""),
+                                           start_input=getattr(cb, "input", None))
+                            blocks[event.index] = block
+                            if cb.type == "text" and getattr(cb, "text", "") and not schema_mode:
+                                text.append(cb.text)
+                                yield TextDelta(cb.text)
+                        elif etype == "content_block_delta":
+                            block = blocks.setdefault(event.index, _Block(kind="text"))
+                            delta = event.delta
+                            if delta.type == "text_delta" and not schema_mode:
+                                text.append(delta.text)
+                                yield TextDelta(delta.text)
+                            elif delta.type == "input_json_delta" and delta.partial_json:
+                                block.json_parts.append(delta.partial_json)
+                                if block.name == OUTPUT_TOOL and schema_mode and not wrapped:
+                                    text.append(delta.partial_json)
+                                    yield TextDelta(delta.partial_json)
+                        elif etype == "content_block_stop":
+                            block = blocks.get(event.index, _Block(kind="?"))
+                            for out in self._finish_block(block, schema_mode, wrapped):
+                                if isinstance(out, TextDelta):
+                                    text.append(out.text)
+                                yield out
+                        elif etype == "message_delta":
+                            stop_reason = event.delta.stop_reason or stop_reason
+                            input_tokens, output_tokens = self._usage(event.usage, input_tokens)
+                        elif etype == "message_stop":
+                            finished = True
+            except ImagineError:
+                raise
+            except Exception as exc:
+                if input_tokens or output_tokens:  # tokens already spent still count
+                    yield self._usage_event(request.model, input_tokens, output_tokens)
+                raise self._error(exc, request) from None
+            yield self._usage_event(request.model, input_tokens, output_tokens)
+            if not finished:
+                raise UpstreamError(f"the {self.id} stream ended before message_stop (the connection was cut)",
+                                    hint="try again; the partial answer is in the log")
+            if stop_reason == "refusal":
+                raise Refused(f"{request.model} declined to answer (stop_reason: refusal)",
+                              hint="rephrase the request, or try another model")
+            if request.want == Modality.DATA:
+                try:
+                    yield PartOut(Data(json.loads("".join(text))))
+                except json.JSONDecodeError:
+                    pass
+            finish = _FINISH.get(stop_reason or "end_turn", stop_reason or "stop")
+            yield Done("stop" if schema_mode and finish == "tool_calls" else finish)
 
     @staticmethod
     def _finish_block(block: _Block, schema_mode: bool, wrapped: bool) -> list[Event]:

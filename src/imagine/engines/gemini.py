@@ -86,7 +86,7 @@ class GeminiEngine(CloudEngine):
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self._clients: PerLoop[Any] = PerLoop(self._make_client)
+        self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aio.aclose())
 
     def _make_client(self) -> Any:
         from google import genai
@@ -153,54 +153,54 @@ class GeminiEngine(CloudEngine):
     # -- the stream ---------------------------------------------------------------------------------
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         call = self.build_call(request)
-        client = self._clients.get()
-        text: list[str] = []
-        input_tokens = output_tokens = calls = 0
-        finish: str | None = None
-        blocked: str | None = None
-        try:
-            async for chunk in await client.aio.models.generate_content_stream(**call):
-                feedback = getattr(chunk, "prompt_feedback", None)
-                if feedback is not None and feedback.block_reason:
-                    blocked = f"{_name(feedback.block_reason)} {feedback.block_reason_message or ''}".strip()
-                usage = getattr(chunk, "usage_metadata", None)
-                if usage is not None:  # cumulative: the last chunk's numbers are the totals
-                    input_tokens = (usage.prompt_token_count or 0) + (usage.tool_use_prompt_token_count or 0)
-                    output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-                candidate = chunk.candidates[0] if chunk.candidates else None
-                if candidate is None:
-                    continue
-                for part in (candidate.content.parts or []) if candidate.content else []:
-                    if part.text and not part.thought:
-                        text.append(part.text)
-                        yield TextDelta(part.text)
-                    elif part.function_call is not None:
-                        fc = part.function_call
-                        calls += 1
-                        yield ToolCall(id=fc.id or f"call_{calls}", name=fc.name or "", arguments=dict(fc.args or {}))
-                if candidate.finish_reason:
-                    finish = _name(candidate.finish_reason)
-        except ImagineError:
-            raise
-        except Exception as exc:
-            if input_tokens or output_tokens:  # tokens already spent still count
-                yield self._usage_event(request.model, input_tokens, output_tokens)
-            raise self._error(exc, request) from None
-        yield self._usage_event(request.model, input_tokens, output_tokens)
-        if blocked:
-            raise Refused(f"{request.model} blocked the prompt ({blocked})", hint="rephrase the request")
-        if finish in _REFUSALS:
-            raise Refused(f"{request.model} withheld the answer (finish reason {finish})",
-                          hint="rephrase the request, or try another model")
-        if finish is None:
-            raise UpstreamError(f"the {self.id} stream ended without a finish reason (the connection was cut)",
-                                hint="try again; the partial answer is in the log")
-        if request.want == Modality.DATA:
+        async with self._clients.use() as client:
+            text: list[str] = []
+            input_tokens = output_tokens = calls = 0
+            finish: str | None = None
+            blocked: str | None = None
             try:
-                yield PartOut(Data(json.loads("".join(text))))
-            except json.JSONDecodeError:
-                pass
-        yield Done("tool_calls" if calls and finish == "STOP" else _FINISH.get(finish, finish.lower()))
+                async for chunk in await client.aio.models.generate_content_stream(**call):
+                    feedback = getattr(chunk, "prompt_feedback", None)
+                    if feedback is not None and feedback.block_reason:
+                        blocked = f"{_name(feedback.block_reason)} {feedback.block_reason_message or ''}".strip()
+                    usage = getattr(chunk, "usage_metadata", None)
+                    if usage is not None:  # cumulative: the last chunk's numbers are the totals
+                        input_tokens = (usage.prompt_token_count or 0) + (usage.tool_use_prompt_token_count or 0)
+                        output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+                    candidate = chunk.candidates[0] if chunk.candidates else None
+                    if candidate is None:
+                        continue
+                    for part in (candidate.content.parts or []) if candidate.content else []:
+                        if part.text and not part.thought:
+                            text.append(part.text)
+                            yield TextDelta(part.text)
+                        elif part.function_call is not None:
+                            fc = part.function_call
+                            calls += 1
+                            yield ToolCall(id=fc.id or f"call_{calls}", name=fc.name or "", arguments=dict(fc.args or {}))
+                    if candidate.finish_reason:
+                        finish = _name(candidate.finish_reason)
+            except ImagineError:
+                raise
+            except Exception as exc:
+                if input_tokens or output_tokens:  # tokens already spent still count
+                    yield self._usage_event(request.model, input_tokens, output_tokens)
+                raise self._error(exc, request) from None
+            yield self._usage_event(request.model, input_tokens, output_tokens)
+            if blocked:
+                raise Refused(f"{request.model} blocked the prompt ({blocked})", hint="rephrase the request")
+            if finish in _REFUSALS:
+                raise Refused(f"{request.model} withheld the answer (finish reason {finish})",
+                              hint="rephrase the request, or try another model")
+            if finish is None:
+                raise UpstreamError(f"the {self.id} stream ended without a finish reason (the connection was cut)",
+                                    hint="try again; the partial answer is in the log")
+            if request.want == Modality.DATA:
+                try:
+                    yield PartOut(Data(json.loads("".join(text))))
+                except json.JSONDecodeError:
+                    pass
+            yield Done("tool_calls" if calls and finish == "STOP" else _FINISH.get(finish, finish.lower()))
 
     def _usage_event(self, model: str, input_tokens: int, output_tokens: int) -> Usage:
         return Usage(input_tokens=input_tokens, output_tokens=output_tokens,

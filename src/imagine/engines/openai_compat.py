@@ -80,7 +80,7 @@ class OpenAICompatEngine(CloudEngine):
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         # one client per event loop: an async HTTP pool must not be shared between loops
-        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._make_client)
+        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._make_client, lambda client: client.close())
 
     @classmethod
     def default_endpoint(cls) -> EndpointSettings:
@@ -176,36 +176,37 @@ class OpenAICompatEngine(CloudEngine):
         logprobs: list[float] = []
         usage: Any = None
         finish: str | None = None
-        try:
-            chunks = await self._clients.get().chat.completions.create(**body, timeout=self.timeout(request.options))
+        async with self._clients.use() as client:
             try:
-                async for chunk in chunks:
-                    usage = chunk.usage or usage
-                    for choice in chunk.choices[:1]:
-                        delta = choice.delta
-                        if delta.content:
-                            text.append(delta.content)
-                            yield TextDelta(delta.content)
-                        if delta.refusal:
-                            refusal.append(delta.refusal)
-                        if delta.audio is not None:
-                            if delta.audio.transcript:
-                                yield TextDelta(delta.audio.transcript)
-                            if delta.audio.data:
-                                audio.append(base64.b64decode(delta.audio.data))
-                        for call in delta.tool_calls or []:
-                            slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                            slot["id"] = slot["id"] or call.id or ""
-                            if call.function is not None:
-                                slot["name"] = slot["name"] or call.function.name or ""
-                                slot["arguments"] += call.function.arguments or ""
-                        if choice.logprobs is not None and choice.logprobs.content:
-                            logprobs.extend(t.logprob for t in choice.logprobs.content)
-                        finish = choice.finish_reason or finish
-            finally:
-                await chunks.close()
-        except openai.OpenAIError as exc:
-            raise self.error(exc, request) from None
+                chunks = await client.chat.completions.create(**body, timeout=self.timeout(request.options))
+                try:
+                    async for chunk in chunks:
+                        usage = chunk.usage or usage
+                        for choice in chunk.choices[:1]:
+                            delta = choice.delta
+                            if delta.content:
+                                text.append(delta.content)
+                                yield TextDelta(delta.content)
+                            if delta.refusal:
+                                refusal.append(delta.refusal)
+                            if delta.audio is not None:
+                                if delta.audio.transcript:
+                                    yield TextDelta(delta.audio.transcript)
+                                if delta.audio.data:
+                                    audio.append(base64.b64decode(delta.audio.data))
+                            for call in delta.tool_calls or []:
+                                slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                                slot["id"] = slot["id"] or call.id or ""
+                                if call.function is not None:
+                                    slot["name"] = slot["name"] or call.function.name or ""
+                                    slot["arguments"] += call.function.arguments or ""
+                            if choice.logprobs is not None and choice.logprobs.content:
+                                logprobs.extend(t.logprob for t in choice.logprobs.content)
+                            finish = choice.finish_reason or finish
+                finally:
+                    await chunks.close()
+            except openai.OpenAIError as exc:
+                raise self.error(exc, request) from None
         if finish is None:  # the SDK ends quietly when the connection closes mid-answer
             raise UpstreamError(f"stream from {self.id} ended before the answer was complete",
                                 hint="the connection was cut; try again")
