@@ -1,0 +1,4 @@
+"""imagine's model lab: readable from-scratch architectures in torch, importing nothing else of imagine.
+
+Needs the `torch` extra: pip install 'imagine[torch]'.
+"""
