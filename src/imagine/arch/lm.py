@@ -53,6 +53,10 @@ class LMConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_kv_head is not None and self.n_kv_head < 1:
+            raise ValueError(f"n_kv_head must be at least 1 (or None for one per query head), got {self.n_kv_head}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be at least 1 token (or None for full attention), got {self.window}")
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.kv_heads})")
 
@@ -192,7 +196,8 @@ class LM(nn.Module):
         flat = logits.float().view(-1, logits.shape[-1])
         loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-1)
         if self.cfg.z_loss:
-            loss = loss + self.cfg.z_loss * flat.logsumexp(dim=-1).pow(2).mean()
+            counted = targets.reshape(-1) != -1                                    # as cross_entropy's ignore_index
+            loss = loss + self.cfg.z_loss * flat.logsumexp(dim=-1)[counted].pow(2).mean()
         if self.cfg.n_experts:
             aux = torch.stack([blk.mlp.aux_loss for blk in self.blocks if isinstance(blk.mlp, MoE)]).sum()
             loss = loss + self.cfg.aux_loss_weight * aux
@@ -260,8 +265,10 @@ class LM(nn.Module):
 def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """logits (B, V) -> token ids (B,). Temperature 0 is greedy; top-k then top-p (nucleus) filtering."""
-    if temperature <= 0:
+    if temperature <= 0 or top_k == 1:
         return logits.argmax(dim=-1)
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1 (or None for no limit), got {top_k}")
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
@@ -270,6 +277,7 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None =
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cum - sorted_logits.softmax(dim=-1) >= top_p                # keep the smallest set reaching top_p
+        drop[:, 0] = False                                                   # and always the most likely token
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
