@@ -345,7 +345,7 @@ def test_config_validation():
 def test_presets():
     cfg = preset("moe-tiny", n_layer=1)
     assert cfg.n_layer == 1 and cfg.n_experts == 4 and cfg.window == 64
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(ValueError, match="nope"):
         preset("nope")
 
 

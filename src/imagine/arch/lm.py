@@ -301,6 +301,7 @@ PRESETS: dict[str, LMConfig] = {
 
 
 def preset(name: str, **overrides: Any) -> LMConfig:
+    """A copy of preset `name` with `overrides`; unknown names and fields raise ValueError listing the choices."""
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return LMConfig(**{**asdict(PRESETS[name]), **overrides})
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return LMConfig.from_dict({**asdict(PRESETS[name]), **overrides})

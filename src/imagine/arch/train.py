@@ -221,11 +221,13 @@ def lr_factor(step: int, elapsed: float, cfg: TrainConfig, warm_end: float | Non
 
 # -- checkpoints ----------------------------------------------------------------------------------------
 
-def _save_state(folder: Path, optimizers: list[torch.optim.Optimizer], record: dict[str, Any]) -> None:
-    """Optimizer tensors to train_state.safetensors, everything else (steps, groups, history) to JSON."""
+def _save_state(folder: Path, optimizers: list[torch.optim.Optimizer], gen: torch.Generator,
+                record: dict[str, Any]) -> None:
+    """Optimizer tensors and the data sampler's state to train_state.safetensors, everything else (step,
+    elapsed time, parameter groups, history) to JSON: a resumed run draws the same batches it would have."""
     from safetensors.torch import save_file
 
-    tensors: dict[str, Tensor] = {}
+    tensors: dict[str, Tensor] = {"sampler": gen.get_state()}
     groups = []
     for i, opt in enumerate(optimizers):
         state = opt.state_dict()
@@ -237,11 +239,12 @@ def _save_state(folder: Path, optimizers: list[torch.optim.Optimizer], record: d
     (folder / "train_state.json").write_text(json.dumps({**record, "param_groups": groups}, indent=1))
 
 
-def _load_state(folder: Path, optimizers: list[torch.optim.Optimizer]) -> dict[str, Any]:
+def _load_state(folder: Path, optimizers: list[torch.optim.Optimizer], gen: torch.Generator) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     record = json.loads((folder / "train_state.json").read_text())
     tensors = load_file(str(folder / "train_state.safetensors"))
+    gen.set_state(tensors.pop("sampler"))
     for i, opt in enumerate(optimizers):
         state: dict[int, dict[str, Tensor]] = {}
         for name, value in tensors.items():
@@ -319,11 +322,12 @@ def train(cfg: TrainConfig, on_progress: Callable[[TrainProgress], None] | None 
         for group in opt.param_groups:
             group["base_lr"] = group["lr"]
     step, spent, history = 0, 0.0, []
+    gen = torch.Generator().manual_seed(cfg.seed)                 # draws the training batches
     if resume and out:
-        record = _load_state(out, optimizers)
+        record = _load_state(out, optimizers, gen)
         step, spent, history = record["step"], record["elapsed"], record["history"]
     forward = torch.compile(model) if cfg.compile else model
-    block, gen = model.cfg.block_size, torch.Generator().manual_seed(cfg.seed + step)
+    block = model.cfg.block_size
     tokens_per_step = cfg.batch_size * cfg.grad_accum * block
 
     def record_and_save() -> float:
@@ -334,44 +338,50 @@ def train(cfg: TrainConfig, on_progress: Callable[[TrainProgress], None] | None 
             meta = {"tokenizer": tokenizer.to_dict(), "train": {**asdict(cfg), "step": step, "val_loss": val,
                                                                "elapsed": round(elapsed, 3)}}
             model.save(out, meta=meta)
-            _save_state(out, optimizers, {"step": step, "elapsed": elapsed, "history": history})
+            _save_state(out, optimizers, gen, {"step": step, "elapsed": elapsed, "history": history})
         return val
 
     started = time.perf_counter() - spent
     elapsed = spent
     warm_end: float | None = spent if step >= cfg.warmup_iters else None
     loss_value, val = float("nan"), float("nan")
-    while step < cfg.max_iters and not (cfg.max_seconds and elapsed >= cfg.max_seconds):
-        factor = lr_factor(step, elapsed, cfg, warm_end)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * factor
-        total = 0.0
-        for _ in range(cfg.grad_accum):
-            x, y = get_batch(train_ids, cfg.batch_size, block, gen, device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                _, loss = forward(x, y)
-            assert loss is not None
-            (loss / cfg.grad_accum).backward()
-            total += float(loss.detach()) / cfg.grad_accum
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        step += 1
-        elapsed = time.perf_counter() - started
-        if warm_end is None and step >= cfg.warmup_iters:
-            warm_end = elapsed
-        loss_value = total
-        history.append({"step": step, "elapsed": round(elapsed, 3), "loss": round(total, 4),
-                        "lr": cfg.lr * factor})
-        val_now = None
-        if step % cfg.eval_interval == 0:
-            val = val_now = record_and_save()
-        if on_progress:
-            on_progress(TrainProgress(step, cfg.max_iters, elapsed, cfg.max_seconds, cfg.lr * factor, total,
-                                      val_now, tokens_per_step * step / max(elapsed, 1e-9)))
+    try:
+        while step < cfg.max_iters and not (cfg.max_seconds and elapsed >= cfg.max_seconds):
+            factor = lr_factor(step, elapsed, cfg, warm_end)
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+            total = 0.0
+            for _ in range(cfg.grad_accum):
+                x, y = get_batch(train_ids, cfg.batch_size, block, gen, device)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    _, loss = forward(x, y)
+                assert loss is not None
+                (loss / cfg.grad_accum).backward()
+                total += float(loss.detach()) / cfg.grad_accum
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            step += 1
+            elapsed = time.perf_counter() - started
+            if warm_end is None and step >= cfg.warmup_iters:
+                warm_end = elapsed
+            loss_value = total
+            history.append({"step": step, "elapsed": round(elapsed, 3), "loss": round(total, 4),
+                            "lr": cfg.lr * factor})
+            val_now = None
+            if step % cfg.eval_interval == 0:
+                val = val_now = record_and_save()
+            if on_progress:
+                on_progress(TrainProgress(step, cfg.max_iters, elapsed, cfg.max_seconds, cfg.lr * factor, total,
+                                          val_now, tokens_per_step * step / max(elapsed, 1e-9)))
+    except KeyboardInterrupt:  # keep what was learnt: the folder can be resumed from this step
+        if out and step and not (history and history[-1].get("val_loss") is not None
+                                 and history[-1]["step"] == step):
+            record_and_save()
+        raise
     if not history or "val_loss" not in history[-1]:
         val = record_and_save()
     plot = plot_losses({cfg.preset: history}, out / "loss.png", title=f"{cfg.preset} on {Path(cfg.data).name}") \

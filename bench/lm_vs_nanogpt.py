@@ -1,0 +1,93 @@
+"""imagine's best CPU language model vs the nanoGPT shakespeare-char CPU baseline, same wall-clock budget.
+
+1. Train `nanogpt-cpu` (nanoGPT's recipe and GPT-2 parts: block 64, 4 layers, 4 heads, 128 wide, AdamW,
+   2,000 iterations) and time it: that time is the budget (or pass --seconds).
+2. Train imagine's preset (default `imagine-cpu`) for the same wall time; its learning-rate schedule is
+   time-based, so it decays on time.
+3. Evaluate both on the same validation split (the last 10 % of tinyshakespeare) the same way: mean
+   character-level cross-entropy over --eval-batches random windows at each model's own block size.
+Prints both validation losses, tokens/s, the ratio, and a sample from each; writes a loss-curve PNG.
+Goal (the issue): imagine <= 1.75 in the time the baseline needs (nanoGPT's own train.py: 1.886 in 132 s).
+
+    .venv/bin/python bench/lm_vs_nanogpt.py [--threads 2] [--seconds S] [--preset imagine-cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from imagine.arch.train import TrainProgress, evaluate, pick_device, plot_losses, prepare_data, recipe, train
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def run(preset: str, data: Path, threads: int, seconds: float | None, device: str, **overrides: object) -> dict:
+    cfg = recipe(preset, data=str(data), threads=threads, device=device, eval_interval=250, plot=False,
+                 **({"max_seconds": seconds, "max_iters": 10**9} if seconds else {}), **overrides)
+    last = [0.0]
+
+    def show(p: TrainProgress) -> None:
+        if p.val_loss is not None or p.elapsed - last[0] > 15:
+            last[0] = p.elapsed
+            val = f" val {p.val_loss:.3f}" if p.val_loss is not None else ""
+            print(f"  {preset:12s} step {p.step:5d}  {p.elapsed:6.1f}s  loss {p.loss:.3f}{val}  "
+                  f"{p.tokens_per_s:,.0f} tok/s", flush=True)
+
+    result = train(cfg, on_progress=show)
+    return {"preset": preset, "result": result, "config": cfg}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, help="budget for both (default: the baseline's 2,000 iterations)")
+    parser.add_argument("--preset", default="imagine-cpu")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--eval-batches", type=int, default=50)
+    parser.add_argument("--plot", type=Path, default=Path("bench/lm_vs_nanogpt.png"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+
+    print(f"baseline nanogpt-cpu ({'2,000 iterations' if not args.seconds else f'{args.seconds:.0f} s'}) ...")
+    base = run("nanogpt-cpu", args.data, args.threads, args.seconds, args.device)
+    budget = args.seconds or base["result"].seconds
+    print(f"imagine {args.preset} for {budget:.1f} s ...")
+    ours = run(args.preset, args.data, args.threads, budget, args.device)
+
+    rows = []
+    for side in (base, ours):
+        res = side["result"]
+        _, val_ids, _ = prepare_data(args.data, res.tokenizer)
+        val = evaluate(res.model, val_ids, batches=args.eval_batches, batch_size=32, device=device)
+        gen = torch.Generator(device=device).manual_seed(0)
+        prompt = torch.tensor([res.tokenizer.encode("\n")], device=device)
+        out = res.model.generate(prompt, 300, temperature=0.8, top_k=40, generator=gen)
+        rows.append({"preset": side["preset"], "steps": res.steps, "seconds": round(res.seconds, 1),
+                     "tokens_per_s": round(res.tokens_per_s), "val_loss": round(val, 4),
+                     "params": res.model.num_params(), "sample": res.tokenizer.decode(out[0].tolist())})
+
+    print("\n" + json.dumps([{k: v for k, v in r.items() if k != "sample"} for r in rows], indent=1))
+    b, o = rows
+    print(f"\nval loss: baseline {b['val_loss']:.3f}, imagine {o['val_loss']:.3f} (goal <= 1.75); "
+          f"ratio imagine/baseline {o['val_loss'] / b['val_loss']:.3f}")
+    print(f"tokens/s: baseline {b['tokens_per_s']:,}, imagine {o['tokens_per_s']:,}; "
+          f"ratio {o['tokens_per_s'] / b['tokens_per_s']:.2f}")
+    for r in rows:
+        print(f"\n--- sample from {r['preset']} ---\n{r['sample']}")
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    plot_losses({r["preset"]: s["result"].history for r, s in zip(rows, (base, ours))}, args.plot,
+                title=f"tinyshakespeare, {budget:.0f} s on {args.threads} CPU threads")
+    print(f"\nloss curves: {args.plot}")
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    main()
+    print(f"(bench took {time.perf_counter() - started:.0f} s)")
