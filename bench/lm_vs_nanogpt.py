@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--preset", default="imagine-cpu")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-batches", type=int, default=50)
-    parser.add_argument("--plot", type=Path, default=Path("bench/lm_vs_nanogpt.png"))
+    parser.add_argument("--plot", type=Path, default=Path("bench/out/lm_vs_nanogpt.png"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -66,17 +66,21 @@ def main() -> None:
         res = side["result"]
         _, val_ids, _ = prepare_data(args.data, res.tokenizer)
         val = evaluate(res.model, val_ids, batches=args.eval_batches, batch_size=32, device=device)
+        # the same 64-character windows as the baseline: how much of the gain is not just longer context
+        val64 = evaluate(res.model, val_ids, batches=args.eval_batches, batch_size=32, device=device, block=64)
         gen = torch.Generator(device=device).manual_seed(0)
         prompt = torch.tensor([res.tokenizer.encode("\n")], device=device)
         out = res.model.generate(prompt, 300, temperature=0.8, top_k=40, generator=gen)
         rows.append({"preset": side["preset"], "steps": res.steps, "seconds": round(res.seconds, 1),
                      "tokens_per_s": round(res.tokens_per_s), "val_loss": round(val, 4),
+                     "val_loss_at_64": round(val64, 4), "block": res.model.cfg.block_size,
                      "params": res.model.num_params(), "sample": res.tokenizer.decode(out[0].tolist())})
 
     print("\n" + json.dumps([{k: v for k, v in r.items() if k != "sample"} for r in rows], indent=1))
     b, o = rows
     print(f"\nval loss: baseline {b['val_loss']:.3f}, imagine {o['val_loss']:.3f} (goal <= 1.75); "
           f"ratio imagine/baseline {o['val_loss'] / b['val_loss']:.3f}")
+    print(f"on the baseline's 64-character windows: imagine {o['val_loss_at_64']:.3f}")
     print(f"tokens/s: baseline {b['tokens_per_s']:,}, imagine {o['tokens_per_s']:,}; "
           f"ratio {o['tokens_per_s'] / b['tokens_per_s']:.2f}")
     for r in rows:

@@ -96,8 +96,9 @@ def test_missing_or_wrong_checkpoints_say_how_to_fix(ckpt, tmp_path):
     (empty / "model.safetensors").write_bytes(b"")
     with pytest.raises(InputError, match="holds a 'vit' model"):
         ask(empty)
-    with pytest.raises(InputError, match="no default model"):  # the registry answers a bare `-m native`
+    with pytest.raises(InputError, match="no default model") as err:  # the registry answers a bare `-m native`
         imagine.ask("To be", model="native")
+    assert "imagine lab train lm" in str(err.value)                    # with the engine's own hint
     with pytest.raises(InputError, match="imagine lab train lm"):
         NativeEngine().check_model("")
 

@@ -46,6 +46,7 @@ class Engine:
     # A request must carry at least one of these (e.g. speech engines take text only as a hint beside audio).
     needs_one_of: ClassVar[frozenset[Modality]] = frozenset()
     default_model: ClassVar[str] = ""
+    model_hint: ClassVar[str | None] = None     # how to name a model, shown when none is given and no default
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the engine needs
     extra: ClassVar[str | None] = None  # the pip extra that installs them

@@ -166,7 +166,8 @@ class Registry:
         self._check_capable(engine, needed, want)
         model = model or engine.default_model
         if not model:
-            raise InputError(f"engine {engine_id} has no default model", hint=f"name one: -m {engine_id}:MODEL")
+            raise InputError(f"engine {engine_id} has no default model",
+                             hint=engine.model_hint or f"name one: -m {engine_id}:MODEL")
         engine.check_model(model)
         return Resolved(engine, model, f"{engine_id}:{model}")
 

@@ -203,7 +203,9 @@ MediaLike = str | os.PathLike[str] | bytes | Part
 
 # The engine each task uses when no model (or `auto`) is named.
 TASK_DEFAULTS = {"transcribe": "whisper", "speak": "espeak", "detect_speech": "silero-vad",
-                 "read_text": "rapidocr", "embed": "minilm"}
+                 "read_text": "rapidocr", "embed": "minilm", "embed_image": "clip"}
+# Image parts with these names play a role in an image request rather than being the image itself.
+MASK, CONTROL = "mask", "control"
 
 
 def _media(source: MediaLike, kinds: tuple[type[Part], ...], task: str) -> Part:
@@ -250,11 +252,71 @@ def read_text(image: MediaLike, model: str | None = None, *, log: bool | None = 
                    options=options, log=log)
 
 
-def embed(texts: str | Sequence[str], model: str | None = None, *, log: bool | None = None,
+def embed(texts: str | Sequence[str | Part] | Part, model: str | None = None, *, log: bool | None = None,
           **options: Any) -> Response:
-    """Embeddings; `.parts` holds one Vector per input text, in order."""
-    items = [texts] if isinstance(texts, str) else list(texts)
-    if not items or not all(isinstance(t, str) and t.strip() for t in items):
-        raise InputError("embed needs one or more non-empty texts")
-    return respond([Message("user", items)], model, want=Modality.VECTOR, task_default=TASK_DEFAULTS["embed"],
+    """Embeddings; `.parts` holds one Vector per input, in order. Inputs are texts, or Image parts (or
+    paths loaded as such) for a model that embeds images (default for images: `clip`)."""
+    from .parts import Image
+
+    items = [texts] if isinstance(texts, (str, Part)) else list(texts)
+    parts: list[str | Part] = []
+    for item in items:
+        if isinstance(item, Part):
+            parts.append(item)
+        elif isinstance(item, str) and item.strip():
+            parts.append(item)
+        else:
+            raise InputError("embed needs one or more non-empty texts or images")
+    if not parts:
+        raise InputError("embed needs one or more non-empty texts or images")
+    images = any(isinstance(p, Image) for p in parts)
+    default = TASK_DEFAULTS["embed_image" if images else "embed"]
+    return respond([Message("user", parts)], model, want=Modality.VECTOR, task_default=default,
                    options=options, log=log)
+
+
+def see(image: MediaLike | Sequence[MediaLike], question: str = "Describe this image.", model: str | None = None,
+        *, log: bool | None = None, **options: Any) -> Response:
+    """Ask a vision-language model about one or more images; the Response streams its answer."""
+    from .parts import Image
+
+    sources: list[MediaLike] = list(image) if isinstance(image, (list, tuple)) else [image]  # type: ignore[list-item]
+    parts: list[Part] = [_media(src, (Image,), "see") for src in sources]
+    if not parts:
+        raise InputError("see needs at least one image")
+    return respond([Message.user(*parts, question)], model, want=Modality.TEXT, options=options, log=log)
+
+
+def _role(source: MediaLike, role: str) -> Part:
+    """The image under the name that tells the engine its role (the mask, the control image)."""
+    from .parts import Image
+
+    part = _media(source, (Image,), role)
+    assert isinstance(part, Image)
+    return Image(part.data, name=role)
+
+
+def draw(prompt: str, model: str | None = None, *, control: MediaLike | None = None, log: bool | None = None,
+         **options: Any) -> Response:
+    """Text to image; `.parts` holds the Image(s). Options: steps, guidance, width, height, seed, ...;
+    `control` is a conditioning image for a ControlNet model."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("nothing to draw: the prompt is empty")
+    parts: list[Part | str] = [_role(control, CONTROL)] if control is not None else []
+    return respond([Message.user(*parts, prompt)], model, want=Modality.IMAGE, options=options, log=log)
+
+
+def edit(image: MediaLike, prompt: str, model: str | None = None, *, mask: MediaLike | None = None,
+         control: MediaLike | None = None, log: bool | None = None, **options: Any) -> Response:
+    """Image to image: with `mask` (white = repaint) it inpaints, without it it redraws the whole image
+    (option `strength` sets how far from the input it may go)."""
+    from .parts import Image
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("edit needs a prompt saying what to change")
+    parts: list[Part | str] = [_media(image, (Image,), "edit")]
+    if mask is not None:
+        parts.append(_role(mask, MASK))
+    if control is not None:
+        parts.append(_role(control, CONTROL))
+    return respond([Message.user(*parts, prompt)], model, want=Modality.IMAGE, options=options, log=log)

@@ -165,14 +165,15 @@ def get_batch(data: Tensor, batch: int, block: int, gen: torch.Generator,
 
 @torch.no_grad()
 def evaluate(model: LM, data: Tensor, *, batches: int, batch_size: int, device: torch.device,
-             seed: int = 0, autocast: torch.dtype | None = None) -> float:
-    """Mean loss over `batches` random windows drawn with a fixed seed (the same windows every time)."""
+             seed: int = 0, autocast: torch.dtype | None = None, block: int | None = None) -> float:
+    """Mean loss over `batches` random windows drawn with a fixed seed (the same windows every time), of
+    `block` tokens (default: the model's block_size; shorter windows give every token less context)."""
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(batches):
-        x, y = get_batch(data, batch_size, model.cfg.block_size, gen, device)
+        x, y = get_batch(data, batch_size, block or model.cfg.block_size, gen, device)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             _, loss = model(x, y)
         assert loss is not None

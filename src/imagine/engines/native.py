@@ -122,6 +122,7 @@ class NativeEngine(Engine):
     outputs = frozenset({Modality.TEXT})
     features = frozenset({"stream", "seed"})
     default_model = ""  # no bundled checkpoint: -m native:DIR
+    model_hint = TRAIN_HINT
     description = "Text continuation from checkpoints trained with `imagine lab train lm` (-m native:DIR)"
     requires = ("torch", "safetensors")
     extra = "torch"

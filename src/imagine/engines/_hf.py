@@ -1,0 +1,211 @@
+"""Shared ground for the Hugging Face engines (transformers, diffusers, CLIP): where a model comes from,
+what it is, which device and dtype it runs in, and which loaded models stay in memory.
+
+A model is a local folder or a hub id (`OWNER/NAME`, downloaded once into the hub cache through the
+libraries' own `from_pretrained`, with their progress bars; HF_HUB_OFFLINE=1 keeps it to the cache).
+Weights must be safetensors: a folder or repo that only has pickle checkpoints (`.bin`, `.pt`, `.ckpt`,
+`.pth`) is refused unless the request sets `allow_pickle`, because unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+from ..errors import EngineUnavailable, InputError
+
+__all__ = ["ModelCache", "ModelSource", "describe_folder", "inspect_model", "model_cache", "pick_device",
+           "pick_dtype", "torch_seed_generator", "PICKLE_SUFFIXES"]
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+HF_EXTRA_HINT = "pip install 'imagine[hf]'"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model lives and what kind of thing it is."""
+    ref: str                     # what from_pretrained gets: a folder path or a hub id
+    local: bool
+    kind: str                    # "pipeline" (diffusers model_index.json), "model" (config.json), "unknown"
+    model_type: str | None       # config.json's model_type, or the pipeline class name
+    config: dict[str, Any]
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def describe_folder(folder: Path) -> tuple[str, str | None, dict[str, Any]]:
+    """(kind, model_type, config) read from the JSON files a saved model or pipeline has."""
+    for name, kind in (("model_index.json", "pipeline"), ("config.json", "model")):
+        path = folder / name
+        if path.is_file():
+            try:
+                config = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(f"{path} is not valid JSON ({exc})", hint="re-save the model with save_pretrained") from None
+            model_type = config.get("_class_name") if kind == "pipeline" else config.get("model_type")
+            return kind, model_type, config
+    return "unknown", None, {}
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and (p.suffix in PICKLE_SUFFIXES or p.suffix == ".safetensors")]
+
+
+def check_weights(folder: Path, allow_pickle: bool) -> None:
+    """Refuse a folder whose weights exist only as pickle files, unless the user opted in."""
+    files = _weight_files(folder)
+    if allow_pickle or not files:
+        return
+    if not any(p.suffix == ".safetensors" for p in files):
+        names = ", ".join(sorted(p.name for p in files)[:3])
+        raise InputError(f"{folder} has only pickle weights ({names}); loading them can run arbitrary code",
+                         hint="convert them to safetensors, or pass -o allow_pickle=true if you trust the source")
+
+
+def inspect_model(ref: str, *, allow_pickle: bool = False) -> ModelSource:
+    """Resolve a model reference without loading it: a local folder is checked now (not a model, pickle
+    only) so errors come before any heavy import; a hub id is passed through to from_pretrained."""
+    if _looks_local(ref):
+        folder = Path(ref).expanduser()
+        if not folder.exists():
+            raise InputError(f"model folder not found: {folder}", hint="pass a folder made by save_pretrained, or a hub id OWNER/NAME")
+        if not folder.is_dir():
+            raise InputError(f"{folder} is a file; a Hugging Face model is a folder (config.json or model_index.json)",
+                             hint="pass the folder that save_pretrained wrote")
+        kind, model_type, config = describe_folder(folder)
+        if kind == "unknown":
+            raise InputError(f"{folder} is not a Hugging Face model: it has no config.json or model_index.json",
+                             hint="pass a folder made by save_pretrained, or a hub id OWNER/NAME")
+        check_weights(folder, allow_pickle)
+        return ModelSource(str(folder.resolve()), True, kind, model_type, config)
+    if ref.count("/") != 1 or not all(ref.split("/")):
+        raise InputError(f"{ref!r} is neither a local folder nor a hub id", hint="use OWNER/NAME or a path")
+    return ModelSource(ref, False, "unknown", None, {})
+
+
+def hub_kwargs(source: ModelSource, allow_pickle: bool) -> dict[str, Any]:
+    """from_pretrained arguments: safetensors only unless pickle is allowed."""
+    return {} if allow_pickle else {"use_safetensors": True}
+
+
+# -- device and dtype --------------------------------------------------------------------------------
+
+def pick_device(name: str = "auto") -> str:
+    import torch
+
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError("device 'cuda' was asked for but torch sees no CUDA GPU", hint="use -o device=cpu or auto")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise InputError("device 'mps' was asked for but this machine has no Apple GPU", hint="use -o device=cpu or auto")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(name: str, device: str) -> Any:
+    """auto: bf16 on CUDA that has it, else fp16 on GPUs, fp32 on the CPU (half precision is slow there)."""
+    import torch
+
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if name != "auto":
+        if name not in table:
+            raise InputError(f"unknown dtype {name!r}", hint="use auto, float32, float16 or bfloat16")
+        return table[name]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def torch_seed_generator(seed: int | None, device: str) -> Any:
+    """A private torch.Generator (never the global RNG, so concurrent requests don't disturb each other)."""
+    import torch
+
+    gen = torch.Generator(device="cpu" if device == "mps" else device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+# -- loaded models ------------------------------------------------------------------------------------
+
+def model_bytes(obj: Any) -> int:
+    """Parameter bytes of a torch module or of every module a diffusers pipeline holds."""
+    modules = [obj] if hasattr(obj, "parameters") else [c for c in getattr(obj, "components", {}).values()
+                                                        if hasattr(c, "parameters")]
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+
+
+class ModelCache:
+    """Loaded models kept per process: least recently used first out, within a memory budget.
+
+    The newest model always stays, even when it alone is over budget (the budget bounds what is *kept*,
+    not what can run). Loading happens under a per-key lock, so two requests for the same model load it once."""
+
+    def __init__(self, budget_bytes: int = 8 << 30) -> None:
+        self.budget = budget_bytes
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+
+    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key][0]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key][0]
+            obj = load()
+            size = model_bytes(obj)
+            with self._lock:
+                self._items[key] = (obj, size)
+                while len(self._items) > 1 and sum(s for _, s in self._items.values()) > self.budget:
+                    self._items.popitem(last=False)
+            return obj
+
+    def keys(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_cache: ModelCache | None = None
+
+
+def model_cache() -> ModelCache:
+    """The process-wide cache; IMAGINE_HF_MEMORY_GB sets its budget (default 8)."""
+    global _cache
+    if _cache is None:
+        import os
+
+        gb = float(os.environ.get("IMAGINE_HF_MEMORY_GB", "8"))
+        _cache = ModelCache(int(gb * (1 << 30)))
+    return _cache
+
+
+def require_torch() -> None:
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EngineUnavailable(f"the Hugging Face engines need {', '.join(missing)}", hint=HF_EXTRA_HINT)
