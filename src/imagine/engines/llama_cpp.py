@@ -17,7 +17,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +25,7 @@ from ..engine import Engine, Request
 from ..errors import EngineUnavailable, InputError, UpstreamError
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality
+from ._threaded import Finished, stream_from_thread
 
 __all__ = ["LlamaCppEngine", "bundled_smollm2_path"]
 
@@ -198,48 +199,35 @@ class LlamaCppEngine(Engine):
         if request.schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
 
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop_flag = threading.Event()
-
-        def produce() -> None:
+        def produce(emit: Callable[[str], None], stop: threading.Event) -> tuple[str, int, int]:
             """Runs in a worker thread: generate and hand each piece to the loop."""
-            try:
-                with run_lock:  # one generation at a time per loaded model
-                    finish, prompt_tokens = "stop", None
-                    for chunk in llm.create_chat_completion(**kwargs):
-                        if prompt_tokens is None:
-                            # the prompt is evaluated and the first token sampled, not yet evaluated
-                            prompt_tokens = llm.n_tokens
-                        if stop_flag.is_set():
-                            finish = "cancelled"
-                            break
-                        choice = chunk["choices"][0]
-                        text = choice["delta"].get("content")
-                        if text:
-                            loop.call_soon_threadsafe(queue.put_nowait, ("text", text))
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                    prompt_tokens = prompt_tokens or 0
-                    # every sampled token but the last is evaluated into the context
-                    completion = max(0, llm.n_tokens - prompt_tokens) + (finish in ("length", "cancelled"))
-                    loop.call_soon_threadsafe(queue.put_nowait, ("end", (finish, prompt_tokens, completion)))
-            except BaseException as exc:  # surfaced on the loop side
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            with run_lock:  # one generation at a time per loaded model
+                finish, prompt_tokens = "stop", None
+                for chunk in llm.create_chat_completion(**kwargs):
+                    if prompt_tokens is None:
+                        # the prompt is evaluated and the first token sampled, not yet evaluated
+                        prompt_tokens = llm.n_tokens
+                    if stop.is_set():
+                        finish = "cancelled"
+                        break
+                    choice = chunk["choices"][0]
+                    text = choice["delta"].get("content")
+                    if text:
+                        emit(text)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                prompt_tokens = prompt_tokens or 0
+                # every sampled token but the last is evaluated into the context
+                completion = max(0, llm.n_tokens - prompt_tokens) + (finish in ("length", "cancelled"))
+                return finish, prompt_tokens, completion
 
-        worker = loop.run_in_executor(None, produce)
         try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "text":
-                    yield TextDelta(value)
-                elif kind == "error":
-                    raise UpstreamError(f"llama.cpp failed: {type(value).__name__}: {value}")
-                else:
-                    finish, prompt_tokens, completion = value
+            async for item in stream_from_thread(produce):
+                if isinstance(item, Finished):
+                    finish, prompt_tokens, completion = item.value
                     yield Usage(input_tokens=prompt_tokens, output_tokens=completion, cost=0.0)
                     yield Done(finish)
-                    return
-        finally:
-            stop_flag.set()
-            await asyncio.shield(worker)
+                else:
+                    yield TextDelta(item)
+        except Exception as exc:  # llama.cpp's own errors, raised in the worker
+            raise UpstreamError(f"llama.cpp failed: {type(exc).__name__}: {exc}") from None

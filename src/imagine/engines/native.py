@@ -31,6 +31,7 @@ from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality, Text
+from ._threaded import Finished, stream_from_thread
 
 __all__ = ["NativeEngine", "continuation", "start_ids"]
 
@@ -191,42 +192,27 @@ class NativeEngine(Engine):
         lm, tokenizer = await asyncio.to_thread(self.load, request.model)
         ids = start_ids(tokenizer, prompt)
 
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop_flag = threading.Event()
-
-        def produce() -> None:
+        def produce(emit: Callable[[str], None], stop: threading.Event) -> tuple[str, int]:
             """Runs in a worker thread: generate and hand each piece of text to the loop."""
-            try:
-                produced = 0
-                for text in continuation(lm, tokenizer, ids, max_tokens=opts.max_tokens,
-                                         temperature=opts.temperature, top_k=opts.top_k or None,
-                                         top_p=opts.top_p, seed=opts.seed, stop=stop_flag.is_set):
-                    produced += 1
-                    if text:
-                        loop.call_soon_threadsafe(queue.put_nowait, ("text", text))
-                finish = "cancelled" if stop_flag.is_set() else "length"
-                # the byte decoder's final flush is not a token
-                produced = min(produced, opts.max_tokens)
-                loop.call_soon_threadsafe(queue.put_nowait, ("end", (finish, produced)))
-            except BaseException as exc:  # surfaced on the loop side
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            produced = 0
+            for text in continuation(lm, tokenizer, ids, max_tokens=opts.max_tokens,
+                                     temperature=opts.temperature, top_k=opts.top_k or None,
+                                     top_p=opts.top_p, seed=opts.seed, stop=stop.is_set):
+                produced += 1
+                if text:
+                    emit(text)
+            # the byte decoder's final flush is not a token
+            return ("cancelled" if stop.is_set() else "length"), min(produced, opts.max_tokens)
 
-        worker = loop.run_in_executor(None, produce)
         try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "text":
-                    yield TextDelta(value)
-                elif kind == "error":
-                    if isinstance(value, ImagineError):
-                        raise value
-                    raise UpstreamError(f"native generation failed: {type(value).__name__}: {value}")
-                else:
-                    finish, produced = value
+            async for item in stream_from_thread(produce):
+                if isinstance(item, Finished):
+                    finish, produced = item.value
                     yield Usage(input_tokens=len(ids), output_tokens=produced, cost=0.0)
                     yield Done(finish)
-                    return
-        finally:
-            stop_flag.set()
-            await asyncio.shield(worker)
+                else:
+                    yield TextDelta(item)
+        except ImagineError:
+            raise
+        except Exception as exc:  # torch's own errors, raised in the worker
+            raise UpstreamError(f"native generation failed: {type(exc).__name__}: {exc}") from None

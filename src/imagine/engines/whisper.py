@@ -17,7 +17,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,7 @@ from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Progress, TextDelta, Usage
 from ..parts import Audio, Data, Modality, Segment, Segments, Video
+from ._threaded import Finished, stream_from_thread
 
 __all__ = ["WhisperEngine", "bundled_tiny_en_path"]
 
@@ -206,54 +207,28 @@ class WhisperEngine(Engine):
         if opts.vad_filter:
             kwargs["vad_parameters"] = {"min_silence_duration_ms": opts.vad_min_silence_ms}
 
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop_flag = threading.Event()
-
-        def put(kind: str, value: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        def produce() -> None:
-            """Runs in a worker thread: decode segment by segment, checking for a stop between them."""
+        def produce(emit: Callable[[Any], None], stop: threading.Event) -> Any:
+            """Runs in a worker thread: decode segment by segment, checking for a stop between them.
+            Returns faster-whisper's info (language and its probability)."""
+            segments, info = whisper.transcribe(samples, **kwargs)
             try:
-                segments, info = whisper.transcribe(samples, **kwargs)
-                put("info", info)
-                try:
-                    for segment in segments:
-                        if not any(ch.isalnum() for ch in segment.text):
-                            continue  # ". . ." decoded from silence or noise: not a transcript
-                        put("segment", segment)
-                        if stop_flag.is_set():
-                            break
-                finally:
-                    segments.close()
-                put("end", None)
-            except BaseException as exc:  # surfaced on the loop side
-                put("error", exc)
+                for segment in segments:
+                    if not any(ch.isalnum() for ch in segment.text):
+                        continue  # ". . ." decoded from silence or noise: not a transcript
+                    emit(segment)
+                    if stop.is_set():
+                        break
+            finally:
+                segments.close()
+            return info
 
-        worker = loop.run_in_executor(None, produce)
+        duration = len(samples) / SAMPLE_RATE
+        items: list[Segment] = []
+        tokens, emitted = 0, False
         try:
-            info: Any = None
-            duration = len(samples) / SAMPLE_RATE
-            items: list[Segment] = []
-            tokens, emitted = 0, False
-            while True:
-                kind, value = await queue.get()
-                if kind == "info":
-                    info = value
-                elif kind == "segment":
-                    items.append(self._segment(value, opts.word_timestamps, duration))
-                    tokens += len(value.tokens)  # all tokens generated, timestamp tokens included
-                    piece = value.text if emitted else value.text.lstrip()  # segments carry a leading space
-                    if piece:
-                        emitted = True
-                        yield TextDelta(piece)
-                    yield Progress(round(min(items[-1].end, duration), 3), round(duration, 3), "transcribe")
-                elif kind == "error":
-                    if isinstance(value, ImagineError):
-                        raise value
-                    raise UpstreamError(f"faster-whisper failed: {type(value).__name__}: {value}")
-                else:
+            async for item in stream_from_thread(produce):
+                if isinstance(item, Finished):
+                    info = item.value
                     yield PartOut(Segments(items))
                     yield PartOut(Data({"language": info.language,
                                         "language_probability": round(float(info.language_probability), 4),
@@ -261,10 +236,18 @@ class WhisperEngine(Engine):
                     yield Usage(input_tokens=0, output_tokens=tokens, cost=0.0,
                                 extra={"audio_seconds": round(duration, 3)})
                     yield Done("stop")
-                    return
-        finally:
-            stop_flag.set()
-            await asyncio.shield(worker)
+                    continue
+                items.append(self._segment(item, opts.word_timestamps, duration))
+                tokens += len(item.tokens)  # all tokens generated, timestamp tokens included
+                piece = item.text if emitted else item.text.lstrip()  # segments carry a leading space
+                if piece:
+                    emitted = True
+                    yield TextDelta(piece)
+                yield Progress(round(min(items[-1].end, duration), 3), round(duration, 3), "transcribe")
+        except ImagineError:
+            raise
+        except Exception as exc:  # faster-whisper's own errors, raised in the worker
+            raise UpstreamError(f"faster-whisper failed: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
     def _segment(segment: Any, words: bool, duration: float) -> Segment:
