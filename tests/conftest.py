@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -10,6 +11,20 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("IMAGINE_MODEL", None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """Test models are tiny: one torch thread beats OpenMP's hand-offs, which crawl on a busy 2-core box.
+    (torch is only looked up, never imported here: most tests don't need it.)"""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

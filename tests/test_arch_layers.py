@@ -23,14 +23,6 @@ from imagine.arch.layers import (  # noqa: E402
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread beats OpenMP's hand-offs, which crawl on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def reference_attention(q, k, v, *, causal=True, window=None, q_pos=None, k_pos=None):
     """softmax(Q K^T / sqrt(D) + mask) V, one head at a time; query head h reads key/value head

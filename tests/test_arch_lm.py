@@ -24,14 +24,6 @@ ATOL = 1e-5
 VOCAB = 37
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread beats OpenMP's hand-offs, which crawl on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def randomize(model: Any, seed: int = 0, scale: float = 1.5) -> Any:
     """Replace GPT-2's tiny init (which makes attention almost uniform, hiding mask bugs) by weights that

@@ -18,14 +18,6 @@ from imagine.arch.train import (TrainConfig, load_checkpoint, lr_factor, prepare
 TINY = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Sentences from a tiny grammar: learnable structure, generated reproducibly from a seed."""

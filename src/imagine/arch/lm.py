@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from .layers import MoE, GeluMLP, RMSNorm, SwiGLU, apply_rope, attention, rope_a
 __all__ = ["LMConfig", "LM", "PRESETS", "preset", "sample_next"]
 
 Cache = KVCache | RingKVCache
+_C = TypeVar("_C")
 
 
 @dataclass
@@ -75,11 +76,16 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LMConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "LMConfig fields")
+
+
+def config_from_dict(cls: type[_C], data: dict[str, Any], what: str) -> _C:
+    """A config dataclass from JSON/CLI values; unknown keys raise ValueError listing the known ones."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+    return cls(**data)
 
 
 def _norm(cfg: LMConfig, dim: int) -> nn.Module:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from .lm import LM, preset as lm_preset
+from .lm import LM, config_from_dict, preset as lm_preset
 from .muon import Muon
 from .tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 
@@ -61,11 +61,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "training options")
 
 
 # The tuned hyperparameters of each preset (bench/lm_vs_nanogpt.py measures the CPU ones).
