@@ -389,7 +389,7 @@ def demo(model: str | None) -> None:
     run_demo(model)
 
 
-from . import cli_engines, cli_lab, cli_media  # noqa: E402,F401  (register the media and engines commands)
+from . import cli_engines, cli_image, cli_lab, cli_media  # noqa: E402,F401  (register the media and engines commands)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,127 @@
+"""Image commands of the `imagine` CLI: draw (text to image) and edit (image to image, inpainting).
+
+Thin like the rest of the CLI: parse, call `tasks.draw` / `tasks.edit`, show the denoising steps as a
+progress bar on a terminal, write the images. Registered on the main group by cli.py.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import cli, parse_options
+
+__all__: list[str] = []
+
+MODEL = click.option("-m", "--model", help="ENGINE:MODEL, e.g. diffusers:./my-sd-folder or diffusers:OWNER/NAME.")
+OPTIONS = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+                       help="Engine option, repeatable (steps, guidance, width, height, seed, n, strength, "
+                            "scheduler, lora, controlnet, ...).")
+OUT = click.option("-O", "--out", help="Image file to write (.png, .jpg, .webp) or a folder "
+                                       "(default: ./image-<id>.png); several images get -1, -2, ...")
+CONTROL = click.option("--control", type=click.Path(), help="Conditioning image for a ControlNet (-o controlnet=...).")
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def _targets(out: str | None, response_id: str, count: int) -> list[Path]:
+    """Where each image goes: the -O file (numbered when there are several), or image-<id>.png."""
+    if out and (Path(out).expanduser().is_dir() or out.endswith("/")):
+        folder, stem, suffix = Path(out).expanduser(), f"image-{response_id}", ".png"
+    elif out:
+        path = Path(out).expanduser()
+        folder, stem, suffix = path.parent, path.stem, path.suffix.lower() or ".png"
+    else:
+        folder, stem, suffix = Path("."), f"image-{response_id}", ".png"
+    if suffix not in FORMATS:
+        raise click.BadParameter(f"cannot write {suffix} images; use {', '.join(FORMATS)}", param_hint="'-O'")
+    folder.mkdir(parents=True, exist_ok=True)
+    if count == 1:
+        return [folder / f"{stem}{suffix}"]
+    return [folder / f"{stem}-{i}{suffix}" for i in range(1, count + 1)]
+
+
+def _check_suffix(out: str | None) -> None:
+    """Refuse an unwritable -O before the (slow) generation rather than after it."""
+    if out and not (Path(out).expanduser().is_dir() or out.endswith("/")):
+        suffix = Path(out).suffix.lower()
+        if suffix and suffix not in FORMATS:
+            raise click.BadParameter(f"cannot write {suffix} images; use {', '.join(FORMATS)}", param_hint="'-O'")
+
+
+def _finish(response: Any) -> None:
+    """Run the response to the end, showing its denoising steps as a bar when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        response.complete()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+    from .events import Progress
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Bar(*columns, transient=True) as bar:
+        task = bar.add_task("loading", total=None)
+        for event in response.events():
+            if isinstance(event, Progress):
+                bar.update(task, completed=event.done, total=event.total, description=event.label or "working")
+
+
+def _write(response: Any, out: str | None) -> None:
+    from .parts import Image
+
+    images = [p for p in response.parts if isinstance(p, Image)]
+    if not images:
+        raise click.ClickException("the model returned no image")
+    for image, target in zip(images, _targets(out, response.id, len(images))):
+        fmt = FORMATS[target.suffix.lower()]
+        if fmt == "PNG" and image.mime == "image/png":
+            target.write_bytes(image.data)
+        else:
+            picture = image.pil()
+            buf = io.BytesIO()
+            (picture.convert("RGB") if fmt == "JPEG" else picture).save(buf, format=fmt)
+            target.write_bytes(buf.getvalue())
+        width, height = image.size
+        click.echo(f"wrote {target} ({width}x{height})")
+    seed = response.usage.extra.get("seed")
+    if seed is not None:
+        click.echo(f"seed {seed}", err=True)
+
+
+@cli.command()
+@click.argument("prompt", nargs=-1, required=True)
+@MODEL
+@OPTIONS
+@CONTROL
+@OUT
+def draw(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], control: str | None,
+         out: str | None) -> None:
+    """Draw an image from a text PROMPT (e.g. -m diffusers:FOLDER -o steps=30 -o seed=1)."""
+    from . import tasks
+
+    _check_suffix(out)
+    response = tasks.draw(" ".join(prompt), model, control=control, **parse_options(options))
+    _finish(response)
+    _write(response, out)
+
+
+@cli.command()
+@click.argument("image", type=click.Path())
+@click.argument("prompt", nargs=-1, required=True)
+@click.option("--mask", type=click.Path(), help="Inpaint: white areas of this image are repainted, black kept.")
+@MODEL
+@OPTIONS
+@CONTROL
+@OUT
+def edit(image: str, prompt: tuple[str, ...], mask: str | None, model: str | None, options: tuple[str, ...],
+         control: str | None, out: str | None) -> None:
+    """Redraw IMAGE following PROMPT (-o strength=0..1), or only its --mask area (inpainting)."""
+    from . import tasks
+
+    _check_suffix(out)
+    response = tasks.edit(image, " ".join(prompt), model, mask=mask, control=control, **parse_options(options))
+    _finish(response)
+    _write(response, out)
