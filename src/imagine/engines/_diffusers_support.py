@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineUnavailable, InputError, UpstreamError
+from ..errors import EngineUnavailable, InputError
 from . import _hf
 
 __all__ = ["SCHEDULERS", "LoadedPipeline", "check_size", "default_size", "load_controlnet", "load_pipeline",
@@ -82,20 +82,6 @@ class LoadedPipeline:
         return dict(self.pipe.components)
 
 
-def _load_error(what: str, source: _hf.ModelSource, exc: Exception) -> Exception:
-    """A loading failure as an ImagineError that says how to fix it."""
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    if "safetensors" in text.lower():
-        return InputError(f"cannot load {what} {source.ref}: {text}",
-                          hint="it may have only pickle weights; pass -o allow_pickle=true if you trust the source")
-    if source.local:
-        return InputError(f"cannot load {what} {source.ref}: {text}",
-                          hint="the folder may be incomplete; re-save it with save_pretrained")
-    return UpstreamError(f"cannot load {what} {source.ref} from the Hugging Face hub: {text}",
-                         hint="check the id, connect once to download it (unset HF_HUB_OFFLINE), "
-                              "and set HF_TOKEN for gated repos")
-
-
 def _dtype_arg(dtype: Any) -> dict[str, Any]:
     """diffusers renamed from_pretrained's torch_dtype to dtype (the old name now warns): use the one it takes."""
     try:
@@ -117,9 +103,9 @@ def load_pipeline(source: _hf.ModelSource, device: str, dtype: Any, allow_pickle
             if "AutoPipeline can't find" in str(exc):
                 raise InputError(f"{source.ref} is a {source.model_type or 'diffusers'} pipeline, which cannot "
                                  "draw from text", hint="use a text-to-image pipeline (Stable Diffusion, SDXL, ...)") from None
-            raise _load_error("pipeline", source, exc) from None
+            raise _hf.hub_load_error(source, "diffusers", exc, what="pipeline") from None
         except (OSError, RuntimeError, TypeError) as exc:
-            raise _load_error("pipeline", source, exc) from None
+            raise _hf.hub_load_error(source, "diffusers", exc, what="pipeline") from None
         if device != "cpu":
             pipe.to(device)
         return LoadedPipeline(pipe)
@@ -141,7 +127,7 @@ def load_controlnet(ref: str, device: str, dtype: Any, allow_pickle: bool) -> An
         try:
             model = ControlNetModel.from_pretrained(source.ref, **_dtype_arg(dtype), **_hf.hub_kwargs(source, allow_pickle))
         except (OSError, ValueError, RuntimeError, TypeError) as exc:
-            raise _load_error("ControlNet", source, exc) from None
+            raise _hf.hub_load_error(source, "diffusers", exc, what="ControlNet") from None
         return model.to(device) if device != "cpu" else model
 
     return _hf.model_cache().get(("controlnet", source.ref, device, str(dtype), allow_pickle), load)
@@ -194,7 +180,7 @@ def use_lora(loaded: LoadedPipeline, ref: str | None, scale: float, allow_pickle
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             pipe.unload_lora_weights()  # a half-loaded adapter must not leak into the next request
             source = _hf.ModelSource(ref, local, "lora", None, {})
-            raise _load_error("LoRA", source, exc) from None
+            raise _hf.hub_load_error(source, "diffusers", exc, what="LoRA") from None
         loaded.lora = wanted
     pipe.set_adapters([ADAPTER], adapter_weights=[scale])
 

@@ -10,16 +10,18 @@ Weights must be safetensors: a folder or repo that only has pickle checkpoints (
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
-from ..errors import EngineUnavailable, InputError
+from ..errors import EngineUnavailable, ImagineError, InputError
 
-__all__ = ["ModelCache", "ModelSource", "describe_folder", "inspect_model", "model_cache", "pick_device",
-           "pick_dtype", "torch_seed_generator", "PICKLE_SUFFIXES"]
+__all__ = ["ModelCache", "ModelSource", "describe_folder", "hub_load_error", "hub_model_missing", "inspect_model",
+           "model_cache", "pick_device", "pick_dtype", "torch_seed_generator", "transformers_dtype_kwarg",
+           "PICKLE_SUFFIXES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HF_EXTRA_HINT = "pip install 'imagine[hf]'"
@@ -92,6 +94,56 @@ def inspect_model(ref: str, *, allow_pickle: bool = False) -> ModelSource:
 def hub_kwargs(source: ModelSource, allow_pickle: bool) -> dict[str, Any]:
     """from_pretrained arguments: safetensors only unless pickle is allowed."""
     return {} if allow_pickle else {"use_safetensors": True}
+
+
+# -- loading errors and library-version differences ----------------------------------------------------
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_model_missing(ref: str, engine_id: str) -> EngineUnavailable | None:
+    """When the hub cannot be reached (HF_HUB_OFFLINE) and `ref` is not cached, the error to raise: said
+    before any heavy import, instead of a from_pretrained traceback about connection errors."""
+    if not _offline():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        return None
+    return EngineUnavailable(
+        f"{engine_id} model {ref!r} must be downloaded first: it is not in the Hugging Face cache and "
+        "HF_HUB_OFFLINE is set",
+        hint="download it once with network access (unset HF_HUB_OFFLINE), or pass a local folder written by "
+             f"save_pretrained: -m {engine_id}:./FOLDER")
+
+
+def hub_load_error(source: ModelSource, engine_id: str, exc: BaseException, what: str = "model") -> ImagineError:
+    """A from_pretrained failure as one line that says what to do."""
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if "safetensors" in text.lower():
+        return InputError(f"cannot load {what} {source.ref}: {text}",
+                          hint="it may have only pickle weights; pass -o allow_pickle=true if you trust the source "
+                               "(pickle can run code)")
+    if source.local:
+        return InputError(f"could not load {what} {source.ref}: {type(exc).__name__}: {text}",
+                          hint="re-save it with save_pretrained (weights, config and processor files)")
+    missing = hub_model_missing(source.ref, engine_id)
+    if missing is not None:
+        return missing
+    return EngineUnavailable(f"could not get {engine_id} {what} {source.ref!r} from the Hugging Face hub: {text}",
+                             hint="check the repo id and your network (and HF_TOKEN for gated repos), or pass a "
+                                  "local folder written by save_pretrained")
+
+
+def transformers_dtype_kwarg() -> str:
+    """from_pretrained's dtype keyword: `dtype` since transformers 4.56, `torch_dtype` before."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 # -- device and dtype --------------------------------------------------------------------------------
