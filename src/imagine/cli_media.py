@@ -1,4 +1,4 @@
-"""Media commands of the `imagine` CLI: transcribe, speak, vad, read, embed, watch.
+"""Media commands of the `imagine` CLI: transcribe, speak, vad, read, see, embed, watch.
 
 Thin like the rest of the CLI: parse, call a task, render. Registered on the main group by cli.py.
 """
@@ -178,27 +178,47 @@ def read(image: str, model: str | None, options: tuple[str, ...], as_json: bool)
 
 
 @cli.command()
+@click.argument("args", nargs=-1, required=True, metavar="IMAGE... QUESTION")
+@click.option("-m", "--model", help="ENGINE:MODEL of a vision-language model, e.g. "
+              "transformers:HuggingFaceTB/SmolVLM-256M-Instruct or openai:gpt-4o-mini.")
+@OPTIONS
+def see(args: tuple[str, ...], model: str | None, options: tuple[str, ...]) -> None:
+    """Ask a vision-language model about one or more IMAGEs: the last argument is the question
+    (with a single argument, the model describes the image)."""
+    from . import tasks
+
+    images, question = (list(args[:-1]), args[-1]) if len(args) > 1 else (list(args), "Describe this image.")
+    for delta in tasks.see(images, question, model, **parse_options(options)):
+        click.echo(delta, nl=False)
+        sys.stdout.flush()
+    click.echo()
+
+
+@cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @MODEL
 @OPTIONS
 def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) -> None:
-    """Embed texts (or text FILEs): one JSON array per input, one per line."""
+    """Embed texts, text FILEs or image FILEs (images default to clip): one JSON array per input, one
+    per line; with -o score=true (clip), a last line holds the image x text similarity JSON."""
     from . import tasks
-    from .parts import Text, Vector, load_part
+    from .parts import Data, Image, Part, Text, Vector, load_part
 
-    texts = []
+    texts: list[str | Part] = []
     for item in inputs:
         if Path(item).is_file():
             part = load_part(item)
-            if not isinstance(part, Text):
-                raise click.UsageError(f"{item}: only text files can be embedded by this engine")
-            texts.append(part.text)
+            if not isinstance(part, (Text, Image)):
+                raise click.UsageError(f"{item}: only text and image files can be embedded")
+            texts.append(part.text if isinstance(part, Text) else part)
         else:
             texts.append(item)
     response = tasks.embed(texts, model, **parse_options(options))
     for part in response.parts:
         if isinstance(part, Vector):
             click.echo(json.dumps([round(v, 6) for v in part.values]))
+        elif isinstance(part, Data):
+            click.echo(json.dumps(part.value))
 
 
 @cli.command()
