@@ -41,6 +41,10 @@ def imagine_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     tasks.reset_store()
     yield home
     tasks.reset_store()
+    if registry._registry is not None:  # close the engines' connection pools now, not whenever GC runs
+        from imagine._bridge import run_sync
+
+        run_sync(registry._registry.aclose())
     registry.reset_registry()
     config.reset_settings()
 

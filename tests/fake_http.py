@@ -72,8 +72,10 @@ def sse_reply(events: Iterable[Any], *, cut_after: int | None = None, chunk_dela
 def reset_imagine() -> None:
     """Forget cached settings and engines, after a test changed the environment or config.toml."""
     import imagine
+    from imagine._bridge import run_sync
 
     imagine.config.reset_settings()
+    run_sync(imagine.registry.get_registry().aclose())  # close pools now, not whenever GC gets to them
     imagine.registry.reset_registry()
 
 

@@ -129,6 +129,10 @@ class Engine:
         raise NotImplementedError
         yield  # pragma: no cover  (makes this an async generator for type checkers)
 
+    async def aclose(self) -> None:
+        """Release what the engine keeps between requests (connection pools); it may still be used after.
+        Called on imagine's background loop, where such resources live."""
+
 
 @dataclass(frozen=True)
 class Request:

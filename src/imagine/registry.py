@@ -127,6 +127,11 @@ class Registry:
             self._instances[engine_id] = cls(self.settings.engine_settings(engine_id))
         return self._instances[engine_id]
 
+    async def aclose(self) -> None:
+        """Release what the loaded engines keep (connection pools), e.g. before the registry is replaced."""
+        for engine in list(self._instances.values()):
+            await engine.aclose()
+
     def infos(self) -> list[EngineInfo]:
         rows = []
         for engine_id in self.ids:

@@ -72,6 +72,7 @@ class CloudEngine(Engine):
     """Base of the API engines. Subclasses set `kind`, `sdk`, `known_models` and implement `stream`."""
 
     locality = "cloud"
+    _clients: "PerLoop[Any]"  # set by each subclass: its SDK client per event loop
     kind: ClassVar[str]  # wire protocol: "openai", "anthropic", "gemini"
     sdk: ClassVar[str]  # importable module of the official SDK
     endpoint: ClassVar[EndpointSettings]  # this engine's endpoint (built-in default or from config)
@@ -111,6 +112,9 @@ class CloudEngine(Engine):
         if cls.endpoint.key_env and not cls.api_key() and not is_loopback(cls.endpoint.base_url):
             return f"set {cls.endpoint.key_env} (or api_key in [endpoints.{cls.id}] of config.toml)"
         return None
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
 
     def require_key(self) -> str:
         key = self.api_key()
@@ -249,6 +253,12 @@ class PerLoop(Generic[_T]):
             yield client
         finally:
             await self._close(client)
+
+    async def aclose(self) -> None:
+        """Close the kept client, when called on the loop it belongs to (imagine's background loop)."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] is asyncio.get_running_loop():
+            await self._close(kept[1])
 
 
 def transport_failure(exc: BaseException) -> str | None:
