@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 import imagine
 from imagine.chat import ChatSession
 
@@ -38,7 +40,17 @@ def test_chat_keeps_history_and_commands(mock_engine, tmp_path):
     assert len(rows) == 2 and rows[0]["conversation_id"] == rows[1]["conversation_id"]
 
 
-def test_ctrl_c_stops_reply_not_session(mock_engine):
+@pytest.fixture
+def sigint_raises():
+    """A test run started in the background (`cmd &`) inherits SIGINT ignored; a terminal user never does."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_reply_not_session(mock_engine, sigint_raises):
     """A real SIGINT while a reply streams: the reply stops, what arrived is kept, the session goes on."""
     import os
     import signal

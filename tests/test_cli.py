@@ -123,7 +123,9 @@ def test_ctrl_c_exits_130_and_logs_the_partial_answer(imagine_home):
     env = {**os.environ, "IMAGINE_HOME": str(imagine_home)}
     proc = subprocess.Popen([sys.executable, "-m", "imagine", "ask", "-m", "mock", "-o", "delay=0.3",
                              "one two three four five six seven eight nine ten"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            # a background test run (`cmd &`) passes SIGINT on ignored; a terminal never does
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stdout.read(4)  # blocks until the first delta ("one ") has streamed
     time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
