@@ -16,11 +16,12 @@ os.environ.pop("IMAGINE_MODEL", None)
 @pytest.fixture(autouse=True, scope="module")
 def torch_one_thread() -> Iterator[None]:
     """Test models are tiny: one torch thread beats OpenMP's hand-offs, which crawl on a busy 2-core box.
-    (torch is only looked up, never imported here: most tests don't need it.)"""
-    torch = sys.modules.get("torch")
-    if torch is None:
+    (torch is imported only when a test module brought in torch, transformers or diffusers.)"""
+    if not any(name in sys.modules for name in ("torch", "transformers", "diffusers")):
         yield
         return
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -9,7 +9,7 @@ import math
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,15 +28,6 @@ PROJECTION = 16  # the tiny CLIP's projection_dim
 SIGLIP_DIM = 24  # the tiny SigLIP embeds in its hidden size (text head projects to it too)
 WORDS = "a photo of the red green blue cat dog square circle".split()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (40, 30), name: str | None = None) -> Image:

@@ -9,7 +9,7 @@ import json
 import shutil
 import wave
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,15 +26,6 @@ from .test_parts import png_bytes  # noqa: E402
 
 TTS_RATE = 22050  # the tiny VITS's sampling rate: not the 16 kHz recognisers use, so a default would show
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _byte_alphabet() -> list[str]:

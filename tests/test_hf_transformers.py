@@ -8,7 +8,7 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -64,15 +64,6 @@ def never_eos(lm_head: Any) -> None:
     with torch.no_grad():
         lm_head.weight[2].zero_()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
