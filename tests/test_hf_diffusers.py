@@ -303,3 +303,10 @@ def test_cli_bad_size_is_one_line(models, imagine_home):
     proc = run("draw", "a cat", "-m", f"diffusers:{models['pipe']}", "-o", "width=20", home=imagine_home)
     assert_one_line_error(proc, "option 'width' must be divisible by 8", "16 or 24")
     assert proc.returncode == 2
+
+
+def test_drawing_without_a_model_says_which_engine_to_name() -> None:
+    from imagine.errors import ImagineError
+
+    with pytest.raises(ImagineError, match="-m diffusers:MODEL"):
+        tasks.draw("a lighthouse")

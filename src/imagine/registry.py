@@ -176,12 +176,16 @@ class Registry:
         engine.check_model(model)
         return Resolved(engine, model, f"{engine_id}:{model}")
 
-    def capable(self, needed: set[Modality], want: Modality, locality: str | None = None) -> list[str]:
-        """Ids of available engines that take `needed` and give `want` (auto-selectable ones only)."""
+    def capable(self, needed: set[Modality], want: Modality, locality: str | None = None, *,
+                named_only: bool = False) -> list[str]:
+        """Ids of available engines that take `needed` and give `want`: the auto-selectable ones, or with
+        `named_only` the ones that run only when a model is named (they have no default model)."""
         found = []
         for engine_id in self.ids:
             cls = self._classes[engine_id]
-            if not getattr(cls, "auto_select", True) or cls.unavailable_reason():
+            if named_only and (cls.default_model or getattr(cls, "auto_select", True)):
+                continue
+            if (not named_only and not getattr(cls, "auto_select", True)) or cls.unavailable_reason():
                 continue
             if locality and cls.locality != locality:
                 continue
@@ -216,7 +220,13 @@ class Registry:
         else:
             problem = f"engine {engine.id} does not produce {want.value}"
         others = self.capable(needed, want)
-        hint = f"engines that can: {', '.join(others)}" if others else "no installed engine can; see `imagine models`"
+        named = self.capable(needed, want, named_only=True)
+        if others:
+            hint = f"engines that can: {', '.join(others)}"
+        elif named:
+            hint = "name a model for one that can: " + ", ".join(f"-m {e}:MODEL" for e in named)
+        else:
+            hint = "no installed engine can; see `imagine models`"
         raise InputError(problem, hint=hint)
 
 
