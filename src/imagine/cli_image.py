@@ -99,7 +99,7 @@ def _write(response: Any, out: str | None) -> None:
 @OUT
 def draw(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], control: str | None,
          out: str | None) -> None:
-    """Draw an image from a text PROMPT (e.g. -m diffusers:FOLDER -o steps=30 -o seed=1)."""
+    """Draw an image from a text PROMPT: imagine draw "a red fox" -m diffusers:FOLDER -o steps=30 -o seed=1"""
     from . import tasks
 
     _check_suffix(out)
