@@ -17,13 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..errors import EngineUnavailable, ImagineError, InputError
 
-__all__ = ["ModelCache", "ModelSource", "describe_folder", "hub_load_error", "hub_model_missing", "inspect_model",
+__all__ = ["HFOptions", "ModelCache", "ModelSource", "describe_folder", "hub_load_error", "hub_model_missing", "inspect_model",
            "model_cache", "pick_device", "pick_dtype", "torch_seed_generator", "transformers_dtype_kwarg",
            "PICKLE_SUFFIXES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class HFOptions(BaseModel):
+    """The options every Hugging Face engine takes; each engine's Options adds its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    dtype: str = Field(default="auto", description="auto (fp32 on CPU, half on GPUs), float32, float16, bfloat16")
+    allow_pickle: bool = Field(default=False, description="load pickle weights (.bin/.pt/.ckpt): unpickling can run code")
 HF_EXTRA_HINT = "pip install 'imagine[hf]'"
 
 

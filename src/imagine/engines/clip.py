@@ -19,14 +19,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError
 from ..events import Done, Event, PartOut, Usage
 from ..parts import Data, Image, Modality, Text, Vector
-from ._hf import (HF_EXTRA_HINT, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
+from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
                   model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
 
 __all__ = ["ClipEngine", "DEFAULT_MODEL"]
@@ -81,11 +81,7 @@ class ClipEngine(Engine):
     # `embed` picks it by name for images (tasks.TASK_DEFAULTS).
     auto_select = False
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
-        dtype: str = Field(default="auto", description="auto (fp32 on CPU, half on GPUs), float32, float16, bfloat16")
-        allow_pickle: bool = Field(default=False, description="load .bin/.pt weights (unpickling can run code)")
+    class Options(HFOptions):
         normalize: bool = Field(default=True, description="scale each vector to unit length")
         batch_size: int = Field(default=16, ge=1, le=1024, description="texts or images per forward pass")
         score: bool = Field(default=False, description="add a Data part: image x text similarity and "

@@ -24,7 +24,7 @@ import math
 import secrets
 from typing import Any, AsyncIterator, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ..config import get_settings
 from ..engine import Engine, Request
@@ -76,8 +76,7 @@ class DiffusersEngine(Engine):
     package = "diffusers"
     auto_select = False  # no default model: only when named
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    class Options(_hf.HFOptions):
         steps: int = Field(default=25, ge=1, le=1000, description="denoising steps (an edit runs steps x strength)")
         guidance: float = Field(default=7.0, ge=0, le=50, description="classifier-free guidance; <= 1 turns it off")
         width: int | None = Field(default=None, ge=8, le=4096, description="pixels, divisible by 8; default: the "
@@ -98,9 +97,6 @@ class DiffusersEngine(Engine):
         controlnet: str | None = Field(default=None, description="ControlNetModel folder or hub id (needs a "
                                        "control image)")
         controlnet_scale: float = Field(default=1.0, ge=0, le=5, description="how strongly the control image steers")
-        device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
-        dtype: str = Field(default="auto", description="auto (fp32 on CPU, half on GPUs), float32, float16, bfloat16")
-        allow_pickle: bool = Field(default=False, description="load pickle weights (.bin/.ckpt): runs their code")
 
     @classmethod
     def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> BaseModel:

@@ -26,14 +26,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, TextDelta, Usage
 from ..parts import Audio, Modality, Segment, Segments, Text, Video
-from ._hf import (HF_EXTRA_HINT, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
+from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
                   model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
 
 __all__ = ["TransformersSpeechEngine", "speech_kinds"]
@@ -111,11 +111,7 @@ class TransformersSpeechEngine(Engine):
     package = "transformers"
     auto_select = False  # no default model: only when named
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
-        dtype: str = Field(default="auto", description="auto (fp32 on CPU, half on GPUs), float32, float16, bfloat16")
-        allow_pickle: bool = Field(default=False, description="load .bin/.pt weights (unpickling can run code)")
+    class Options(HFOptions):
         language: str | None = Field(default=None, max_length=40,
                                      description="Whisper: spoken language (en, de, ...); unset = detect")
         task: Literal["transcribe", "translate"] | None = Field(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, SchemaError, UpstreamError
@@ -295,8 +295,7 @@ class TransformersEngine(Engine):
     package = "transformers"
     auto_select = False  # no default model: used when named
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    class Options(_hf.HFOptions):
         max_tokens: int = Field(default=256, gt=0, le=100_000, description="most tokens to generate")
         temperature: float = Field(default=0.7, ge=0, le=5, description="0 = greedy")
         top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = the model's default")
@@ -304,9 +303,6 @@ class TransformersEngine(Engine):
         seed: int | None = Field(default=None, ge=0, description="same seed, same text")
         stop: list[str] | None = Field(default=None, description="strings that end the answer (not included)")
         repetition_penalty: float | None = Field(default=None, gt=0, description="1.0 = off")
-        device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
-        dtype: str = Field(default="auto", description="auto, float32, float16 or bfloat16")
-        allow_pickle: bool = Field(default=False, description="load .bin/.pt weights (unpickling can run code)")
         trust_remote_code: bool = Field(default=False, description="run the model repo's own Python code")
 
         @field_validator("stop", mode="before")
