@@ -13,15 +13,16 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import EngineUnavailable, ImagineError, InputError
 
-__all__ = ["HFOptions", "ModelCache", "ModelSource", "describe_folder", "hub_load_error", "hub_model_missing", "inspect_model",
+__all__ = ["HFOptions", "ModelCache", "ModelSource", "describe_folder", "global_torch_rng", "hub_load_error", "hub_model_missing", "inspect_model",
            "model_cache", "pick_device", "pick_dtype", "torch_seed_generator", "transformers_dtype_kwarg",
            "PICKLE_SUFFIXES"]
 
@@ -192,6 +193,26 @@ def pick_dtype(name: str, device: str) -> Any:
     return torch.float32
 
 
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
+@contextmanager
+def global_torch_rng(seed: int | None, device: str) -> Iterator[None]:
+    """For libraries that sample from torch's *global* RNG (transformers' generate, pipelines): one such run
+    at a time in the whole process, since any other would move the same generator; with a seed, seeded
+    inside a fork of the RNG state so the caller's own random stream is left as it was."""
+    import torch
+
+    with _GLOBAL_RNG_LOCK:
+        if seed is None:
+            yield
+            return
+        cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            yield
+
+
 def torch_seed_generator(seed: int | None, device: str) -> Any:
     """A private torch.Generator (never the global RNG, so concurrent requests don't disturb each other)."""
     import torch
@@ -264,11 +285,3 @@ def model_cache() -> ModelCache:
         gb = float(os.environ.get("IMAGINE_HF_MEMORY_GB", "8"))
         _cache = ModelCache(int(gb * (1 << 30)))
     return _cache
-
-
-def require_torch() -> None:
-    import importlib.util
-
-    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise EngineUnavailable(f"the Hugging Face engines need {', '.join(missing)}", hint=HF_EXTRA_HINT)

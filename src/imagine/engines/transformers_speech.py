@@ -14,8 +14,9 @@ before any weights load. Audio (or a video's sound track) is decoded by imagine 
 extractor's sampling rate, with the configured limits, so the pipeline never resamples or reads files.
 
 Synthesis samples noise from torch's global generator (VITS takes no generator argument), so a run
-seeds it inside `torch.random.fork_rng` under a lock: the same `seed` gives the same audio, and the
-caller's global RNG state is left as it was.
+seeds it inside `torch.random.fork_rng` under the process-wide lock the transformers engine's sampling
+also takes (`_hf.global_torch_rng`): the same `seed` gives the same audio, and the caller's global RNG
+state is left as it was.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, TextDelta, Usage
 from ..parts import Audio, Modality, Segment, Segments, Text, Video
-from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
-                  model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
+from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, global_torch_rng, hub_kwargs, hub_load_error,
+                  hub_model_missing, inspect_model, model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
 
 __all__ = ["TransformersSpeechEngine", "speech_kinds"]
 
@@ -42,7 +43,6 @@ ASR, TTS = "asr", "tts"
 PIPELINE_TASK = {ASR: "automatic-speech-recognition", TTS: "text-to-speech"}
 MODEL_HINT = ("name a speech model: -m hf-speech:openai/whisper-tiny (speech to text), "
               "-m hf-speech:facebook/mms-tts-eng (text to speech), or a folder written by save_pretrained")
-_RNG_LOCK = threading.Lock()  # seeded synthesis borrows torch's global generator
 
 
 def speech_kinds(model_type: str | None, architectures: list[str] | None) -> set[str]:
@@ -282,11 +282,8 @@ class TransformersSpeechEngine(Engine):
     def _speak(loaded: _Loaded, text: str, seed: int) -> tuple[Any, int]:
         """(float32 mono samples, sampling rate). Blocking: runs in a worker thread."""
         import numpy as np
-        import torch
 
-        devices = [torch.device(loaded.device).index or 0] if loaded.device.startswith("cuda") else []
-        with _RNG_LOCK, loaded.lock, torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with global_torch_rng(seed, loaded.device), loaded.lock:  # synthesis samples from torch's global RNG
             out = loaded.pipe(text)
         samples = np.asarray(out["audio"], dtype=np.float32)
         samples = samples.reshape(-1) if samples.ndim <= 1 or 1 in samples.shape else samples.mean(axis=0)

@@ -47,7 +47,6 @@ __all__ = ["Generated", "Loaded", "StopCutter", "TransformersEngine", "run_gener
 MODEL_HINT = ("name a model: -m transformers:OWNER/NAME (a hub id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct) "
               "or -m transformers:./folder (made by save_pretrained)")
 OTHER_KINDS = "for speech use hf-speech, for image generation diffusers, for embeddings clip"
-_RNG_LOCK = threading.Lock()  # transformers samples from torch's global RNG: one sampling run at a time
 
 
 @dataclass
@@ -146,21 +145,13 @@ def encode(loaded: Loaded, turns: Sequence[Turn]) -> dict[str, Any]:
 
 @contextmanager
 def _rng(seed: int | None, sampling: bool, device: str) -> Iterator[None]:
-    """Greedy decoding touches no RNG; sampling holds the lock, and with a seed seeds torch inside a
-    fork of its RNG state so the caller's random stream is left as it was."""
+    """Greedy decoding touches no RNG; sampling takes torch's global RNG (seeded when asked), one run at a
+    time across every engine that samples from it."""
     if not sampling:
         yield
         return
-    import torch
-
-    with _RNG_LOCK:
-        if seed is None:
-            yield
-            return
-        cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            yield
+    with _hf.global_torch_rng(seed, device):
+        yield
 
 
 def _eos_ids(loaded: Loaded) -> set[int]:
