@@ -254,20 +254,12 @@ def read_text(image: MediaLike, model: str | None = None, *, log: bool | None = 
 
 def embed(texts: str | Sequence[str | Part] | Part, model: str | None = None, *, log: bool | None = None,
           **options: Any) -> Response:
-    """Embeddings; `.parts` holds one Vector per input, in order. Inputs are texts, or Image parts (or
-    paths loaded as such) for a model that embeds images (default for images: `clip`)."""
+    """Embeddings; `.parts` holds one Vector per input, in order. Inputs are texts, or Image parts for a
+    model that embeds images (default for images: `clip`)."""
     from .parts import Image
 
-    items = [texts] if isinstance(texts, (str, Part)) else list(texts)
-    parts: list[str | Part] = []
-    for item in items:
-        if isinstance(item, Part):
-            parts.append(item)
-        elif isinstance(item, str) and item.strip():
-            parts.append(item)
-        else:
-            raise InputError("embed needs one or more non-empty texts or images")
-    if not parts:
+    parts: list[str | Part] = [texts] if isinstance(texts, (str, Part)) else list(texts)
+    if not parts or not all(isinstance(p, Part) or (isinstance(p, str) and p.strip()) for p in parts):
         raise InputError("embed needs one or more non-empty texts or images")
     images = any(isinstance(p, Image) for p in parts)
     default = TASK_DEFAULTS["embed_image" if images else "embed"]
