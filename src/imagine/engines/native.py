@@ -154,11 +154,9 @@ class NativeEngine(Engine):
                 self._models.move_to_end(key)
                 return self._models[key]
             try:
-                from ..arch.lm import LM
-                from ..arch.tokenizer import tokenizer_from_dict
+                from ..arch.train import load_checkpoint
 
-                lm, meta = LM.load(folder)
-                tokenizer = tokenizer_from_dict(meta["tokenizer"])
+                lm, tokenizer, _ = load_checkpoint(folder)
             except (FileNotFoundError, ValueError, KeyError) as exc:
                 raise InputError(f"cannot load checkpoint {folder}: {exc}", hint=TRAIN_HINT) from None
             except Exception as exc:  # truncated weights, shapes that disagree with config.json, ...
