@@ -148,3 +148,42 @@ def test_cli_ask_with_the_bundled_model(imagine_home):
     payload = json.loads(proc.stdout)
     assert payload["model"] == "llama-cpp:smollm2" and payload["text"]
     assert payload["usage"]["output_tokens"] <= 16
+
+
+def test_a_prompt_longer_than_the_window_is_the_callers_input_error():
+    """llama.cpp's "Requested tokens exceed context window" becomes an InputError with the numbers and the
+    ways out; it is the caller's input, so the router's circuit breaker does not count it."""
+    from imagine.router import get_router
+
+    prompt = "Summarise this. " + "The river is wide and the bridge is old. " * 60  # ~600 tokens
+    for _ in range(4):  # more than the breaker's threshold of consecutive failures
+        with pytest.raises(InputError) as caught:
+            imagine.ask(prompt, max_tokens=8, n_ctx=256, log=False, **GREEDY).text()
+    message = str(caught.value)
+    assert "longer than the 256-token context window of llama-cpp:smollm2" in message and "\n" not in message
+    assert int(message.split("the prompt is ")[1].split(" tokens")[0].replace(",", "")) > 256
+    assert "-o n_ctx=8192" in (caught.value.hint or "") and "trim the prompt" in (caught.value.hint or "")
+    assert get_router(get_registry()).breaker.state("llama-cpp") == "closed"
+    assert imagine.ask("Say hi.", max_tokens=4, n_ctx=256, log=False, **GREEDY).text()  # the engine still works
+
+
+def test_logprobs_of_sampled_tokens_match_llama_cpp_with_all_logits_kept():
+    """The engine records each sampled token's log-probability from one step's logits; llama-cpp-python's
+    own logprobs (which need logits_all=True, an n_ctx x vocab array) are the reference."""
+    import llama_cpp
+
+    from imagine.engines.llama_cpp import bundled_smollm2_path
+
+    question = "Name the largest planet in the solar system."
+    response = imagine.ask(question, max_tokens=12, logprobs=True, log=False, **GREEDY)
+    text = response.text()
+    ours = response.usage.extra["mean_logprob"]
+    reference = llama_cpp.Llama(model_path=str(bundled_smollm2_path()), n_ctx=512, logits_all=True, verbose=False,
+                                n_threads=2, seed=42)
+    out = reference.create_chat_completion([{"role": "user", "content": question}], max_tokens=12, temperature=0,
+                                           logprobs=True, top_logprobs=1, repeat_penalty=1.1)
+    assert out["choices"][0]["message"]["content"] == text  # the same greedy answer
+    values = [float(t["logprob"]) for t in out["choices"][0]["logprobs"]["content"]]
+    expected = sum(values[:-1]) / len(values[:-1])  # the last sampled token is never evaluated, so not counted
+    assert ours == pytest.approx(expected, abs=0.02)
+    assert imagine.ask(question, max_tokens=4, log=False, **GREEDY).usage.extra.get("mean_logprob") is None

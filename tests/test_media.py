@@ -108,3 +108,14 @@ def _png() -> bytes:
     buf = io.BytesIO()
     slide("x", (1, 2, 3)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_a_wav_cut_short_says_how_much_is_missing():
+    full = Audio.from_samples(np.zeros(16000, np.float32), 16000).data  # 1 s, 16-bit mono
+    with pytest.raises(InputError, match=r"promises 1.00 s .* only 0.50 s"):
+        Audio(full[:44 + 16000], name="cut.wav").samples()
+    assert len(Audio(full).samples()[0]) == 16000  # the complete file still decodes
+    # a streaming writer that could not seek back leaves the size unset: read to the end of the file
+    for unset in (b"\x00\x00\x00\x00", b"\xff\xff\xff\xff"):
+        streamed = full[:40] + unset + full[44:44 + 16000]
+        assert len(Audio(streamed).samples()[0]) == 8000

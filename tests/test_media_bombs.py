@@ -60,6 +60,10 @@ def test_empty_truncated_and_renamed_files(tmp_path, imagine_home):
     truncated.write_bytes(buf.getvalue()[:30])  # the header is cut short
     proc = run("transcribe", str(truncated), home=imagine_home)
     assert_one_line_error(proc, "truncated.wav")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(buf.getvalue()[:44 + 8000])  # the header promises 1 s; a quarter of it is there
+    assert_one_line_error(run("transcribe", str(cut), home=imagine_home), "cut.wav is truncated",
+                          "promises 1.00 s", "only 0.25 s")
     renamed = tmp_path / "notes.wav"
     renamed.write_text("these are meeting notes, not audio")
     assert_one_line_error(run("transcribe", str(renamed), home=imagine_home), "transcribe needs audio or video, got text")

@@ -162,6 +162,40 @@ def test_cascade_escalates_exactly_when_the_schema_check_fails(setup):
     assert engines["cloud-b"].calls == 0
 
 
+def test_confidence_cascade_asks_for_logprobs_and_escalates_on_low_confidence():
+    """The router turns on `logprobs` for engines whose options have it; a low mean log-probability
+    escalates, and a schema-breaking answer escalates whatever its confidence."""
+    from pydantic import BaseModel, ConfigDict
+
+    class LogprobOptions(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        logprobs: bool = False
+        temperature: float | None = None
+
+    class Unsure(Scripted):
+        id, locality, seen = "unsure", "local", []
+        Options = LogprobOptions  # type: ignore[assignment]
+
+        async def stream(self, request: Request) -> AsyncIterator[Event]:
+            self.seen.append(request.options.logprobs)
+            yield TextDelta('{"n": 5}')
+            yield Usage(3, 4, cost=0.0, extra={"mean_logprob": -2.5} if request.options.logprobs else {})
+            yield Done()
+
+    registry = Registry(load_plugins=False)
+    registry.register(Unsure)
+    registry.register(engine_class("cloud-a", "cloud", price=1e-6))
+    imagine.registry.reset_registry(registry)
+    answer = ask("2+2?", model="auto", policy=Policy(cascade=True, check="confidence"))
+    assert answer.text().strip() == "cloud-a answer"
+    outcomes = [(a["ref"], a["outcome"], a.get("error")) for a in answer.routing["attempts"]]
+    assert outcomes[0][:2] == ("unsure:m", "escalated") and "low confidence (-2.50)" in outcomes[0][2]
+    assert Unsure.seen == [True]  # the router asked for log-probabilities
+    plain = ask("2+2?", model="unsure", temperature=0)
+    plain.text()
+    assert Unsure.seen == [True, False]  # and only when the confidence check needs them
+
+
 def test_budget_refuses_before_spending(setup):
     registry, engines = setup
     with pytest.raises(BudgetExceeded, match="budget"):

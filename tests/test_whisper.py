@@ -243,11 +243,61 @@ def test_options_are_validated() -> None:
         engine.parse_options({"max_tokens": 5})
 
 
-def test_silence_gives_an_empty_transcript() -> None:
-    response = transcribe(Audio.from_samples(np.zeros(2 * RATE, np.float32), RATE))
+def _chords(seconds: float = 8.0) -> np.ndarray:
+    """A chord progression (three notes with overtones, two seconds each) over a kick drum."""
+    progression = [(261.63, 329.63, 392.0), (220.0, 261.63, 329.63), (174.61, 220.0, 261.63), (196.0, 246.94, 293.66)]
+    t = np.arange(int(seconds / len(progression) * RATE)) / RATE
+    fade = np.minimum(1, t / 0.05) * np.minimum(1, (t[-1] - t) / 0.05)
+    pad = np.concatenate([fade * sum(np.sin(2 * np.pi * f * k * t) / k for f in chord for k in (1, 2, 3))
+                          for chord in progression])
+    kick = np.zeros_like(pad)
+    hit = np.arange(int(0.2 * RATE)) / RATE
+    for start in range(0, len(kick) - len(hit), RATE // 2):
+        kick[start:start + len(hit)] += np.exp(-20 * hit) * np.sin(2 * np.pi * (60 + 80 * np.exp(-30 * hit)) * hit)
+    return 0.15 * pad / np.abs(pad).max() + 0.3 * kick
+
+
+def _pink_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    spectrum = np.fft.rfft(rng.standard_normal(int(seconds * RATE)))
+    noise = np.fft.irfft(spectrum / np.sqrt(np.arange(1, len(spectrum) + 1)), int(seconds * RATE))
+    return 0.05 * noise / np.abs(noise).max()
+
+
+NON_SPEECH = {
+    "digital silence": lambda rng: np.zeros(2 * RATE),
+    "room noise (pink)": lambda rng: _pink_noise(4, rng),
+    "white noise": lambda rng: 0.02 * rng.standard_normal(4 * RATE),
+    "mains hum": lambda rng: 0.1 * np.sin(2 * np.pi * 50 * np.arange(4 * RATE) / RATE),
+    "music": lambda rng: _chords(),
+}
+
+
+@pytest.mark.parametrize("kind", NON_SPEECH)
+def test_no_words_are_invented_where_nobody_speaks(kind: str) -> None:
+    """Whisper alone turns digital silence and hum into "You" on some CPUs (its no-speech rule sits on a
+    borderline log-probability). The VAD gate keeps such audio from the decoder altogether: Silero scores
+    all of these far below its threshold, so the outcome does not hang on rounding."""
+    samples = NON_SPEECH[kind](np.random.default_rng(7)).astype(np.float32)
+    response = transcribe(Audio.from_samples(samples, RATE))
     assert response.text() == ""
     assert segments_of(response).items == ()
-    assert response.usage.extra["audio_seconds"] == 2.0
+    data = next(p for p in response.parts if isinstance(p, Data))
+    assert data.value["speech_seconds"] == 0.0
+    assert response.usage.extra["audio_seconds"] == pytest.approx(len(samples) / RATE, abs=1e-3)
+
+
+def test_speech_between_long_pauses_keeps_its_place_on_the_timeline(sentence: np.ndarray) -> None:
+    """Three seconds of silence, a sentence, three more: the words come back, and their timestamps fall
+    where the sentence is in the original audio, not where it is in the audio the VAD kept."""
+    speech_only = trim(sentence)
+    pause = np.zeros(3 * RATE, np.float32)
+    response = transcribe(wav_part(np.concatenate([pause, speech_only, pause])))
+    assert wer(SENTENCE, response.text()) <= 0.2, response.text()
+    items = segments_of(response).items
+    start, end = 3.0, 3.0 + len(speech_only) / RATE
+    assert start - 0.5 <= items[0].start and items[-1].end <= end + 0.5
+    data = next(p for p in response.parts if isinstance(p, Data))
+    assert data.value["speech_seconds"] < data.value["duration"] - 4
 
 
 def test_registry_and_transcribe_task_find_the_engine(sentence: np.ndarray) -> None:

@@ -19,7 +19,7 @@ from .parts import DEFAULT_LIMITS, Limits
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["VideoInfo", "decode_audio", "encode_wav", "iter_frames", "video_info"]
+__all__ = ["VideoInfo", "check_wav_complete", "decode_audio", "encode_wav", "iter_frames", "video_info"]
 
 
 def _av() -> Any:
@@ -38,12 +38,46 @@ def _open(data: bytes, name: str) -> Any:
         raise InputError(f"{name} could not be decoded: {exc}", hint="check the file is complete and valid") from None
 
 
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streaming writers leave the size unset when they cannot seek back
+
+
+def check_wav_complete(data: bytes, name: str = "audio") -> None:
+    """Refuse a RIFF/WAVE file whose `data` chunk promises more bytes than the file holds.
+
+    FFmpeg quietly decodes what is there, so a cut-off recording would otherwise transcribe to a few
+    words (or nothing) with no sign that most of it is missing. Sizes left unset by streaming writers
+    (0 or 0xFFFFFFFF) are accepted as "until the end of the file"."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    pos, block_align, rate = 12, 0, 0
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        body = pos + 8
+        if chunk == b"fmt " and size >= 16 and body + 16 <= len(data):
+            rate = int.from_bytes(data[body + 4:body + 8], "little")
+            block_align = int.from_bytes(data[body + 12:body + 14], "little")
+        if chunk == b"data":
+            held = len(data) - body
+            if size in _UNKNOWN_SIZES or held >= size:
+                return
+            per_second = rate * block_align
+            if per_second > 0:
+                promised, found = f"{size / per_second:.2f} s", f"{held / per_second:.2f} s"
+            else:
+                promised, found = f"{size:,} bytes", f"{held:,} bytes"
+            raise InputError(f"{name} is truncated: its WAV header promises {promised} of audio "
+                             f"({size:,} bytes) but the file holds only {found} ({held:,} bytes)",
+                             hint="the recording or download was cut off; use the complete file")
+        pos = body + size + (size & 1)  # chunks are padded to an even size
+
+
 def decode_audio(data: bytes, *, rate: int | None = 16000, mono: bool = True, limits: Limits = DEFAULT_LIMITS,
                  name: str = "audio") -> tuple["np.ndarray", int]:
     """Decode to float32 samples in [-1, 1] (shape (n,) if mono else (channels, n)) at `rate` Hz
     (None keeps the file's rate). Works on audio files and on the audio track of video files."""
     import numpy as np
 
+    check_wav_complete(data, name)
     av = _av()
     container = _open(data, name)
     try:

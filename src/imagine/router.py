@@ -347,6 +347,9 @@ class RoutedEngine(Engine):
 
     def _request_for(self, cand: Candidate, engine: Engine) -> Request:
         raw = self.template.options.model_dump(exclude_unset=True) if isinstance(self.template.options, BaseModel) else {}
+        policy = self.decision.policy
+        if policy.cascade and policy.check == "confidence" and "logprobs" in getattr(engine.Options, "model_fields", {}):
+            raw.setdefault("logprobs", True)  # the confidence check reads the mean token log-probability
         return Request(messages=self.template.messages, model=cand.model, options=engine.parse_options(raw),
                        schema=self.template.schema, want=self.template.want, tools=self.template.tools)
 
@@ -416,16 +419,13 @@ class RoutedEngine(Engine):
     async def _check(self, text: str, usage: Usage, cand: Candidate) -> str | None:
         """None when the answer passes the cascade check, else why it failed."""
         policy = self.decision.policy
-        if policy.check == "schema" or self.template.schema is not None:
-            if self.template.schema is None:
-                return None
+        if self.template.schema is not None:  # an answer that breaks the schema always escalates
             import jsonschema
 
             try:
                 jsonschema.validate(json.loads(text), self.template.schema)
             except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
                 return f"schema check failed: {str(exc).splitlines()[0][:120]}"
-            return None
         if policy.check == "confidence":
             confidence = usage.extra.get("mean_logprob")
             if confidence is None:

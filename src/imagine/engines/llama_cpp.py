@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import importlib.util
+import math
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -22,7 +24,7 @@ from typing import Any, AsyncIterator, Callable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engine import Engine, Request
-from ..errors import EngineUnavailable, InputError, UpstreamError
+from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality
 from ._threaded import Finished, stream_from_thread
@@ -30,6 +32,33 @@ from ._threaded import Finished, stream_from_thread
 __all__ = ["LlamaCppEngine", "bundled_smollm2_path"]
 
 BUNDLED = "smollm2"
+_TOO_LONG = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+class TokenLogprobs:
+    """A llama.cpp logits processor that records log p(sampled token) under the model's own distribution.
+
+    llama-cpp-python returns log-probabilities only for models loaded with `logits_all=True`, which keeps
+    the logits of every position (n_ctx x vocab floats). This sees one step's logits at a time instead:
+    it normalises them, and on the next step reads off the token that was sampled (now the last input
+    id). The last sampled token is never evaluated, so it is not counted."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._previous: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
+
+        if self._previous is not None and len(input_ids):
+            self.values.append(float(self._previous[int(input_ids[-1])]))
+        peak = float(scores.max())
+        self._previous = scores - (peak + math.log(float(np.exp(scores - peak).sum())))
+        return scores
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
 
 
 def bundled_smollm2_path() -> Path:
@@ -77,6 +106,10 @@ class LlamaCppEngine(Engine):
         stop: list[str] | None = None
         repeat_penalty: float = Field(default=1.1, gt=0, description="1.0 = off; small models loop without "
                                       "it. Off by default with a schema, where copying from the input is the point")
+        logprobs: bool = Field(default=False, description="record each sampled token's log-probability; their "
+                               "mean is reported as usage mean_logprob (the cascade's confidence)")
+        n_ctx: int | None = Field(default=None, gt=0, le=1 << 20, description="context window in tokens; "
+                                  "default n_ctx from [engines.llama-cpp] (4096). Another value loads the model again")
 
         @field_validator("stop", mode="before")
         @classmethod
@@ -157,18 +190,19 @@ class LlamaCppEngine(Engine):
             raise UpstreamError(f"could not download {repo_id}/{pattern}: {exc}",
                                 hint="check the repo id and file name (and HF_TOKEN for gated repos)") from None
 
-    def load(self, model: str) -> Any:
-        """The loaded `llama_cpp.Llama` for `model`, created once per process."""
+    def load(self, model: str, n_ctx: int | None = None) -> Any:
+        """The loaded `llama_cpp.Llama` for `model` (and context size), created once per process."""
         path = self.model_path(model)
         cfg = self.config
-        key = (str(path.resolve()), cfg.n_ctx, cfg.n_threads, cfg.n_gpu_layers, cfg.n_batch)
+        n_ctx = n_ctx or cfg.n_ctx
+        key = (str(path.resolve()), n_ctx, cfg.n_threads, cfg.n_gpu_layers, cfg.n_batch)
         with self._load_lock:
             if key not in self._models:
                 import llama_cpp
 
                 try:
                     self._models[key] = llama_cpp.Llama(
-                        model_path=str(path), n_ctx=cfg.n_ctx, n_batch=cfg.n_batch,
+                        model_path=str(path), n_ctx=n_ctx, n_batch=cfg.n_batch,
                         n_threads=cfg.n_threads or max(1, (os.cpu_count() or 2)),
                         n_gpu_layers=cfg.n_gpu_layers, verbose=False)
                 except (ValueError, RuntimeError) as exc:
@@ -188,7 +222,7 @@ class LlamaCppEngine(Engine):
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options
-        llm, run_lock = await asyncio.to_thread(self.load, request.model)
+        llm, run_lock = await asyncio.to_thread(self.load, request.model, opts.n_ctx)
         repeat_penalty = opts.repeat_penalty
         if request.schema is not None and "repeat_penalty" not in opts.model_fields_set:
             repeat_penalty = 1.0
@@ -198,12 +232,17 @@ class LlamaCppEngine(Engine):
             repeat_penalty=repeat_penalty, seed=opts.seed)
         if request.schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
+        logprobs = TokenLogprobs() if opts.logprobs else None
+        if logprobs is not None:
+            import llama_cpp
+
+            kwargs["logits_processor"] = llama_cpp.LogitsProcessorList([logprobs])
 
         def produce(emit: Callable[[str], None], stop: threading.Event) -> tuple[str, int, int]:
             """Runs in a worker thread: generate and hand each piece to the loop."""
             with run_lock:  # one generation at a time per loaded model
                 finish, prompt_tokens = "stop", None
-                for chunk in llm.create_chat_completion(**kwargs):
+                for chunk in self._completion(llm, request, kwargs):
                     if prompt_tokens is None:
                         # the prompt is evaluated and the first token sampled, not yet evaluated
                         prompt_tokens = llm.n_tokens
@@ -225,9 +264,35 @@ class LlamaCppEngine(Engine):
             async for item in stream_from_thread(produce):
                 if isinstance(item, Finished):
                     finish, prompt_tokens, completion = item.value
-                    yield Usage(input_tokens=prompt_tokens, output_tokens=completion, cost=0.0)
+                    mean = logprobs.mean if logprobs is not None else None
+                    yield Usage(input_tokens=prompt_tokens, output_tokens=completion, cost=0.0,
+                                extra={} if mean is None else {"mean_logprob": round(mean, 4)})
                     yield Done(finish)
                 else:
                     yield TextDelta(item)
+        except ImagineError:
+            raise
         except Exception as exc:  # llama.cpp's own errors, raised in the worker
             raise UpstreamError(f"llama.cpp failed: {type(exc).__name__}: {exc}") from None
+
+    def _completion(self, llm: Any, request: Request, kwargs: dict[str, Any]) -> Any:
+        """llama.cpp's chunk iterator; a prompt longer than the window is the caller's input to fix."""
+        try:
+            chunks = llm.create_chat_completion(**kwargs)
+            first = next(chunks)
+        except StopIteration:
+            return
+        except ValueError as exc:
+            found = _TOO_LONG.search(str(exc))
+            if found is None:
+                raise
+            need, window = int(found.group(1)), int(found.group(2))
+            trained = int(llm._model.n_ctx_train()) if hasattr(getattr(llm, "_model", None), "n_ctx_train") else 0
+            hint = "use a model with a longer context, or trim the prompt"
+            if trained > window and trained >= need:
+                hint = (f"raise the window with -o n_ctx={trained} (the model was trained on {trained:,} tokens; "
+                        f"it needs more memory), use a model with a longer context, or trim the prompt")
+            raise InputError(f"the prompt is {need:,} tokens, longer than the {window:,}-token context window "
+                             f"of llama-cpp:{request.model}", hint=hint) from None
+        yield first
+        yield from chunks

@@ -6,6 +6,11 @@ model (`model.bin`, `config.json`, `tokenizer.json`), or a faster-whisper size o
 (`small`, `Systran/faster-whisper-small`), which faster-whisper downloads once into the hub cache.
 
 Audio and the sound track of videos are decoded through the part (limits enforced while decoding).
+Whisper invents words where there is no speech ("You", "Thank you." over silence, noise or music), and
+whether its own no-speech rule catches them hangs on a log-probability near its threshold, which differs
+from CPU to CPU. So by default only what Silero VAD (the bundled ONNX model) calls speech reaches Whisper:
+audio with no speech in it never reaches the decoder, and timestamps are mapped back to the original audio.
+
 Each model is loaded once per process. Decoding runs in a worker thread that hands each segment to the
 event loop as soon as it is transcribed, so text streams; leaving the stream stops the worker.
 """
@@ -87,7 +92,9 @@ class WhisperEngine(Engine):
         beam_size: int = Field(default=5, ge=1, le=10, description="1 = greedy (fastest); 5 as faster-whisper")
         temperature: float = Field(default=0.0, ge=0, le=1, description="0 = deterministic")
         word_timestamps: bool = Field(default=False, description="add per-word times to each segment")
-        vad_filter: bool = Field(default=False, description="skip non-speech with Silero VAD first")
+        vad_filter: bool = Field(default=True, description="transcribe only what the bundled Silero VAD calls "
+                                 "speech (timestamps stay on the original timeline); off, Whisper may invent "
+                                 "words in silence, noise and music")
         vad_min_silence_ms: int = Field(default=500, ge=0, description="silence that splits speech (vad_filter)")
         initial_prompt: str | None = Field(default=None, description="vocabulary or style hint for the decoder; "
                                            "a text part in the message is used when this is unset")
@@ -232,7 +239,8 @@ class WhisperEngine(Engine):
                     yield PartOut(Segments(items))
                     yield PartOut(Data({"language": info.language,
                                         "language_probability": round(float(info.language_probability), 4),
-                                        "duration": round(duration, 3)}))
+                                        "duration": round(duration, 3),
+                                        "speech_seconds": round(float(info.duration_after_vad), 3)}))
                     yield Usage(input_tokens=0, output_tokens=tokens, cost=0.0,
                                 extra={"audio_seconds": round(duration, 3)})
                     yield Done("stop")
