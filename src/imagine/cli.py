@@ -222,27 +222,81 @@ def chat(model: str | None, options: tuple[str, ...], system: str | None, policy
 
 
 @cli.command()
+@click.argument("engine_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models(as_json: bool) -> None:
-    """List engines: local or cloud, what they take and give, and whether they can run here."""
+def models(engine_id: str | None, as_json: bool) -> None:
+    """List engines: local or cloud, what they take and give, and whether they can run here.
+    `imagine models ENGINE` shows one in full: why it is local or cloud, its models and options."""
     from .registry import get_registry
 
-    infos = get_registry().infos()
+    registry = get_registry()
+    infos = registry.infos()
+    if engine_id is not None:
+        _print_engine(registry, engine_id, as_json)
+        return
     if as_json:
-        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
+        click.echo(json.dumps([{**info.__dict__, "status": info.status} for info in infos], indent=2))
         return
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="imagine engines")
-    for column in ("engine", "where", "inputs", "outputs", "default model", "status"):
-        table.add_column(column, overflow="fold")
+    console = Console()
+    wide = console.width >= 110  # the default model gets a column only where rows stay on one or two lines
+    table = Table(title="imagine engines", caption="imagine models ENGINE: details, models, options")
+    table.add_column("engine", no_wrap=True)
+    table.add_column("where", no_wrap=True)
+    table.add_column("takes → gives")
+    if wide:
+        table.add_column("default model", overflow="ellipsis", no_wrap=True, max_width=28)
+    table.add_column("status", overflow="ellipsis", no_wrap=True, max_width=26)
+    assumed = False
     for info in infos:
-        status = "[green]available[/]" if info.unavailable is None else f"[yellow]{escape(info.unavailable)}[/]"
-        table.add_row(info.id, info.locality, ", ".join(info.inputs), ", ".join(info.outputs),
-                      info.default_model, status)
-    Console().print(table)
+        status = "[green]ready[/]" if info.unavailable is None else f"[yellow]{escape(info.status)}[/]"
+        where = info.locality
+        if info.locality_reason.startswith("assumed"):
+            where, assumed = where + "*", True
+        takes = "any" if len(info.inputs) >= 6 else " ".join(info.inputs)
+        cells = [info.id, where, f"{takes} → {' '.join(info.outputs)}"]
+        table.add_row(*cells, *([info.default_model or "-"] if wide else []), status)
+    if assumed:
+        table.caption = "* local because its URL is on this machine; " + str(table.caption)
+    console.print(table)
+
+
+def _print_engine(registry: Any, engine_id: str, as_json: bool) -> None:
+    """`imagine models ENGINE`: everything `imagine models` shortens."""
+    info = next((i for i in registry.infos() if i.id == engine_id), None)
+    if info is None:
+        raise registry._not_found(engine_id)
+    cls = registry.engine_class(engine_id) if info.locality != "?" else None
+    options = getattr(cls, "Options", None)
+    fields = getattr(options, "model_fields", {}) if options is not None else {}
+    option_rows = [(name, (field.description or "").split(";")[0],
+                    "-" if field.default is None or field.default_factory is not None else repr(field.default))
+                   for name, field in fields.items()]
+    names: list[str] = []
+    if cls is not None and info.unavailable is None:
+        names = registry.engine(engine_id).models()
+    if as_json:
+        click.echo(json.dumps({**info.__dict__, "status": info.status, "models": names,
+                               "options": [dict(name=n, description=d, default=v) for n, d, v in option_rows]},
+                              indent=2))
+        return
+    click.echo(f"{info.id}: {info.description}")
+    click.echo(f"where:          {info.locality}" + (f" ({info.locality_reason})" if info.locality_reason else ""))
+    click.echo(f"takes:          {', '.join(info.inputs) or '-'}")
+    click.echo(f"gives:          {', '.join(info.outputs) or '-'}")
+    click.echo(f"features:       {', '.join(info.features) or '-'}")
+    click.echo(f"default model:  {info.default_model or '(none: name one, -m ' + info.id + ':MODEL)'}")
+    if len(names) > 1:
+        click.echo(f"models:         {', '.join(names)}")
+    click.echo(f"status:         {'ready' if info.unavailable is None else info.unavailable}")
+    if option_rows:
+        click.echo("options (-o key=value):")
+        width = max(len(n) for n, _, _ in option_rows)
+        for name, description, default in option_rows:
+            click.echo(f"  {name:<{width}}  {description}" + (f" (default {default})" if default != "-" else ""))
 
 
 # -- logs --------------------------------------------------------------------------------------------
@@ -349,6 +403,11 @@ def route(prompt: tuple[str, ...], attach: tuple[str, ...], model: str, policy: 
         for rank, ref, where, why in explain_rows(decision):
             table.add_row(rank, ref, where, escape(why) if rank != "-" else f"[dim]{escape(why)}[/]")
         Console().print(table)
+        registry = get_registry()
+        for engine_id in dict.fromkeys(c.engine_id for c in decision.candidates):
+            reason = getattr(registry.engine_class(engine_id), "locality_reason", "")
+            if reason.startswith("assumed"):  # a loopback URL may be a proxy to a cloud: say so
+                click.echo(f"{engine_id} counts as local: {reason}")
 
 
 @logs.command("show")

@@ -28,7 +28,8 @@ def engines(ctx: click.Context) -> None:
 @click.option("--base-url", help="API base URL (e.g. http://127.0.0.1:11434/v1 for Ollama).")
 @click.option("--key-env", help="Environment variable that holds the API key (the key itself is never stored).")
 @click.option("--model", "default_model", help="Default model of the endpoint.")
-@click.option("--local/--cloud", "local", default=None, help="Locality (default: local for loopback URLs).")
+@click.option("--local/--cloud", "local", default=None,
+              help="Locality, written to config.toml (default: local for loopback URLs, said so when added).")
 def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None, default_model: str | None,
                 local: bool | None) -> None:
     """Add an endpoint NAME (then use `-m NAME:MODEL`)."""
@@ -49,8 +50,16 @@ def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None,
     for key, value in (("base_url", base_url), ("key_env", key_env), ("default_model", default_model)):
         if value:
             lines.append(f"{key} = {json.dumps(value)}")
-    if local is not None:
-        lines.append(f"locality = {json.dumps('local' if local else 'cloud')}")
+    # written down either way, so what leaves the device never hangs on a guess made from the URL
+    from .engines._cloud import is_loopback
+
+    if local is None:
+        local = is_loopback(base_url)
+        why = (f"its URL is on this machine; if a proxy or tunnel there forwards to a cloud service, "
+               f"add it again with --cloud" if local else "its URL is not on this machine")
+    else:
+        why = f"--{'local' if local else 'cloud'}"
+    lines.append(f"locality = {json.dumps('local' if local else 'cloud')}")
     path = settings.config_path
     before = path.read_text() if path.exists() else None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +74,7 @@ def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None,
         raise
     reset_settings()
     click.echo(f"added [endpoints.{name}] to {path}")
+    click.echo(f"locality: {'local' if local else 'cloud'} ({why})")
     if key_env:
         click.echo(f"set {key_env} in your environment, then: imagine ask -m {name}:{default_model or 'MODEL'} \"...\"")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -35,6 +36,25 @@ class EngineInfo:
     default_model: str
     description: str
     unavailable: str | None  # None when it can run here
+    locality_reason: str = ""  # why it counts as local or cloud, where that is not obvious
+
+    @property
+    def status(self) -> str:
+        """The status in a few words, for a table row; `unavailable` has the whole story."""
+        return "ready" if self.unavailable is None else short_reason(self.unavailable)
+
+
+def short_reason(reason: str) -> str:
+    """'needs ANTHROPIC_API_KEY' for 'set ANTHROPIC_API_KEY (or api_key in ...)', the pip command for a
+    missing extra, else the reason's first clause."""
+    key = re.match(r"set ([A-Z][A-Z0-9_]+)", reason)
+    if key:
+        return f"needs {key.group(1)}"
+    pip = re.search(r"pip install (\S+)", reason)
+    if pip:
+        return f"pip install {pip.group(1)}"
+    first = re.split(r" \(|: |; ", reason, maxsplit=1)[0]
+    return first if len(first) <= 40 else first[:39] + "…"
 
 
 @dataclass(frozen=True)
@@ -141,7 +161,8 @@ class Registry:
                 inputs=tuple(sorted(m.value for m in cls.inputs)),
                 outputs=tuple(sorted(m.value for m in cls.outputs)),
                 features=tuple(sorted(cls.features)), default_model=cls.default_model,
-                description=cls.description, unavailable=cls.unavailable_reason()))
+                description=cls.description, unavailable=cls.unavailable_reason(),
+                locality_reason=getattr(cls, "locality_reason", "")))
         for engine_id, reason in sorted(self._broken.items()):
             rows.append(EngineInfo(engine_id, "?", (), (), (), "", "", reason))
         return rows

@@ -72,6 +72,7 @@ class CloudEngine(Engine):
     """Base of the API engines. Subclasses set `kind`, `sdk`, `known_models` and implement `stream`."""
 
     locality = "cloud"
+    locality_reason: ClassVar[str] = ""  # why it counts as local or cloud (set per endpoint; shown by `imagine models`)
     _clients: "PerLoop[Any]"  # set by each subclass: its SDK client per event loop
     kind: ClassVar[str]  # wire protocol: "openai", "anthropic", "gemini"
     sdk: ClassVar[str]  # importable module of the official SDK
@@ -84,6 +85,14 @@ class CloudEngine(Engine):
     def for_endpoint(cls, name: str, endpoint: EndpointSettings) -> type["CloudEngine"]:
         """A subclass bound to a configured endpoint; its id is the endpoint's name."""
         locality = endpoint.locality or ("local" if is_loopback(endpoint.base_url) else "cloud")
+        url = display_url(endpoint.base_url) if endpoint.base_url else None
+        if endpoint.locality:
+            why = f"locality = {endpoint.locality!r} in [endpoints.{name}] of config.toml"
+        elif locality == "local":
+            why = (f"assumed: {url} is on this machine, but a proxy or tunnel there may forward to a cloud; "
+                   f"set locality in [endpoints.{name}] to be sure")
+        else:
+            why = f"API at {url}" if url else f"the provider's public {cls.kind} API"
         known = cls.known_models if name == cls.id else {}  # a vLLM box does not serve gpt-4o
         specs = {**known, **endpoint.models}
         # an endpoint that lists no models is assumed to chat in text only: declare models to send it media
@@ -91,7 +100,8 @@ class CloudEngine(Engine):
             else frozenset({Modality.TEXT})
         outputs = frozenset().union(*(_modalities(s.outputs) for s in specs.values())) if specs \
             else frozenset({Modality.TEXT})
-        attrs = {"id": name, "endpoint": endpoint, "locality": locality, "inputs": inputs, "outputs": outputs,
+        attrs = {"id": name, "endpoint": endpoint, "locality": locality, "locality_reason": why,
+                 "inputs": inputs, "outputs": outputs,
                  "default_model": endpoint.default_model or cls.default_model,
                  "known_models": known,
                  "description": cls.description if not endpoint.base_url and name == cls.id
