@@ -304,7 +304,8 @@ def test_a_server_echoing_the_key_is_scrubbed(server):
 def test_an_unknown_model_lists_the_known_ones(server):
     server.reply(json_reply({"error": {"message": "The model `gpt-9` does not exist", "code": "model_not_found"}},
                             404))
-    with pytest.raises(InputError, match="known models: gpt-4o-mini"):
+    default = imagine.get_registry().engine_class("openai").default_model
+    with pytest.raises(InputError, match=f"known models: {default}"):
         imagine.ask("hi", "openai:gpt-9").text()
 
 
@@ -338,7 +339,7 @@ def test_without_a_key_openai_is_unavailable(monkeypatch):
     rows = {r["id"]: r for r in json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)}
     assert rows["openai"]["locality"] == "cloud" and "set OPENAI_API_KEY" in rows["openai"]["unavailable"]
     table = CliRunner().invoke(cli, ["models"], env={"COLUMNS": "300"}).output
-    assert "set OPENAI_API_KEY" in table
+    assert "needs OPENAI_API_KEY" in table
     with pytest.raises(EngineUnavailable, match="OPENAI_API_KEY"):
         imagine.ask("hi", "openai:gpt-4o-mini")
 
@@ -394,3 +395,204 @@ def test_sync_and_async_callers_share_the_engine(server):
 
     assert asyncio.run(main()) == "async"
     assert len(server.requests) == 2
+
+
+# -- real servers differ: response_format fallback, unknown usage, one-line errors, tool formats ----------
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
+TRACEBACK = ("Traceback (most recent call last):\n  File \"/srv/app.py\", line 12, in create\n    validate(body)\n"
+             "  File \"/srv/types.py\", line 40, in validate\n    raise ValueError(msg)\n"
+             "ValueError: response_format.type: Input should be 'text' or 'json_object'\n")
+
+
+def rejected(message: str, status: int = 400) -> Any:
+    return json_reply({"error": {"message": message, "type": "invalid_request_error"}}, status)
+
+
+def test_a_server_rejecting_json_schema_gets_json_object_and_it_is_remembered(server):
+    server.reply(rejected("response_format.type: Input should be 'text' or 'json_object'"),
+                 answer('{"name": "Ada", ', '"age": 36}'), answer('{"name": "Bo", "age": 7}'))
+    resp = imagine.ask("who?", "openai:gpt-4o-mini", schema=PERSON, system="be exact")
+    assert resp.parsed == {"name": "Ada", "age": 36}
+    assert resp.usage.extra["response_format"] == "json_object"
+    assert resp.usage.extra["response_format_rejected"] == ["json_schema"]
+    first, second = (r.json for r in server.requests)
+    assert first["response_format"]["type"] == "json_schema"
+    assert second["response_format"] == {"type": "json_object", "schema": PERSON}
+    system = second["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("be exact\n\n")
+    assert json.dumps(PERSON, separators=(",", ":")) in system["content"]  # said in words too
+    assert [m["role"] for m in second["messages"]] == ["system", "user"]
+    # the next schema request goes straight to what worked: json_schema is not tried again
+    again = imagine.ask("who else?", "openai:gpt-4o-mini", schema=PERSON)
+    assert again.parsed == {"name": "Bo", "age": 7} and "response_format_rejected" not in again.usage.extra
+    assert len(server.requests) == 3 and server.requests[2].json["response_format"]["type"] == "json_object"
+
+
+def test_a_traceback_500_about_the_format_falls_back_too(server):
+    server.reply(json_reply({"error": {"message": TRACEBACK, "type": "internal_server_error"}}, 500),
+                 answer('{"name": "Ada", "age": 36}'))
+    resp = imagine.ask("who?", "openai:gpt-4o-mini", schema=PERSON)
+    assert resp.parsed == {"name": "Ada", "age": 36} and len(server.requests) == 2
+
+
+def test_a_server_taking_neither_format_gets_the_schema_in_words_and_one_repair(server, imagine_home):
+    server.reply(rejected("response_format json_schema is not supported"),
+                 rejected("response_format json_object is not supported"),
+                 answer("Sure! Ada is 36.", usage=(30, 6)), answer('{"name": "Ada", "age": 36}', usage=(50, 9)))
+    resp = imagine.ask("who?", "openai:gpt-4o-mini", schema=PERSON)
+    assert list(resp) == ['{"name": "Ada", "age": 36}']  # only the valid answer is streamed
+    assert resp.parsed == {"name": "Ada", "age": 36}
+    assert (resp.usage.input_tokens, resp.usage.output_tokens) == (80, 15)  # both tries were spent
+    assert resp.usage.extra["response_format"] == "prompt"
+    assert resp.usage.extra["response_format_rejected"] == ["json_schema", "json_object"]
+    plain, repair = server.requests[2].json, server.requests[3].json
+    assert "response_format" not in plain and "JSON schema" in plain["messages"][0]["content"]
+    assert repair["messages"][-2] == {"role": "assistant", "content": "Sure! Ada is 36."}
+    assert repair["messages"][-1]["role"] == "user" and "not valid JSON" in repair["messages"][-1]["content"]
+    # remembered: the next request asks in words at once
+    server.reply(answer('{"name": "Bo", "age": 7}'))
+    assert imagine.ask("who else?", "openai:gpt-4o-mini", schema=PERSON).parsed == {"name": "Bo", "age": 7}
+    assert len(server.requests) == 5 and "response_format" not in server.requests[4].json
+
+
+def test_prompted_json_that_fails_twice_is_a_one_line_schema_error(server, imagine_home):
+    server.reply(rejected("unknown field response_format", 422), rejected("unknown field response_format", 422),
+                 answer('{"name": "Ada"}'), answer('{"name": "Ada",\n"age": "old"}'))
+    resp = imagine.ask("who?", "openai:gpt-4o-mini", schema=PERSON)
+    with pytest.raises(imagine.SchemaError, match="even after one repair attempt") as info:
+        resp.text()
+    assert "\n" not in str(info.value) and "age" in str(info.value)
+    assert resp.usage.output_tokens == 6  # the tokens of both tries still count
+    assert imagine.get_store().get(resp.id)["output_tokens"] == 6
+
+
+def test_an_unrelated_500_with_a_schema_is_not_a_fallback(server):
+    server.reply(json_reply({"error": {"message": "CUDA out of memory", "type": "server_error"}}, 500))
+    with pytest.raises(UpstreamError, match="HTTP 500: CUDA out of memory"):
+        imagine.ask("who?", "openai:gpt-4o-mini", schema=PERSON).text()
+    assert len(server.requests) == 1
+
+
+def test_a_multi_line_server_error_becomes_one_line(server):
+    server.reply(json_reply({"error": {"message": TRACEBACK.replace("response_format.type", "model"),
+                                       "type": "internal_server_error"}}, 500))
+    with pytest.raises(UpstreamError) as info:
+        imagine.ask("hi", "openai:gpt-4o-mini").text()
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"openai ({server.url}/v1) failed with HTTP 500: ValueError: model: Input should be")
+
+
+def test_a_plain_text_error_body_becomes_one_line(server):
+    from .fake_http import Reply
+
+    server.reply(Reply(502, {"content-type": "text/html"}, b"<html>\n<h1>502 Bad Gateway</h1>\n</html>\n"))
+    with pytest.raises(UpstreamError) as info:
+        imagine.ask("hi", "openai:gpt-4o-mini").text()
+    assert "\n" not in str(info.value) and "HTTP 502" in str(info.value)
+
+
+def test_one_line():
+    from imagine.engines.openai_compat import one_line
+
+    assert one_line(TRACEBACK) == "ValueError: response_format.type: Input should be 'text' or 'json_object'"
+    assert one_line("\n\n  first  line \nsecond") == "first line"
+    assert one_line("x" * 500, limit=10) == "x" * 9 + "…" and one_line("") == ""
+
+
+def test_a_server_that_sends_no_usage_leaves_it_unknown(server, imagine_home):
+    server.reply(sse_reply([chunk("ok"), chunk(finish="stop"), b"data: [DONE]\n\n"]))
+    resp = imagine.ask("hi", "openai:gpt-4o-mini")
+    assert resp.text() == "ok"
+    assert resp.usage.input_tokens is None and resp.usage.output_tokens is None
+    assert resp.usage.cost is None  # a priced model: without counts the cost is unknown, not $0
+    row = imagine.get_store().get(resp.id)
+    assert row["input_tokens"] is None and row["output_tokens"] is None and row["cost"] is None
+
+
+def test_unknown_usage_on_a_free_local_server_costs_nothing(monkeypatch, imagine_home):
+    with FakeServer() as srv:
+        imagine_home.mkdir(parents=True, exist_ok=True)
+        (imagine_home / "config.toml").write_text(f'[endpoints.box]\nkind = "openai"\nbase_url = "{srv.url}/v1"\n')
+        reset()
+        srv.reply(sse_reply([chunk("ok"), chunk(finish="stop"), b"data: [DONE]\n\n"]))
+        resp = imagine.ask("hi", "box:some-model")
+        assert resp.text() == "ok" and resp.usage.input_tokens is None and resp.usage.cost == 0.0
+
+
+def test_unknown_usage_shows_as_a_question_mark_in_the_cli(server, imagine_home):
+    from click.testing import CliRunner
+
+    from imagine.cli import cli
+
+    server.reply(sse_reply([chunk("ok"), chunk(finish="stop"), b"data: [DONE]\n\n"]))
+    resp = imagine.ask("hi", "openai:gpt-4o-mini")
+    resp.text()
+    shown = CliRunner().invoke(cli, ["logs", "show", resp.id])
+    assert shown.exit_code == 0 and "usage:         ? in / ? out" in shown.output
+    table = CliRunner().invoke(cli, ["logs"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "?/?" in table.output
+    costs = CliRunner().invoke(cli, ["logs", "--cost", "--json"])
+    assert json.loads(costs.output)[0]["uncounted"] == 1
+    server.reply(sse_reply([chunk("ok"), chunk(finish="stop"), b"data: [DONE]\n\n"]))
+    payload = CliRunner().invoke(cli, ["ask", "-m", "openai:gpt-4o-mini", "--json", "hi"])
+    assert json.loads(payload.output)["usage"] == {"input_tokens": None, "output_tokens": None}
+
+
+def test_usage_sums_treat_unknown_as_unknown():
+    from imagine.events import Usage
+
+    assert Usage(3, 4) + Usage(1, 1) == Usage(4, 5)
+    assert (Usage(3, 4) + Usage(None, None)).input_tokens is None
+    assert (Usage(None, 2) + Usage(None, 1)) == Usage(None, 3)
+    assert (Usage(cost=0.5) + Usage(None, None)).cost == 0.5  # a known cost is kept beside an unknown one
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_tools_in_the_openai_format_are_accepted(server):
+    calls = [[{"index": 0, "id": "call_1", "type": "function",
+               "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]]
+    server.reply(sse_reply([*(chunk(tool_calls=c) for c in calls), chunk(finish="tool_calls"), usage_chunk(20, 9)]))
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                               "parameters": WEATHER}}]
+    resp = imagine.ask("weather in Paris?", "openai:gpt-4o-mini", tools=tools)
+    assert [e for e in resp.events() if isinstance(e, ToolCall)] == [ToolCall("call_1", "get_weather",
+                                                                              {"city": "Paris"})]
+    assert server.requests[0].json["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather in a city", "parameters": WEATHER}}]
+
+
+@pytest.mark.parametrize(("tools", "field"), [
+    ([{"type": "function", "function": {"name": "a", "parameters": WEATHER}}, {"type": "function", "function": {}}],
+     "tools[1].function.name is missing"),
+    ([{"type": "function"}], "tools[0].function is missing"),
+    ([{"description": "no name"}], "tools[0].name is missing"),
+    ([{"name": "f", "parameters": "not a schema"}], "tools[0].parameters must be a JSON schema"),
+    ([{"type": "function", "function": {"name": 3}}], "tools[0].function.name must be a non-empty string"),
+    ([{"type": "web_search"}], "tools[0].type is 'web_search'"),
+    (["get_weather"], "tools[0] must be a dict"),
+    ({"name": "f"}, "tools must be a list"),
+])
+def test_malformed_tools_are_an_input_error_naming_the_field(server, tools, field):
+    with pytest.raises(InputError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        imagine.ask("weather?", "openai:gpt-4o-mini", tools=tools)
+    assert server.requests == []  # refused before anything was sent
+
+
+def test_every_tool_format_reaches_engines_in_one_shape():
+    from imagine.engine import normalize_tools
+
+    flat = {"name": "f", "description": "d", "parameters": WEATHER}
+    assert normalize_tools([flat]) == (flat,)
+    assert normalize_tools([{"type": "function", "function": flat}]) == (flat,)
+    assert normalize_tools([{"name": "f", "description": "d", "input_schema": WEATHER}]) == (flat,)  # Anthropic's
+    assert normalize_tools([{"type": "function", "name": "f", "description": "d", "parameters": WEATHER}]) == (flat,)
+    assert normalize_tools([{"name": "g"}]) == ({"name": "g", "description": "",
+                                                  "parameters": {"type": "object", "properties": {}}},)
+    request = Request(messages=(Message.user("x"),), model="m", options=imagine.get_registry().engine(
+        "mock").parse_options({}), tools=({"type": "function", "function": flat},))
+    assert request.tools == (flat,)

@@ -339,9 +339,14 @@ def logs(ctx: click.Context, count: int, as_json: bool, cost: bool) -> None:
         out = f"[red]{escape(text)}[/]" if row["error"] else escape(text)
         model = f"{row['engine']}:{row['model']}"
         table.add_row(row["id"], row["created"][5:19].replace("T", " "), model if len(model) <= 20 else model[:19] + "…",
-                      f"{row['input_tokens'] or 0}/{row['output_tokens'] or 0}",
+                      f"{_count(row['input_tokens'])}/{_count(row['output_tokens'])}",
                       f"{row['latency_ms'] or 0:.0f}", out)
     console.print(table)
+
+
+def _count(tokens: int | None) -> str:
+    """A logged token count; "?" when the engine could not say (None), never a made-up 0."""
+    return "?" if tokens is None else str(tokens)
 
 
 def _print_costs(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -356,8 +361,9 @@ def _print_costs(rows: list[dict[str, Any]], as_json: bool) -> None:
         table.add_column(column, justify="left" if column in ("day", "engine") else "right")
     for row in rows:
         priced = f"{row['cost']:.6f}" + (f" (+{row['unpriced']} unpriced)" if row["unpriced"] else "")
-        table.add_row(row["day"], row["engine"], str(row["responses"]), str(row["input_tokens"]),
-                      str(row["output_tokens"]), priced)
+        unknown = " +?" if row.get("uncounted") else ""  # some responses could not say how many tokens
+        table.add_row(row["day"], row["engine"], str(row["responses"]), f"{row['input_tokens']}{unknown}",
+                      f"{row['output_tokens']}{unknown}", priced)
     total = sum(r["cost"] for r in rows)
     table.add_row("", "total", str(sum(r["responses"] for r in rows)), "", "", f"{total:.6f}")
     Console().print(table)
@@ -424,7 +430,8 @@ def logs_show(response_id: str, as_json: bool) -> None:
     click.echo(f"id:            {row['id']}\nconversation:  {row['conversation_id']}\ntime:          {row['created']}")
     click.echo(f"model:         {row['engine']}:{row['model']}  ({row['engine_version']})")
     click.echo(f"options:       {json.dumps(row['options'])}")
-    click.echo(f"usage:         {row['input_tokens']} in / {row['output_tokens']} out · cost {row['cost']}")
+    click.echo(f"usage:         {_count(row['input_tokens'])} in / {_count(row['output_tokens'])} out · "
+               f"cost {row['cost']}")
     click.echo(f"latency:       {row['latency_ms']} ms (first token {row['ttft_ms']} ms) · {row['finish_reason']}")
     click.echo(f"routing:       {json.dumps(row['routing'])}")
     for message in row["input"]:

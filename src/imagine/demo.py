@@ -46,8 +46,8 @@ def run_demo(model: str | None = None) -> None:
     response = ask(TIPS, model, temperature=0, seed=7, max_tokens=160)
     for delta in response:
         print(delta, end="", flush=True)
-    usage = response.usage
-    print(f"\n[{response.engine.id}:{response.request.model} · {usage.output_tokens} tokens in "
+    tokens = "?" if response.usage.output_tokens is None else response.usage.output_tokens  # None: not reported
+    print(f"\n[{response.engine.id}:{response.request.model} · {tokens} tokens in "
           f"{time.perf_counter() - t0:.1f}s · first token after {(response.ttft_s or 0) * 1000:.0f} ms]")
     ids.append(response.id)
 

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import errors
 from ._bridge import iterate_sync, run_sync
-from .errors import ImagineError, OptionsError, SchemaError, UpstreamError
+from .errors import ImagineError, InputError, OptionsError, SchemaError, UpstreamError
 from .events import RESTART, Done, Error, Event, PartOut, Progress, TextDelta, Usage
 from .parts import Message, Modality, Part
 
-__all__ = ["Engine", "Locality", "Request", "Response", "new_id"]
+__all__ = ["Engine", "Locality", "Request", "Response", "new_id", "normalize_tools"]
 
 Locality = Literal["local", "cloud"]
 
@@ -145,9 +145,54 @@ class Request:
     want: Modality = Modality.TEXT
     tools: tuple[dict[str, Any], ...] = ()  # {"name", "description", "parameters": JSON schema}
 
+    def __post_init__(self) -> None:
+        if self.tools:  # engines see one shape, whatever format the caller used
+            object.__setattr__(self, "tools", normalize_tools(self.tools))
+
     @property
     def input_modalities(self) -> set[Modality]:
         return {m for msg in self.messages for m in msg.modalities}
+
+
+def normalize_tools(tools: Any) -> tuple[dict[str, Any], ...]:
+    """Tool definitions as `{"name", "description", "parameters"}`, the one shape engines read.
+
+    Accepted: that shape itself, OpenAI's `{"type": "function", "function": {...}}`, and Anthropic's
+    `{"name", "description", "input_schema"}`. A malformed definition is an InputError naming the field
+    (e.g. `tools[1].function.name is missing`), raised before any engine is called."""
+    if isinstance(tools, (str, bytes, dict)) or not hasattr(tools, "__iter__"):
+        raise InputError(f"tools must be a list of tool definitions, not {type(tools).__name__}",
+                         hint='each one {"name", "description", "parameters"} or OpenAI\'s {"type": "function", '
+                              '"function": {...}}')
+    out = []
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise InputError(f"{where} must be a dict, not {type(tool).__name__}")
+        kind = tool.get("type", "function")
+        if kind != "function":
+            raise InputError(f"{where}.type is {kind!r}: only function tools are supported")
+        spec: Any = tool
+        if "function" in tool or ("type" in tool and "name" not in tool):  # OpenAI's {"type", "function": {...}}
+            spec, where = tool.get("function"), f"{where}.function"
+            if not isinstance(spec, dict):
+                raise InputError(f"{where} is missing" if spec is None
+                                 else f"{where} must be a dict, not {type(spec).__name__}")
+        name = spec.get("name")
+        if name is None:
+            raise InputError(f"{where}.name is missing")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"{where}.name must be a non-empty string, not {name!r}")
+        description = spec.get("description")
+        if description is not None and not isinstance(description, str):
+            raise InputError(f"{where}.description must be a string, not {type(description).__name__}")
+        key = "parameters" if "parameters" in spec or "input_schema" not in spec else "input_schema"
+        parameters = spec.get(key)
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InputError(f"{where}.{key} must be a JSON schema (a dict), not {type(parameters).__name__}")
+        out.append({"name": name, "description": description or "",
+                    "parameters": parameters or {"type": "object", "properties": {}}})
+    return tuple(out)
 
 
 def _exception_for(event: Error) -> ImagineError:

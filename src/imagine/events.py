@@ -43,17 +43,26 @@ class Progress:
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens (or other units) consumed; cost in US dollars when the engine knows it."""
+    """Tokens (or other units) consumed; cost in US dollars when the engine knows it.
 
-    input_tokens: int = 0
-    output_tokens: int = 0
+    A token count is None when it is unknown (a server that reports no usage): never a made-up zero,
+    so costs and budgets stay honest. Adding usages adds the counts, and a sum with an unknown part is
+    unknown (None): a partial count would understate what was spent. Costs add the same way except that
+    an unknown cost beside a known one keeps the known part (None only when both are unknown)."""
+
+    input_tokens: int | None = 0
+    output_tokens: int | None = 0
     cost: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __add__(self, other: "Usage") -> "Usage":
-        cost = None if self.cost is None and other.cost is None else (self.cost or 0) + (other.cost or 0)
-        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+        cost = None if self.cost is None and other.cost is None else (self.cost or 0.0) + (other.cost or 0.0)
+        return Usage(_plus(self.input_tokens, other.input_tokens), _plus(self.output_tokens, other.output_tokens),
                      cost, {**self.extra, **other.extra})
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
 
 
 @dataclass(frozen=True)

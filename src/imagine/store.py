@@ -272,11 +272,13 @@ class Store:
         return float(row[0])
 
     def cost_by_engine_and_day(self, days: int = 30) -> list[dict[str, Any]]:
-        """Spend per (day, engine), newest day first: `imagine logs --cost`."""
+        """Spend per (day, engine), newest day first: `imagine logs --cost`. Token sums cover the responses
+        whose counts are known; `uncounted` says how many were not (NULL: the engine could not say)."""
         rows = self.conn.execute(
             "SELECT substr(created, 1, 10) AS day, engine, COUNT(*) AS responses, "
             "COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, "
-            "COALESCE(SUM(cost), 0) AS cost, SUM(cost IS NULL) AS unpriced FROM responses "
+            "COALESCE(SUM(cost), 0) AS cost, SUM(cost IS NULL) AS unpriced, "
+            "SUM(input_tokens IS NULL OR output_tokens IS NULL) AS uncounted FROM responses "
             "GROUP BY day, engine ORDER BY day DESC, cost DESC LIMIT ?", (days * 50,))
         return [dict(r) for r in rows]
 

