@@ -502,14 +502,20 @@ def test_one_line():
     assert one_line("x" * 500, limit=10) == "x" * 9 + "…" and one_line("") == ""
 
 
-def test_a_server_that_sends_no_usage_leaves_it_unknown(server, imagine_home):
-    server.reply(sse_reply([chunk("ok"), chunk(finish="stop"), b"data: [DONE]\n\n"]))
-    resp = imagine.ask("hi", "openai:gpt-4o-mini")
-    assert resp.text() == "ok"
-    assert resp.usage.input_tokens is None and resp.usage.output_tokens is None
-    assert resp.usage.cost is None  # a priced model: without counts the cost is unknown, not $0
-    row = imagine.get_store().get(resp.id)
-    assert row["input_tokens"] is None and row["output_tokens"] is None and row["cost"] is None
+def test_a_server_that_sends_no_usage_leaves_it_unknown(monkeypatch, imagine_home):
+    with FakeServer() as srv:
+        imagine_home.mkdir(parents=True, exist_ok=True)
+        (imagine_home / "config.toml").write_text(
+            f'[endpoints.box]\nkind = "openai"\nbase_url = "{srv.url}/v1"\nlocality = "cloud"\n'
+            '[endpoints.box.models.priced]\nprice_input = 1.0\nprice_output = 2.0\n')
+        reset()
+        srv.reply(sse_reply([chunk("ok"), chunk(finish="stop"), b"data: [DONE]\n\n"]))
+        resp = imagine.ask("hi", "box:priced")
+        assert resp.text() == "ok"
+        assert resp.usage.input_tokens is None and resp.usage.output_tokens is None
+        assert resp.usage.cost is None  # a priced model: without counts the cost is unknown, not $0
+        row = imagine.get_store().get(resp.id)
+        assert row["input_tokens"] is None and row["output_tokens"] is None and row["cost"] is None
 
 
 def test_unknown_usage_on_a_free_local_server_costs_nothing(monkeypatch, imagine_home):
@@ -596,3 +602,24 @@ def test_every_tool_format_reaches_engines_in_one_shape():
     request = Request(messages=(Message.user("x"),), model="m", options=imagine.get_registry().engine(
         "mock").parse_options({}), tools=({"type": "function", "function": flat},))
     assert request.tools == (flat,)
+
+
+def test_tool_choice_forces_a_named_tool(server):
+    server.reply(sse_reply([chunk(tool_calls=[{"index": 0, "id": "c1", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]), chunk(finish="tool_calls")]))
+    resp = imagine.ask("weather?", "openai:gpt-4o-mini", tools=[{"name": "get_weather", "parameters": WEATHER}],
+                       tool_choice="get_weather")
+    assert [e.name for e in resp.events() if isinstance(e, ToolCall)] == ["get_weather"]
+    assert server.requests[0].json["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    with pytest.raises(InputError, match="tool_choice names no tool given: 'nope'"):
+        imagine.ask("weather?", "openai:gpt-4o-mini", tools=[{"name": "get_weather"}], tool_choice="nope").text()
+    with pytest.raises(InputError, match="tool_choice needs tools"):
+        imagine.ask("weather?", "openai:gpt-4o-mini", tool_choice="auto").text()
+    assert len(server.requests) == 1
+
+
+def test_a_200_with_an_empty_stream_says_the_server_failed(server):
+    server.reply(sse_reply([]))
+    with pytest.raises(UpstreamError, match=r"accepted the request but sent no answer") as info:
+        imagine.ask("hi", "openai:gpt-4o-mini").text()
+    assert "\n" not in str(info.value) and "log says why" in str(info.value)
