@@ -40,7 +40,8 @@ def test_local_only_never_reaches_the_cloud(openai_server):
     assert openai_server.requests == []  # the fake provider got nothing
     assert response.routing["chosen"].startswith("llama-cpp:")
     dropped = {c["ref"]: c["reason"] for c in response.routing["candidates"] if not c["kept"]}
-    assert dropped["openai:gpt-4o-mini"].startswith("local_only")
+    default = imagine.get_registry().engine_class("openai").default_model
+    assert dropped[f"openai:{default}"].startswith("local_only")
 
 
 def test_cloud_500_falls_back_to_the_next_cloud_model(openai_server, imagine_home):

@@ -25,6 +25,7 @@ from ..config import EndpointSettings, ModelSpec
 from ..engine import Engine
 from ..errors import EngineUnavailable, InputError
 from ..parts import MediaPart, Modality, Part
+from ._catalog import catalog_specs, tier_models
 
 __all__ = ["CloudEngine", "CloudOptions", "data_url", "is_loopback"]
 
@@ -77,7 +78,10 @@ class CloudEngine(Engine):
     kind: ClassVar[str]  # wire protocol: "openai", "anthropic", "gemini"
     sdk: ClassVar[str]  # importable module of the official SDK
     endpoint: ClassVar[EndpointSettings]  # this engine's endpoint (built-in default or from config)
-    known_models: ClassVar[dict[str, ModelSpec]] = {}  # capabilities and list prices we ship with
+    known_models: ClassVar[dict[str, ModelSpec]] = {}  # capabilities and list prices (from the catalog)
+    catalog_provider: ClassVar[str | None] = None  # the provider's id in models.dev (built-in engines)
+    catalog_families: ClassVar[tuple[str, ...]] = ()  # model families offered by default; the first is the default
+    featured: ClassVar[tuple[str, ...]] = ()  # the models `auto` and `cloud` consider besides configured ones
     Options = CloudOptions  # type: ignore[assignment]
 
     # -- endpoints --------------------------------------------------------------------------------
@@ -93,7 +97,13 @@ class CloudEngine(Engine):
                    f"set locality in [endpoints.{name}] to be sure")
         else:
             why = f"API at {url}" if url else f"the provider's public {cls.kind} API"
-        known = cls.known_models if name == cls.id else {}  # a vLLM box does not serve gpt-4o
+        known: dict[str, ModelSpec] = {}
+        featured: tuple[str, ...] = ()
+        default = cls.default_model
+        if name == cls.id:  # a vLLM box does not serve gpt-4o: the catalog is for the provider's own API
+            known = {**cls.known_models, **cls.catalog()}
+            featured = tuple(tier_models(cls.catalog_provider, cls.catalog_families)) if cls.catalog_provider else ()
+            default = featured[0] if featured else default
         specs = {**known, **endpoint.models}
         # an endpoint that lists no models is assumed to chat in text only: declare models to send it media
         inputs = frozenset().union(*(_modalities(s.inputs) for s in specs.values())) if specs \
@@ -102,11 +112,19 @@ class CloudEngine(Engine):
             else frozenset({Modality.TEXT})
         attrs = {"id": name, "endpoint": endpoint, "locality": locality, "locality_reason": why,
                  "inputs": inputs, "outputs": outputs,
-                 "default_model": endpoint.default_model or cls.default_model,
-                 "known_models": known,
+                 "default_model": endpoint.default_model or default,
+                 "known_models": known, "featured": featured,
                  "description": cls.description if not endpoint.base_url and name == cls.id
                  else f"{cls.kind}-compatible endpoint {display_url(endpoint.base_url) if endpoint.base_url else ''}"}
         return type(f"{cls.__name__}_{name}", (cls,), attrs)
+
+    @classmethod
+    def catalog(cls) -> dict[str, ModelSpec]:
+        """The provider's chat models from models.dev, limited to what this wire protocol carries."""
+        if not cls.catalog_provider:
+            return {}
+        return catalog_specs(cls.catalog_provider, tuple(sorted(cls.features)),
+                             tuple(sorted(m.value for m in cls.inputs)), tuple(sorted(m.value for m in cls.outputs)))
 
     @classmethod
     def api_key(cls) -> str | None:
@@ -143,7 +161,7 @@ class CloudEngine(Engine):
         return self.endpoint.models.get(model) or self.known_models.get(model)
 
     def models(self) -> list[str]:
-        names = list(dict.fromkeys([self.default_model, *self.endpoint.models, *self.known_models]))
+        names = list(dict.fromkeys([self.default_model, *self.endpoint.models, *self.featured]))
         return [n for n in names if n]
 
     def capabilities(self, model: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:

