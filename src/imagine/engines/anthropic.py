@@ -93,6 +93,15 @@ class AnthropicEngine(CloudEngine):
         super().__init__(settings)
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.close())
 
+    async def fetch_model_ids(self) -> list[str]:
+        import anthropic
+
+        async with self._clients.use() as client:
+            try:
+                return [m.id async for m in client.models.list(limit=1000)]
+            except anthropic.AnthropicError as exc:
+                raise UpstreamError(f"could not list the models of {self.id}: {exc}") from None
+
     def _make_client(self) -> Any:
         import anthropic
 

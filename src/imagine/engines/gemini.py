@@ -76,6 +76,14 @@ class GeminiEngine(CloudEngine):
         super().__init__(settings)
         self._clients: PerLoop[Any] = PerLoop(self._make_client, lambda client: client.aio.aclose())
 
+    async def fetch_model_ids(self) -> list[str]:
+        async with self._clients.use() as client:
+            try:
+                pager = await client.aio.models.list()
+                return [str(m.name).removeprefix("models/") async for m in pager if m.name]
+            except Exception as exc:  # the SDK's APIError tree and transport errors
+                raise UpstreamError(f"could not list the models of {self.id}: {type(exc).__name__}: {exc}") from None
+
     def _make_client(self) -> Any:
         from google import genai
         from google.genai import types

@@ -66,8 +66,9 @@ def forget_response_formats() -> None:
 
 
 def one_line(message: str, limit: int = 300) -> str:
-    """A server's error text as one line: the exception line of a Python traceback, else the first
-    non-blank line; whitespace collapsed and cut to `limit` characters."""
+    """A server's error text as one line: the exception line of a Python traceback, the first error of a
+    pydantic "N validation errors" dump (`field: problem`), else the first non-blank line; whitespace
+    collapsed and cut to `limit` characters."""
     lines = [line for line in message.splitlines() if line.strip()]
     if not lines:
         return ""
@@ -166,6 +167,16 @@ class OpenAICompatEngine(CloudEngine):
     @classmethod
     def default_endpoint(cls) -> EndpointSettings:
         return EndpointSettings(kind="openai", key_env="OPENAI_API_KEY", base_url=os.environ.get("OPENAI_BASE_URL"))
+
+    async def fetch_model_ids(self) -> list[str]:
+        import openai
+
+        async with self._clients.use() as client:
+            try:
+                return [m.id async for m in client.models.list()]
+            except openai.OpenAIError as exc:
+                raise UpstreamError(f"could not list the models of {self.id} ({self.url}): {one_line(str(exc))}") \
+                    from None
 
     def _make_client(self) -> openai.AsyncOpenAI:
         """The SDK client, made on first use (so a missing key fails only when used). No SDK retries:
