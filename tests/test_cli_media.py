@@ -15,8 +15,8 @@ from .test_cli import assert_one_line_error, run
 @pytest.fixture
 def spoken_wav(tmp_path, imagine_home):
     wav = tmp_path / "speech.wav"
-    proc = run("speak", "--voice", "en-us", "-o", "rate=160", "Good morning, this is a test.", "-O", str(wav),
-               home=imagine_home)
+    proc = run("speak", "-m", "espeak", "--voice", "en-us", "-o", "rate=160", "Good morning, this is a test.",
+               "-O", str(wav), home=imagine_home)
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout
     return wav

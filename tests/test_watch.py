@@ -18,7 +18,7 @@ SPEECH = [(0.5, "Hello and welcome to the show."), (3.6, "Here are the results f
 
 
 def spoken(text: str) -> np.ndarray:
-    audio = next(p for p in speak(text, log=False).parts if isinstance(p, Audio))
+    audio = next(p for p in speak(text, "espeak", log=False).parts if isinstance(p, Audio))  # deterministic
     samples, _ = audio.samples(RATE)
     return samples
 

@@ -102,27 +102,54 @@ def transcribe(file: str, model: str | None, options: tuple[str, ...], fmt: str,
     _emit(body, out, f"{Path(file).stem}.{ 'txt' if fmt == 'text' else fmt}")
 
 
+def _print_voices(model: str | None) -> None:
+    """`speak --voices`: the voices of the engine -m names, else of each speech engine installed, grouped,
+    the default first."""
+    from . import tasks
+    from .registry import get_registry
+
+    registry = get_registry()
+    if model:
+        engines: list[Any] = [registry.engine(model.partition(":")[0])]
+        if not hasattr(engines[0], "list_voices"):
+            raise click.UsageError(f"engine {engines[0].id} cannot list voices")
+    else:
+        default = tasks.task_default("speak")
+        ids = [default, *(e for e in (tasks.TASK_DEFAULTS["speak"], *tasks.TASK_FALLBACKS["speak"]) if e != default)]
+        engines = [e for e in (_available(registry, i) for i in ids) if hasattr(e, "list_voices")]
+    for i, engine in enumerate(engines):
+        if len(engines) > 1:
+            click.echo(("\n" if i else "") + f"{engine.id}" + (" (default)" if i == 0 else "") + ":")
+        for v in engine.list_voices():
+            extra = v.get("source") or v.get("identifier", "")
+            click.echo(f"{v['name']:<28} {', '.join(v['languages']):<16} {v['gender']:<8} {extra}".rstrip())
+
+
+def _available(registry: Any, engine_id: str) -> Any:
+    from .errors import EngineNotFound, EngineUnavailable
+
+    try:
+        return registry.engine(engine_id)
+    except (EngineNotFound, EngineUnavailable):
+        return None
+
+
 @cli.command()
 @click.argument("text", nargs=-1)
 @MODEL
 @OPTIONS
 @click.option("--voice", help="Voice name (see --voices).")
-@click.option("--voices", "list_voices", is_flag=True, help="List the voices and exit.")
+@click.option("--voices", "list_voices", is_flag=True, help="List the voices (of -m's engine, else of every "
+              "speech engine) and exit.")
 @click.option("-O", "--out", help="WAV file to write (default: ./speech-<id>.wav).")
 def speak(text: tuple[str, ...], model: str | None, options: tuple[str, ...], voice: str | None,
           list_voices: bool, out: str | None) -> None:
-    """Speak TEXT (or stdin) to a WAV file."""
+    """Speak TEXT (or stdin) to a WAV file (default voice: Piper's; -m espeak for 100+ languages)."""
     from . import tasks
     from .parts import Audio
 
     if list_voices:
-        from .registry import get_registry
-
-        engine: Any = get_registry().engine((model or tasks.TASK_DEFAULTS["speak"]).partition(":")[0])
-        if not hasattr(engine, "list_voices"):
-            raise click.UsageError(f"engine {engine.id} cannot list voices")
-        for v in engine.list_voices():
-            click.echo(f"{v['name']:<28} {', '.join(v['languages']):<16} {v['gender']}")
+        _print_voices(model)
         return
     words = " ".join(text)
     if not words and not sys.stdin.isatty():

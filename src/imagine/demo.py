@@ -92,7 +92,7 @@ def _draw_sign(path: Path) -> None:
 
 
 def _media_round_trip(text: str, folder: Path) -> Path:
-    """espeak speaks the summary, whisper transcribes it back, OCR reads a drawn sign."""
+    """The default voice (Piper) speaks the summary, whisper transcribes it back, OCR reads a drawn sign."""
     from .parts import Audio
     from .tasks import read_text, speak, transcribe
 
@@ -102,7 +102,8 @@ def _media_round_trip(text: str, folder: Path) -> Path:
     audio = next(p for p in spoken.parts if isinstance(p, Audio))
     wav = folder / "summary.wav"
     wav.write_bytes(audio.data)
-    print(f"espeak  → {wav} ({spoken.usage.extra.get('seconds', audio.duration):.1f} s of speech)")
+    voice = spoken.answered_by[0].id  # piper, or espeak where piper is not installed
+    print(f"{voice:<7} → {wav} ({spoken.usage.extra.get('seconds', audio.duration):.1f} s of speech)")
     heard = transcribe(wav).text().strip()
     print(f"whisper → {heard}")
 

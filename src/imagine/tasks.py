@@ -203,8 +203,29 @@ def aask(prompt: PromptLike = None, model: str | None = None, **kwargs: Any) -> 
 MediaLike = str | os.PathLike[str] | bytes | Part
 
 # The engine each task uses when no model (or `auto`) is named.
-TASK_DEFAULTS = {"transcribe": "whisper", "speak": "espeak", "detect_speech": "silero-vad",
+TASK_DEFAULTS = {"transcribe": "whisper", "speak": "piper", "detect_speech": "silero-vad",
                  "read_text": "rapidocr", "embed": "minilm", "embed_image": "clip"}
+# Where a task's default cannot run here (its package or bundled model is not installed), the first of
+# these that can: Piper's voice is the better one, espeak the one that is there almost everywhere.
+TASK_FALLBACKS: dict[str, tuple[str, ...]] = {"speak": ("espeak",)}
+
+
+def task_default(task: str, registry: Registry | None = None) -> str:
+    """The engine `task` uses when no model is named: its default if that can run here, else the first
+    fallback that can, else the default anyway (so the error names what to install for it)."""
+    from .errors import EngineNotFound, EngineUnavailable
+
+    registry = registry or get_registry()
+    for engine_id in (TASK_DEFAULTS[task], *TASK_FALLBACKS.get(task, ())):
+        try:
+            engine = registry.engine(engine_id)
+            engine.check_model(engine.default_model)
+        except (EngineNotFound, EngineUnavailable):
+            continue
+        return engine_id
+    return TASK_DEFAULTS[task]
+
+
 # Image parts with these names play a role in an image request rather than being the image itself.
 MASK, CONTROL = "mask", "control"
 
@@ -228,11 +249,12 @@ def transcribe(audio: MediaLike, model: str | None = None, *, log: bool | None =
 
 
 def speak(text: str, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
-    """Text to speech; `.parts[0]` is the Audio (WAV). Options such as voice= and rate= go to the engine."""
+    """Text to speech; `.parts[0]` is the Audio (WAV). Options such as voice= go to the engine. The default
+    voice is Piper's (espeak where Piper is not installed); `model="espeak"` for its 100+ languages."""
     if not isinstance(text, str) or not text.strip():
         raise InputError("nothing to speak: the text is empty")
-    return respond([Message.user(text)], model, want=Modality.AUDIO, task_default=TASK_DEFAULTS["speak"],
-                   options=options, log=log)
+    default = task_default("speak") if model is None or model.strip() in ("", "auto") else None
+    return respond([Message.user(text)], model, want=Modality.AUDIO, task_default=default, options=options, log=log)
 
 
 def detect_speech(audio: MediaLike, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
