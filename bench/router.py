@@ -181,7 +181,8 @@ def cascade(n_tasks: int) -> None:
     rows = [("local only", dict(model="llama-cpp")),
             ("cloud only", dict(model="oracle")),
             ("cascade, schema check", dict(model="auto", policy=Policy(cascade=True, check="schema"))),
-            ("cascade, self-check", dict(model="auto", policy=Policy(cascade=True, check="self_check")))]
+            ("cascade, self-check", dict(model="auto", policy=Policy(cascade=True, check="self_check"))),
+            ("cascade, confidence", dict(model="auto", policy=Policy(cascade=True, check="confidence")))]
     for label, kwargs in rows:
         accuracy, share, seconds = run(task_set, **kwargs)
         print(f"  {label:<22}: accuracy {accuracy:5.0%}   kept local {share:5.0%}   {seconds:5.1f} s")

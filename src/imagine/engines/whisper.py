@@ -8,8 +8,9 @@ model (`model.bin`, `config.json`, `tokenizer.json`), or a faster-whisper size o
 Audio and the sound track of videos are decoded through the part (limits enforced while decoding).
 Whisper invents words where there is no speech ("You", "Thank you." over silence, noise or music), and
 whether its own no-speech rule catches them hangs on a log-probability near its threshold, which differs
-from CPU to CPU. So by default only what Silero VAD (the bundled ONNX model) calls speech reaches Whisper:
-audio with no speech in it never reaches the decoder, and timestamps are mapped back to the original audio.
+from CPU to CPU. So by default Silero VAD (the ONNX model faster-whisper ships) gates the decoder: audio in
+which it finds no speech is not decoded at all, and a segment that overlaps none of its speech is dropped.
+Whisper still hears the whole recording, so segments keep breaking at pauses and keep their own times.
 
 Each model is loaded once per process. Decoding runs in a worker thread that hands each segment to the
 event loop as soon as it is transcribed, so text streams; leaving the stream stops the worker.
@@ -54,6 +55,30 @@ def bundled_tiny_en_path() -> Path | None:
     return None
 
 
+MIN_OVERLAP = 0.1  # seconds of VAD speech a segment must overlap to be kept
+
+
+def _speech_spans(samples: Any, min_silence_ms: int) -> list[tuple[float, float]]:
+    """(start, end) seconds of speech by Silero VAD, through faster-whisper's own copy of the model."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    found = get_speech_timestamps(samples, VadOptions(min_silence_duration_ms=min_silence_ms))
+    return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in found]
+
+
+def _overlap(start: float, end: float, spans: list[tuple[float, float]]) -> float:
+    return sum(max(0.0, min(end, e) - max(start, s)) for s, e in spans)
+
+
+def _tighten(start: float, end: float, spans: list[tuple[float, float]]) -> tuple[float, float]:
+    """A segment's times narrowed to the VAD speech it overlaps: Whisper stretches a segment over the
+    silence before or after it (a sentence after 3 s of silence "starts" at 0.0)."""
+    touched = [(s, e) for s, e in spans if min(end, e) > max(start, s)]
+    if not touched:
+        return start, end
+    return max(start, touched[0][0]), min(end, touched[-1][1])
+
+
 def _local_path(model: str) -> Path | None:
     """The folder `model` names when it is a path rather than a size or repo id (OWNER/NAME)."""
     path = Path(model).expanduser()
@@ -92,10 +117,13 @@ class WhisperEngine(Engine):
         beam_size: int = Field(default=5, ge=1, le=10, description="1 = greedy (fastest); 5 as faster-whisper")
         temperature: float = Field(default=0.0, ge=0, le=1, description="0 = deterministic")
         word_timestamps: bool = Field(default=False, description="add per-word times to each segment")
-        vad_filter: bool = Field(default=True, description="transcribe only what the bundled Silero VAD calls "
-                                 "speech (timestamps stay on the original timeline); off, Whisper may invent "
-                                 "words in silence, noise and music")
-        vad_min_silence_ms: int = Field(default=500, ge=0, description="silence that splits speech (vad_filter)")
+        vad_gate: bool = Field(default=True, description="keep only what the bundled Silero VAD calls speech: "
+                               "audio without speech is not decoded, and segments that overlap no speech are "
+                               "dropped (off, Whisper may invent words in silence, noise and music)")
+        vad_filter: bool = Field(default=False, description="also cut the non-speech out before decoding (faster "
+                                 "over long pauses; a segment may then run across a pause)")
+        vad_min_silence_ms: int = Field(default=500, ge=0, description="silence that splits speech (vad_gate, "
+                                        "vad_filter)")
         initial_prompt: str | None = Field(default=None, description="vocabulary or style hint for the decoder; "
                                            "a text part in the message is used when this is unset")
 
@@ -215,19 +243,25 @@ class WhisperEngine(Engine):
             kwargs["vad_parameters"] = {"min_silence_duration_ms": opts.vad_min_silence_ms}
 
         def produce(emit: Callable[[Any], None], stop: threading.Event) -> Any:
-            """Runs in a worker thread: decode segment by segment, checking for a stop between them.
-            Returns faster-whisper's info (language and its probability)."""
+            """Runs in a worker thread: find the speech, decode segment by segment, checking for a stop
+            between them. Returns (faster-whisper's info or None when nothing was decoded, speech seconds)."""
+            spans = _speech_spans(samples, opts.vad_min_silence_ms) if opts.vad_gate else None
+            if spans == []:
+                return None, 0.0  # no speech: nothing for Whisper to invent words over
             segments, info = whisper.transcribe(samples, **kwargs)
+            speech = sum(e - s for s, e in spans) if spans is not None else float(info.duration_after_vad)
             try:
                 for segment in segments:
                     if not any(ch.isalnum() for ch in segment.text):
                         continue  # ". . ." decoded from silence or noise: not a transcript
-                    emit(segment)
+                    if spans is not None and _overlap(segment.start, segment.end, spans) < MIN_OVERLAP:
+                        continue  # words where the VAD hears no speech: invented
+                    emit((segment, _tighten(segment.start, segment.end, spans) if spans else None))
                     if stop.is_set():
                         break
             finally:
                 segments.close()
-            return info
+            return info, speech
 
         duration = len(samples) / SAMPLE_RATE
         items: list[Segment] = []
@@ -235,17 +269,18 @@ class WhisperEngine(Engine):
         try:
             async for item in stream_from_thread(produce):
                 if isinstance(item, Finished):
-                    info = item.value
+                    info, speech = item.value
                     yield PartOut(Segments(items))
-                    yield PartOut(Data({"language": info.language,
-                                        "language_probability": round(float(info.language_probability), 4),
-                                        "duration": round(duration, 3),
-                                        "speech_seconds": round(float(info.duration_after_vad), 3)}))
+                    yield PartOut(Data({"language": info.language if info else language,
+                                        "language_probability": round(float(info.language_probability), 4)
+                                        if info else None,
+                                        "duration": round(duration, 3), "speech_seconds": round(speech, 3)}))
                     yield Usage(input_tokens=0, output_tokens=tokens, cost=0.0,
                                 extra={"audio_seconds": round(duration, 3)})
                     yield Done("stop")
                     continue
-                items.append(self._segment(item, opts.word_timestamps, duration))
+                item, bounds = item
+                items.append(self._segment(item, opts.word_timestamps, duration, bounds))
                 tokens += len(item.tokens)  # all tokens generated, timestamp tokens included
                 piece = item.text if emitted else item.text.lstrip()  # segments carry a leading space
                 if piece:
@@ -258,16 +293,19 @@ class WhisperEngine(Engine):
             raise UpstreamError(f"faster-whisper failed: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
-    def _segment(segment: Any, words: bool, duration: float) -> Segment:
+    def _segment(segment: Any, words: bool, duration: float, bounds: tuple[float, float] | None = None) -> Segment:
         """faster-whisper's segment as an imagine Segment: plain floats (it logs as JSON), and times
-        clamped to the audio, since Whisper's 20 ms timestamp grid can overshoot the last sample."""
+        clamped to the audio (Whisper's 20 ms timestamp grid can overshoot the last sample) and to the
+        speech the VAD found in it (`bounds`), words included."""
+        start, end = bounds or (segment.start, segment.end)
+        low, high = max(0.0, float(start)), min(duration, float(end))
 
         def at(seconds: Any) -> float:
-            return round(min(max(float(seconds), 0.0), duration), 3)
+            return round(min(max(float(seconds), low), high), 3)
 
         meta: dict[str, Any] = {"avg_logprob": round(float(segment.avg_logprob), 4),
                                 "no_speech_prob": round(float(segment.no_speech_prob), 4)}
         if words:
             meta["words"] = [{"start": at(w.start), "end": at(w.end), "word": w.word.strip(),
                               "probability": round(float(w.probability), 4)} for w in segment.words or ()]
-        return Segment(at(segment.start), at(segment.end), segment.text.strip(), meta)
+        return Segment(at(start), at(end), segment.text.strip(), meta)
