@@ -159,16 +159,18 @@ def _spell(number: int) -> str:
     return f"{_spell(thousands)} thousand" + (f" {_spell(rest)}" if rest else "")
 
 
-def _words(text: str) -> list[str]:
-    """Lower-case words without punctuation; numbers written in digits are spelled out (Whisper's English
-    normaliser does the same), so a transcript is not penalised for writing "7" for "seven"."""
-    text = re.sub(r"\d+", lambda m: f" {_spell(int(m.group()))} " if len(m.group()) <= 4 else m.group(), text)
+def _words(text: str, spell_numbers: bool = True) -> list[str]:
+    """Lower-case words without punctuation; with `spell_numbers`, numbers written in digits are spelled out
+    (Whisper's English normaliser does the same), so a transcript is not penalised for "7" for "seven"."""
+    if spell_numbers:
+        text = re.sub(r"\d+", lambda m: f" {_spell(int(m.group()))} " if len(m.group()) <= 4 else m.group(), text)
     return re.sub(r"[^\w\s']", " ", text.lower()).replace("'", "").split()
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level edit distance over the reference length, ignoring case and punctuation."""
-    ref, hyp = _words(reference), _words(hypothesis)
+def wer(reference: str, hypothesis: str, *, spell_numbers: bool = True) -> float:
+    """Word error rate: word-level edit distance over the reference length, ignoring case and punctuation
+    (and, unless `spell_numbers` is off, how numbers are written)."""
+    ref, hyp = _words(reference, spell_numbers), _words(hypothesis, spell_numbers)
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import threading
 
@@ -22,6 +21,7 @@ from imagine.engines.piper import PiperEngine, SpeechChunk, bundled_voice_path  
 from imagine.events import Done, PartOut, Progress, Usage  # noqa: E402
 from imagine.tasks import speak, task_default, transcribe  # noqa: E402
 
+from .speech_fixtures import wer  # noqa: E402
 from .test_cli import run  # noqa: E402
 
 BUNDLED = bundled_voice_path()
@@ -330,24 +330,9 @@ SENTENCES = [
 ]
 
 
-def strict_words(text: str) -> list[str]:
-    """Lower case, punctuation dropped; nothing else (no number or spelling normalisation)."""
-    return re.sub(r"[^\w\s']", " ", text.lower()).replace("'", "").split()
-
-
-def strict_wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = strict_words(reference), strict_words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
-
-
 def test_round_trip_word_error_rate():
     heard = [transcribe(speak(s, log=False).parts[0], "whisper", temperature=0, log=False).text()
              for s in SENTENCES]
-    rate = strict_wer(" ".join(SENTENCES), " ".join(heard))
+    rate = wer(" ".join(SENTENCES), " ".join(heard), spell_numbers=False)  # no normalisation but case, punctuation
     detail = "\n".join(f"{r!r} -> {h!r}" for r, h in zip(SENTENCES, heard))
     assert rate <= 0.12, f"WER {rate:.3f}\n{detail}"
