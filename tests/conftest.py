@@ -12,6 +12,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("IMAGINE_MODEL", None)
 
+# skip_guard: a skip that an install failure explains fails the session (IMAGINE_ALLOW_SKIPS=1 to allow);
+# pytester: the guard's own test runs pytest inside pytest.
+pytest_plugins = ["pytester", "tests.helpers.skip_guard"]
+
 
 @pytest.fixture(autouse=True, scope="module")
 def torch_one_thread() -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""The `anthropic` engine against a real HTTP server on loopback (tests/fake_http.py): the official SDK
+"""The `anthropic` engine against a real HTTP server on loopback (tests/helpers/fake_http.py): the official SDK
 makes real requests and parses real server-sent events; the tests check what the server received and
 what imagine made of the reply."""
 
@@ -20,8 +20,8 @@ import imagine  # noqa: E402
 from imagine import EngineUnavailable, InputError, OptionsError, ToolCall, UpstreamError  # noqa: E402
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
 
-from .fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
-from .test_parts import png_bytes  # noqa: E402
+from .helpers.fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
+from .helpers.media import png_bytes  # noqa: E402
 
 KEY = "sk-ant-test-SECRET-4242"
 MODEL = "claude-3-5-haiku-latest"

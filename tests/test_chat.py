@@ -7,7 +7,7 @@ import pytest
 import imagine
 from imagine.chat import ChatSession
 
-from .test_parts import png_bytes
+from .helpers.media import png_bytes
 
 
 def scripted(lines):

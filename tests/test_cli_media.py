@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from .media_fixtures import make_video, slide
-from .test_cli import assert_one_line_error, run
+from .helpers.cli import assert_one_line_error, run
+from .helpers.media import make_video, slide
 
 
 @pytest.fixture

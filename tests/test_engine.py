@@ -152,7 +152,7 @@ def test_conversation_continues_from_the_log(mock_engine):
 
 
 def test_attached_image_is_stored_once(mock_engine, tmp_path):
-    from tests.test_parts import png_bytes
+    from .helpers.media import png_bytes
 
     path = tmp_path / "red.png"
     path.write_bytes(png_bytes())

@@ -1,4 +1,4 @@
-"""The `gemini` engine against a real HTTP server on loopback (tests/fake_http.py): the official
+"""The `gemini` engine against a real HTTP server on loopback (tests/helpers/fake_http.py): the official
 google-genai SDK makes real requests (POST .../models/MODEL:streamGenerateContent?alt=sse) and parses
 real `data: {json}` server-sent events; the tests check what the server received and what imagine made
 of the reply."""
@@ -20,8 +20,8 @@ import imagine  # noqa: E402
 from imagine import EngineUnavailable, InputError, ToolCall, UpstreamError  # noqa: E402
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
 
-from .fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
-from .test_parts import png_bytes, wav_bytes  # noqa: E402
+from .helpers.fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
+from .helpers.media import png_bytes, wav_bytes  # noqa: E402
 
 KEY = "AIza-test-SECRET-4242"
 MODEL = "gemini-2.0-flash"

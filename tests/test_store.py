@@ -6,7 +6,7 @@ import sqlite3
 from imagine import Image, Message, Text
 from imagine.store import MIGRATIONS, Store
 
-from .test_parts import png_bytes
+from .helpers.media import png_bytes
 
 
 def test_migrates_from_empty(tmp_path):

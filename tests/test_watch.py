@@ -9,8 +9,8 @@ from imagine import Audio, Video
 from imagine.tasks import speak
 from imagine.watch import timeline_text, watch
 
-from .media_fixtures import make_video, slide
-from .speech_fixtures import wer
+from .helpers.media import make_video, slide
+from .helpers.speech import wer
 
 RATE = 16000
 SLIDES = [(3.0, "Welcome", (200, 60, 60)), (3.0, "Results 2026", (60, 140, 60)), (2.0, "Thank you", (60, 60, 200))]

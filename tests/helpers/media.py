@@ -1,13 +1,31 @@
-"""Reproducible media for tests: slides with text (Pillow) and a sound track, muxed into MP4 with PyAV."""
+"""Reproducible media for tests: small PNG and WAV bytes; slides with text (Pillow) and a sound track, muxed
+into MP4 with PyAV."""
 
 from __future__ import annotations
 
 import io
+import wave
 from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
 from PIL import Image as PILImage, ImageDraw, ImageFont
+
+
+def png_bytes(size=(8, 6), color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    PILImage.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def wav_bytes(seconds=0.1, rate=8000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x00" * int(seconds * rate))
+    return buf.getvalue()
 
 
 def slide(text: str, colour: tuple[int, int, int], size: tuple[int, int] = (640, 360)) -> PILImage.Image:
