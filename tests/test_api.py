@@ -10,6 +10,8 @@ EXPECTED = {
     "PartOut", "Progress", "Registry", "Request", "Response", "SchemaError", "Segment", "Segments", "Settings",
     "Store", "StoreError", "Text", "TextDelta", "ToolCall", "UpstreamError", "Usage", "Vector", "Video",
     "__version__", "aask", "ask", "get_registry", "get_settings", "get_store", "load_part", "load_settings",
+    # the Client and the multimodal half of the API
+    "Client", "default_client", "transcribe", "speak", "detect_speech", "read_text", "embed", "see", "draw", "edit",
 }
 
 
@@ -42,3 +44,17 @@ def test_lazy_names_resolve_to_their_modules():
 
     with pytest.raises(AttributeError):
         imagine.not_a_name  # noqa: B018
+
+
+def test_every_task_is_public_and_lazy():
+    """`imagine.transcribe` works, and `import imagine` alone loads no task, engine or heavy library."""
+    import subprocess
+    import sys
+
+    code = ("import sys, imagine\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('imagine.') or m in ('numpy', 'torch', 'pydantic'))\n"
+            "print(loaded)\n"
+            "print(imagine.transcribe.__module__, imagine.speak.__name__, imagine.Client.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]", out[0]
+    assert out[1] == "imagine.tasks speak Client"

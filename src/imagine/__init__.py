@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` pays only for the CLI
+    from .client import Client, default_client
     from .config import Settings, get_settings, load_settings
     from .engine import Engine, Request, Response
     from .errors import (
@@ -35,9 +36,11 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
     from .parts import Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, Vector, Video, load_part
     from .registry import Registry, get_registry
     from .store import Store
-    from .tasks import aask, ask, get_store
+    from .tasks import (aask, ask, detect_speech, draw, edit, embed, get_store, read_text, see, speak,
+                        transcribe)
 
 _HOMES = {
+    "client": ("Client", "default_client"),
     "config": ("Settings", "get_settings", "load_settings"),
     "engine": ("Engine", "Request", "Response"),
     "errors": ("BudgetExceeded", "ConfigError", "EngineNotFound", "EngineUnavailable", "ImagineError", "InputError",
@@ -48,7 +51,8 @@ _HOMES = {
               "Video", "load_part"),
     "registry": ("Registry", "get_registry"),
     "store": ("Store",),
-    "tasks": ("aask", "ask", "get_store"),
+    "tasks": ("aask", "ask", "detect_speech", "draw", "edit", "embed", "get_store", "read_text", "see", "speak",
+              "transcribe"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -74,6 +78,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Audio",
     "BudgetExceeded",
+    "Client",
     "ConfigError",
     "Data",
     "Done",
@@ -114,9 +119,18 @@ __all__ = [
     "__version__",
     "aask",
     "ask",
+    "default_client",
+    "detect_speech",
+    "draw",
+    "edit",
+    "embed",
     "get_registry",
     "get_settings",
     "get_store",
     "load_part",
     "load_settings",
+    "read_text",
+    "see",
+    "speak",
+    "transcribe",
 ]

@@ -23,7 +23,7 @@ from . import errors
 from ._bridge import iterate_sync, run_sync
 from .errors import ImagineError, InputError, OptionsError, SchemaError, UpstreamError
 from .events import RESTART, Done, Error, Event, PartOut, Progress, TextDelta, Usage
-from .parts import Message, Modality, Part
+from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part
 
 __all__ = ["Engine", "Locality", "Request", "Response", "new_id", "normalize_tools"]
 
@@ -99,6 +99,10 @@ class Engine:
         """(inputs, outputs, features) of one model; engines whose models differ override this."""
         return self.inputs, self.outputs, self.features
 
+    def explain_misfit(self, model: str, needed: frozenset[Modality], want: Modality) -> None:
+        """Raise an InputError that says why `model` cannot take a request of this shape, where the engine
+        knows better than "does not produce audio" (the router asks before refusing a named model)."""
+
     def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, images: int = 0,
                       audio_seconds: float = 0.0) -> float | None:
         """US dollars for a call of this size, None when unknown; local engines cost nothing."""
@@ -144,6 +148,7 @@ class Request:
     schema: dict[str, Any] | None = None
     want: Modality = Modality.TEXT
     tools: tuple[dict[str, Any], ...] = ()  # {"name", "description", "parameters": JSON schema}
+    limits: Limits = DEFAULT_LIMITS  # decoded-media caps from the caller's settings (engines read these, not globals)
 
     def __post_init__(self) -> None:
         if self.tools:  # engines see one shape, whatever format the caller used
@@ -209,13 +214,15 @@ class Response:
     `for delta in r` / `async for delta in r` stream text; `r.text()` or `await r` run it to the end.
     """
 
-    engine: Engine
+    engine: Engine  # the plan's first engine; `answered_by` names the one that answered after a fallback
     request: Request
     schema_model: type[BaseModel] | None = None
     on_finish: Callable[["Response"], None] | None = None
     conversation_id: str | None = None
     id: str = field(default_factory=new_id)
     model_ref: str = ""
+    decision: Any = None  # the router's Decision: candidates, attempts, the one that answered
+    source: Engine | None = None  # what streams the events (the plan's executor); the engine itself if None
 
     events_seen: list[Event] = field(default_factory=list, init=False)
     error: ImagineError | None = field(default=None, init=False)
@@ -241,7 +248,7 @@ class Response:
         self._state = "running"
         self.started_at = time.time()
         t0 = time.perf_counter()
-        stream = self.engine.stream(self.request)
+        stream = (self.source or self.engine).stream(self.request)
         try:
             async for event in stream:
                 if self.ttft_s is None and isinstance(event, (TextDelta, PartOut)):
@@ -399,18 +406,24 @@ class Response:
 
     @property
     def answered_by(self) -> tuple[Engine, str]:
-        """(engine, model) that produced the answer: through the router, the candidate that succeeded."""
-        decision = getattr(self.engine, "decision", None)
+        """(engine, model) that produced the answer: the candidate of the plan that succeeded (or was
+        tried last), which is the first one unless the router fell back or escalated."""
+        decision = self.decision
         chosen = decision.chosen or (decision.attempts[-1].ref if decision.attempts else None) if decision else None
-        if decision is not None and chosen:
+        if chosen and self.source is not None and hasattr(self.source, "router"):
             engine_id, _, model = chosen.partition(":")
-            return self.engine.router.registry.engine(engine_id), model  # type: ignore[attr-defined]
+            return self.source.router.registry.engine(engine_id), model
         return self.engine, self.request.model
 
     @property
+    def answered_ref(self) -> str:
+        """`ENGINE:MODEL` of the answer (what the log and --json name)."""
+        engine, model = self.answered_by
+        return f"{engine.id}:{model}"
+
+    @property
     def routing(self) -> dict[str, Any] | None:
-        decision = getattr(self.engine, "decision", None)
-        return decision.record() if decision is not None else None
+        return self.decision.record() if self.decision is not None else None
 
     @property
     def provenance(self) -> dict[str, Any]:

@@ -174,17 +174,24 @@ class Registry:
         return EngineNotFound(f"unknown model or engine {name!r}", hint=f"{hint} See `imagine models`")
 
     # -- resolution -----------------------------------------------------------------------------
-    def resolve(self, ref: str | None, *, inputs: Iterable[Modality] = (Modality.TEXT,),
-                want: Modality = Modality.TEXT) -> Resolved:
-        """Turn a model reference into an engine + model, checking the engine can take the request."""
-        needed = set(inputs)
+    def expand(self, ref: str | None, *, configured: bool = True) -> str:
+        """`ref` with user aliases followed (and, with `configured`, `auto` -> the configured default
+        model, if any); an alias loop is an error naming the loop."""
         ref = (ref or "").strip() or "auto"
         seen: list[str] = []
-        while ref in self.settings.aliases or (ref == "auto" and self.settings.model not in ("auto", "")):
+        while ref in self.settings.aliases or (configured and ref == "auto" and self.settings.model not in ("auto", "")):
             if ref in seen:
                 raise EngineNotFound(f"alias loop: {' -> '.join([*seen, ref])}", hint="fix [aliases] in config.toml")
             seen.append(ref)
             ref = self.settings.aliases[ref] if ref in self.settings.aliases else self.settings.model
+        return ref
+
+    def resolve(self, ref: str | None, *, inputs: Iterable[Modality] = (Modality.TEXT,),
+                want: Modality = Modality.TEXT) -> Resolved:
+        """Turn a model reference into an engine + model, checking the engine can take the request: the
+        check the router runs on a named model (and, for an alias, the first engine that could)."""
+        needed = set(inputs)
+        ref = self.expand(ref)
         if ref in BUILTIN_ALIASES:
             return self._pick(ref, needed, want)
         engine_id, _, model = ref.partition(":")

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Sequence
 
-from pydantic import BaseModel
 
 from .engine import Engine, Request
 from .errors import (BudgetExceeded, EngineUnavailable, ImagineError, InputError, OptionsError, RateLimited,
@@ -25,7 +24,7 @@ from .events import RESTART, Done, Event, PartOut, Progress, TextDelta, Usage
 from .parts import Message, Modality
 from .registry import BUILTIN_ALIASES, Registry
 
-__all__ = ["Attempt", "Candidate", "CircuitBreaker", "Decision", "Policy", "RoutedEngine", "Router", "explain",
+__all__ = ["Attempt", "Candidate", "CircuitBreaker", "Decision", "Execution", "Policy", "Router", "explain",
            "get_router"]
 
 PREFERENCES = ("auto", "local", "cloud", "cheapest", "fastest", "best")
@@ -99,6 +98,7 @@ class Decision:
 
     requested: str
     policy: Policy
+    direct: bool = False  # no policy was given: the named (or configured default) model, no fallback
     candidates: list[Candidate] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     chosen: str | None = None
@@ -110,7 +110,7 @@ class Decision:
 
     def record(self) -> dict[str, Any]:
         p = self.policy
-        return {"strategy": "router", "requested": self.requested,
+        return {"strategy": "direct" if self.direct else "router", "requested": self.requested,
                 "policy": {"prefer": p.prefer, "local_only": p.local_only, "max_cost": p.max_cost,
                            "cascade": p.cascade, "check": p.check if p.cascade else None},
                 "candidates": [c.record() for c in self.candidates], "plan": [c.ref for c in self.plan],
@@ -212,11 +212,7 @@ class Router:
         cached = self._pairs_cache.get(requested)
         if cached is not None:
             return cached
-        aliases = self.registry.settings.aliases
-        target, seen = requested, set()
-        while target in aliases and target not in seen:
-            seen.add(target)
-            target = aliases[target]
+        target = self.registry.expand(requested, configured=False)
         pairs: list[tuple[str, str]] = []
         if target in BUILTIN_ALIASES:
             for engine_id in self.registry.ids:
@@ -238,16 +234,30 @@ class Router:
 
     def plan(self, messages: Sequence[Message], requested: str | None, *, want: Modality = Modality.TEXT,
              policy: Policy | None = None, options: dict[str, Any] | None = None,
-             schema: dict[str, Any] | None = None, tools: Sequence[dict[str, Any]] = ()) -> Decision:
-        """Rank every candidate and say why each was kept or dropped. Runs nothing."""
+             schema: dict[str, Any] | None = None, tools: Sequence[dict[str, Any]] = (),
+             direct: bool = False) -> Decision:
+        """Rank every candidate and say why each was kept or dropped. Runs nothing.
+
+        A named model (`ENGINE:MODEL`, a bare engine id, or an alias of one) is a plan of one candidate,
+        checked here the same way with or without a policy: an engine that cannot take the request (its
+        inputs, outputs, a feature such as tools or json_schema, an option, the model file) is refused
+        with the reason and the way out, never run with part of the request dropped. `direct` (no policy
+        given) runs only the first candidate and leaves the circuit breaker out of it."""
         t0 = time.perf_counter()
-        policy = policy or Policy()
+        policy = policy or Policy(fallback=not direct)
         requested = (requested or "auto").strip() or "auto"
-        decision = Decision(requested, policy)
+        decision = Decision(requested, policy, direct=direct)
         needed = frozenset(m for msg in messages for m in msg.modalities)
+        target = self.registry.expand(requested, configured=direct)
+        if target not in BUILTIN_ALIASES:  # named: the registry's checks give the specific error and its hint
+            resolved = self.registry.resolve(target, inputs=needed or {Modality.TEXT}, want=want)
+            requested = decision.requested = resolved.ref
         features = frozenset(({"json_schema"} if schema else set()) | ({"tools"} if tools else set()))
         in_tokens = estimate_tokens(messages)
-        out_tokens = int((options or {}).get("max_tokens") or 512)
+        try:
+            out_tokens = int((options or {}).get("max_tokens") or 512)
+        except (TypeError, ValueError):  # not a number: the engine's option check says so
+            out_tokens = 512
         options_key = repr(sorted((options or {}).items()))
         budget_left = None
         if policy.max_cost_per_day is not None:
@@ -257,8 +267,10 @@ class Router:
         for static in self._pairs(requested):
             cand = Candidate(static.ref, static.engine_id, static.model, static.locality)
             cand.kept, cand.reason = self._judge(static, cand, needed, want, features, policy, options, options_key,
-                                                 in_tokens, out_tokens, budget_left)
+                                                 in_tokens, out_tokens, budget_left, direct)
             (kept if cand.kept else dropped).append(cand)
+        if target not in BUILTIN_ALIASES and dropped:
+            self._refuse(dropped[0], options, needed, want)
         kept.sort(key=self._ranking(policy))
         decision.candidates = kept + dropped
         decision.plan_ms = (time.perf_counter() - t0) * 1000
@@ -266,12 +278,12 @@ class Router:
 
     def _judge(self, static: _Static, cand: Candidate, needed: frozenset[Modality], want: Modality,
                features: frozenset[str], policy: Policy, options: dict[str, Any] | None, options_key: str,
-               in_tokens: int, out_tokens: int, budget_left: float | None) -> tuple[bool, str]:
+               in_tokens: int, out_tokens: int, budget_left: float | None, direct: bool = False) -> tuple[bool, str]:
         if policy.local_only and static.locality != "local":
             return False, "local_only: would leave the device"
         if static.unavailable or static.engine is None:
             return False, f"unavailable: {static.unavailable}"
-        if self.breaker.has_open and not self.breaker.allow(static.engine_id):
+        if not direct and self.breaker.has_open and not self.breaker.allow(static.engine_id):
             return False, "circuit open after repeated failures"
         fit_key = (static.ref, needed, want, features)
         if fit_key not in self._fit_cache:
@@ -296,6 +308,24 @@ class Router:
         if budget_left is not None and (cand.est_cost is None or cand.est_cost > budget_left):
             return False, f"over the daily budget (${max(budget_left, 0):.4f} left)"
         return True, "capable"
+
+    def _refuse(self, cand: Candidate, options: dict[str, Any] | None, needed: frozenset[Modality],
+                want: Modality) -> None:
+        """Raise the caller's error for a named model the plan had to drop for the request's own sake
+        (an option, a feature, a modality); policy reasons (local_only, budget) are left to `build`."""
+        engine = self.registry.engine(cand.engine_id)
+        if cand.reason.startswith("options:"):
+            engine.parse_options(options or {})  # raises the OptionsError naming the field
+        if cand.reason.startswith("lacks "):
+            lacking = cand.reason.removeprefix("lacks ").split(", ")
+            what = {"json_schema": "constrain output to a schema", "tools": "call tools (tools=)",
+                    "seed": "take a seed"}
+            raise InputError(f"engine {engine.id} cannot {' or '.join(what.get(f, f) for f in lacking)}"
+                             + ("" if cand.model == engine.default_model else f" with model {cand.model}"),
+                             hint=f"pick an engine with the {'/'.join(lacking)} feature (see `imagine models`)")
+        if cand.reason.startswith(("does not", "needs ")):
+            engine.explain_misfit(cand.model, needed, want)
+            raise InputError(f"{cand.ref} {cand.reason}", hint="see `imagine models ENGINE` for what it takes")
 
     @staticmethod
     def _misfit(static: _Static, needed: frozenset[Modality], want: Modality, features: frozenset[str]) -> str | None:
@@ -324,7 +354,7 @@ class Router:
         return lambda c: (local_first(c), cost(c))  # auto / local: stay on the device when it can
 
     # -- running ------------------------------------------------------------------------------------
-    def build(self, decision: Decision, request: Request) -> "RoutedEngine":
+    def build(self, decision: Decision, request: Request) -> "Execution":
         if not decision.plan:
             dropped = "; ".join(f"{c.ref}: {c.reason}" for c in decision.candidates[:6]) or "no engines"
             if any(c.reason.startswith("over") for c in decision.candidates):
@@ -333,25 +363,27 @@ class Router:
                 raise InputError(f"{decision.requested} cannot take this request: {decision.candidates[0].reason}")
             raise EngineUnavailable(f"no engine can take this request ({dropped})",
                                     hint="see `imagine route ... --explain` and `imagine models`")
-        return RoutedEngine(self, decision, request)
+        return Execution(self, decision, request)
 
 
-class RoutedEngine(Engine):
-    """Runs a Decision's plan as one engine stream."""
+class Execution(Engine):
+    """The one executor: runs a Decision's plan as one event stream. Every request goes through it — a
+    named model is a plan of one — and fallback, retry, budgets and cascade are layers of its one loop."""
 
-    id = "router"
+    id = "plan"
 
     def __init__(self, router: Router, decision: Decision, request: Request) -> None:
         super().__init__()
         self.router, self.decision, self.template = router, decision, request
 
     def _request_for(self, cand: Candidate, engine: Engine) -> Request:
-        raw = self.template.options.model_dump(exclude_unset=True) if isinstance(self.template.options, BaseModel) else {}
+        raw = self.template.options.model_dump(exclude_unset=True)
         policy = self.decision.policy
         if policy.cascade and policy.check == "confidence" and "logprobs" in getattr(engine.Options, "model_fields", {}):
             raw.setdefault("logprobs", True)  # the confidence check reads the mean token log-probability
         return Request(messages=self.template.messages, model=cand.model, options=engine.parse_options(raw),
-                       schema=self.template.schema, want=self.template.want, tools=self.template.tools)
+                       schema=self.template.schema, want=self.template.want, tools=self.template.tools,
+                       limits=self.template.limits)
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         plan = self.decision.plan if self.decision.policy.fallback or self.decision.policy.cascade \
@@ -370,23 +402,32 @@ class RoutedEngine(Engine):
                 t0 = time.perf_counter()
                 text: list[str] = []
                 usage = Usage()
+                finish: str | None = None
                 try:
-                    async for event in engine.stream(self._request_for(cand, engine)):
-                        if isinstance(event, TextDelta):
-                            text.append(event.text)
-                        if isinstance(event, Usage):
-                            usage = usage + event
-                        if isinstance(event, Done):
-                            continue  # the router says when the whole plan is done
-                        emitted = emitted or isinstance(event, (TextDelta, PartOut))
-                        yield event
+                    try:
+                        async for event in engine.stream(self._request_for(cand, engine)):
+                            if isinstance(event, TextDelta):
+                                text.append(event.text)
+                            if isinstance(event, Usage):
+                                usage = usage + event
+                            if isinstance(event, Done):
+                                finish = finish or event.finish_reason
+                                continue  # the executor says when the whole plan is done
+                            emitted = emitted or isinstance(event, (TextDelta, PartOut))
+                            yield event
+                    except (ImagineError, asyncio.CancelledError, GeneratorExit):
+                        raise
+                    except Exception as exc:  # an engine bug or library failure: a failure of this candidate
+                        raise UpstreamError(f"engine {engine.id} failed: {type(exc).__name__}: {exc}") from None
                 except (UpstreamError, EngineUnavailable) as exc:
                     attempt.outcome, attempt.error = "error", str(exc)
                     attempt.latency_ms = round((time.perf_counter() - t0) * 1000, 1)
-                    self.router.breaker.failure(cand.engine_id)
+                    if not self.decision.direct:
+                        self.router.breaker.failure(cand.engine_id)
                     last_error = exc
                     wait = exc.retry_after if isinstance(exc, RateLimited) else None
-                    if wait is not None and wait <= self.decision.policy.max_retry_wait and not retried:
+                    if wait is not None and wait <= self.decision.policy.max_retry_wait and not retried \
+                            and not self.decision.direct:  # a named model alone: the caller decides
                         retried = True
                         await asyncio.sleep(wait)
                         continue
@@ -405,7 +446,7 @@ class RoutedEngine(Engine):
                         attempt.outcome, attempt.error = "escalated", verdict
                         break
                 self.decision.chosen = cand.ref
-                yield Done("stop")
+                yield Done(finish or "stop")
                 return
             if not has_next:
                 break
@@ -461,14 +502,12 @@ def explain(decision: Decision) -> list[tuple[str, str, str, str]]:
 _router: Router | None = None
 
 
-def get_router(registry: Registry) -> Router:
-    """The process-wide router for this registry (its circuit breakers and latency stats persist)."""
+def get_router(registry: Registry, spent_today: Callable[[], float] | None = None) -> Router:
+    """The process-wide router for this registry (its circuit breakers and latency stats persist);
+    `spent_today` tells the daily budget what the log has spent (the default client passes its store's)."""
     global _router
     if _router is None or _router.registry is not registry:
-        def spent_today() -> float:
-            from .tasks import get_store
-
-            return get_store().cost_since_midnight()
-
         _router = Router(registry, spent_today=spent_today)
+    elif spent_today is not None:
+        _router.spent_today = spent_today
     return _router

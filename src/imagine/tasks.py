@@ -1,7 +1,8 @@
 """Tasks: thin helpers over the one request path (parts in, modality out).
 
-`ask` builds messages, resolves the model through the registry, validates options against the engine,
-and returns a lazy `Response` that logs itself when it finishes. Sync and async callers share it:
+Each task builds the messages for its kind of request and hands them to `Client.respond`, the one
+request path (on the default client unless `client=` is given); it returns a lazy `Response` that logs
+itself when it finishes. Sync and async callers share it:
 
     imagine.ask("Hi").text()                      # sync
     for delta in imagine.ask("Hi"): ...           # sync streaming
@@ -16,66 +17,37 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import BaseModel
 
-from .config import get_settings
-from .engine import Request, Response, new_id, normalize_tools
+from .client import Client, default_client, get_store, reset_store, schema_of
+from .engine import Response, new_id
 from .errors import InputError
 from .parts import Message, Modality, Part, load_part
-from .registry import Registry, get_registry
-from .store import Store
+from .registry import Registry
 
 if TYPE_CHECKING:
+    from .parts import Limits
     from .router import Policy
 
-__all__ = ["aask", "ask", "build_messages", "get_store", "reset_store", "respond", "schema_of"]
+__all__ = ["aask", "ask", "build_messages", "detect_speech", "draw", "edit", "embed", "get_store", "read_text",
+           "reset_store", "respond", "schema_of", "see", "speak", "transcribe"]
 
 PromptLike = str | Message | Sequence[Message] | None
-
-
-class _RawOptions(BaseModel):
-    """Options as the caller gave them; the router validates them per candidate engine."""
-
-    model_config = {"extra": "allow"}
 AttachLike = str | os.PathLike[str] | bytes | Part
 
-_store: Store | None = None
+
+def _client(client: Client | None, registry: Registry | None = None) -> Client:
+    """The caller's client, or the default one (a registry passed alone gets a client of its own)."""
+    if client is not None:
+        return client
+    default = default_client()
+    if registry is not None and registry is not default.registry:
+        return Client(settings=registry.settings, registry=registry, store=default.store)
+    return default
 
 
-def get_store() -> Store:
-    """The process-wide log store under IMAGINE_HOME."""
-    global _store
-    settings = get_settings()
-    if _store is None or _store.db_path != settings.db_path:
-        _store = Store(settings.db_path, settings.blob_dir)
-    return _store
-
-
-def reset_store() -> None:
-    global _store
-    if _store is not None:
-        _store.close()
-    _store = None
-
-
-def schema_of(schema: type[BaseModel] | dict[str, Any] | None) -> tuple[dict[str, Any] | None, type[BaseModel] | None]:
-    """(JSON schema, pydantic class or None) for what the caller passed as `schema=`."""
-    if schema is None:
-        return None, None
-    if isinstance(schema, type) and issubclass(schema, BaseModel):
-        return schema.model_json_schema(), schema
-    if isinstance(schema, dict):
-        import jsonschema
-
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise InputError(f"schema is not a valid JSON schema: {exc.message}") from None
-        return schema, None
-    raise InputError(f"schema must be a pydantic model class or a JSON schema dict, not {type(schema).__name__}")
-
-
-def build_messages(prompt: PromptLike, attach: Sequence[AttachLike] = (), system: str | None = None) -> list[Message]:
+def build_messages(prompt: PromptLike, attach: Sequence[AttachLike] = (), system: str | None = None,
+                   limits: "Limits | None" = None) -> list[Message]:
     """The messages one call adds: optional system, then the prompt (with attachments) as a user turn."""
-    limits = get_settings().part_limits()
+    limits = limits or default_client().settings.part_limits()
     attached = [a if isinstance(a, Part) else load_part(a, limits=limits) for a in attach]
     messages: list[Message] = [Message.system(system)] if system else []
     if prompt is None or isinstance(prompt, str):
@@ -102,19 +74,20 @@ def ask(prompt: PromptLike = None, model: str | None = None, *, attach: Sequence
         options: dict[str, Any] | None = None, conversation: str | bool | None = None,
         history: Sequence[Message] = (), conversation_id: str | None = None,
         log: bool | None = None, registry: Registry | None = None, policy: Any = None,
-        tools: Sequence[dict[str, Any]] = (), **option_kwargs: Any) -> Response:
+        tools: Sequence[dict[str, Any]] = (), client: Client | None = None, **option_kwargs: Any) -> Response:
     """Ask a model; returns a lazy Response (iterate to stream, `.text()` to finish, `.parsed` for schema).
 
     `conversation=True` continues the last logged conversation, a string continues that one.
     A caller holding the conversation itself (the chat REPL) passes `history` and `conversation_id`.
     Extra keyword arguments are engine options (temperature=0, max_tokens=64, seed=1, stop=[...]).
     """
-    new_messages = build_messages(prompt, attach, system)
+    client = _client(client, registry)
+    new_messages = build_messages(prompt, attach, system, client.settings.part_limits())
 
     history = list(history)
     conversation_id = conversation_id or new_id()
     if conversation:
-        store = get_store()
+        store = client.store
         found = store.last_conversation_id() if conversation is True else str(conversation)
         if found is None:
             raise InputError("there is no earlier conversation to continue", hint="drop -c to start one")
@@ -125,68 +98,20 @@ def ask(prompt: PromptLike = None, model: str | None = None, *, attach: Sequence
         if policy is None and store.conversation_is_local_only(found):
             policy = "local_only"  # privacy is per conversation: a local_only chat stays on the device
 
-    return respond(tuple(history + new_messages), model, want=Modality.TEXT, new_messages=new_messages,
-                   schema=schema, options={**(options or {}), **option_kwargs}, conversation_id=conversation_id,
-                   log=log, registry=registry, policy=policy, tools=tools)
+    return client.respond(tuple(history + new_messages), model, want=Modality.TEXT, new_messages=new_messages,
+                          schema=schema, options={**(options or {}), **option_kwargs},
+                          conversation_id=conversation_id, log=log, policy=policy, tools=tools)
 
 
 def respond(messages: Sequence[Message], model: str | None, *, want: Modality, task_default: str | None = None,
             new_messages: Sequence[Message] | None = None, schema: type[BaseModel] | dict[str, Any] | None = None,
             options: dict[str, Any] | None = None, conversation_id: str | None = None, log: bool | None = None,
             registry: Registry | None = None, policy: "str | Policy | None" = None,
-            tools: Sequence[dict[str, Any]] = ()) -> Response:
-    """The one request path every task goes through: resolve the engine (directly, or through the
-    router when a policy or the `auto`/`local`/`cloud` alias asks for a choice), validate options,
-    build the Request, and return a lazy Response that logs itself. `task_default` is the engine a
-    task uses when the caller names no model."""
-    from .router import Policy, get_router
-
-    tools = normalize_tools(tools) if tools else ()  # a malformed tool is the caller's InputError, named
-    settings = get_settings()
-    registry = registry or get_registry()
-    log = settings.log if log is None else log
-    if task_default and (model is None or model.strip() in ("", "auto")) and policy is None:
-        model = task_default
-    chosen = (model or "").strip()
-    if policy is None and chosen in ("auto", "local", "cloud") and not (chosen == "auto" and settings.policy == "direct"):
-        policy = settings.policy if chosen == "auto" else chosen
-    if policy is None and not chosen and settings.policy != "direct":
-        policy = settings.policy
-    if policy is not None:
-        parsed = policy if isinstance(policy, Policy) else Policy.parse(
-            policy, max_cost_per_day=settings.max_cost_per_day)
-        json_schema, schema_model = schema_of(schema)
-        router = get_router(registry)
-        decision = router.plan(messages, chosen or "auto", want=want, policy=parsed, options=options,
-                               schema=json_schema, tools=tools)
-        template = Request(messages=tuple(messages), model="", options=_RawOptions(**(options or {})),
-                           schema=json_schema, want=want, tools=tuple(tools))
-        routed = router.build(decision, template)
-        logged_messages = list(messages if new_messages is None else new_messages)
-
-        def log_routed(response: Response) -> None:
-            get_store().log_response(response, logged_messages)
-
-        return Response(engine=routed, request=template, schema_model=schema_model,
-                        on_finish=log_routed if log else None,
-                        conversation_id=conversation_id or new_id(), model_ref=decision.requested)
-    needed = {m for msg in messages for m in msg.modalities}
-    resolved = registry.resolve(model, inputs=needed, want=want)
-    engine = resolved.engine
-    json_schema, schema_model = schema_of(schema)
-    if json_schema is not None and "json_schema" not in engine.features:
-        raise InputError(f"engine {engine.id} cannot constrain output to a schema",
-                         hint="pick an engine with the json_schema feature (see `imagine models`)")
-    request = Request(messages=tuple(messages), model=resolved.model, options=engine.parse_options(options),
-                      schema=json_schema, want=want, tools=tuple(tools))
-    logged = list(messages if new_messages is None else new_messages)
-
-    def on_finish(response: Response) -> None:
-        get_store().log_response(response, logged)
-
-    return Response(engine=engine, request=request, schema_model=schema_model,
-                    on_finish=on_finish if log else None, conversation_id=conversation_id or new_id(),
-                    model_ref=resolved.ref)
+            tools: Sequence[dict[str, Any]] = (), client: Client | None = None) -> Response:
+    """The one request path (`Client.respond`) on the default client, or on `client`."""
+    return _client(client, registry).respond(
+        messages, model, want=want, task_default=task_default, new_messages=new_messages, schema=schema,
+        options=options, conversation_id=conversation_id, log=log, policy=policy, tools=tools)
 
 
 def aask(prompt: PromptLike = None, model: str | None = None, **kwargs: Any) -> Response:
@@ -215,7 +140,7 @@ def task_default(task: str, registry: Registry | None = None) -> str:
     fallback that can, else the default anyway (so the error names what to install for it)."""
     from .errors import EngineNotFound, EngineUnavailable
 
-    registry = registry or get_registry()
+    registry = registry or default_client().registry
     for engine_id in (TASK_DEFAULTS[task], *TASK_FALLBACKS.get(task, ())):
         try:
             engine = registry.engine(engine_id)
@@ -230,8 +155,9 @@ def task_default(task: str, registry: Registry | None = None) -> str:
 MASK, CONTROL = "mask", "control"
 
 
-def _media(source: MediaLike, kinds: tuple[type[Part], ...], task: str) -> Part:
-    part = source if isinstance(source, Part) else load_part(source, limits=get_settings().part_limits())
+def _media(source: MediaLike, kinds: tuple[type[Part], ...], task: str, client: Client | None = None) -> Part:
+    limits = (client or default_client()).settings.part_limits()
+    part = source if isinstance(source, Part) else load_part(source, limits=limits)
     if not isinstance(part, kinds):
         wanted = " or ".join(k.modality.value for k in kinds)
         raise InputError(f"{task} needs {wanted}, got {part.modality.value}",
@@ -239,44 +165,49 @@ def _media(source: MediaLike, kinds: tuple[type[Part], ...], task: str) -> Part:
     return part
 
 
-def transcribe(audio: MediaLike, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+def transcribe(audio: MediaLike, model: str | None = None, *, log: bool | None = None, client: Client | None = None,
+        **options: Any) -> Response:
     """Speech to text. The Response streams text; `.parts` holds Segments (timestamps) and Data (language)."""
     from .parts import Audio, Video
 
-    part = _media(audio, (Audio, Video), "transcribe")
+    part = _media(audio, (Audio, Video), "transcribe", client)
     return respond([Message.user(part)], model, want=Modality.TEXT, task_default=TASK_DEFAULTS["transcribe"],
-                   options=options, log=log)
+                   options=options, log=log, client=client)
 
 
-def speak(text: str, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+def speak(text: str, model: str | None = None, *, log: bool | None = None, client: Client | None = None,
+        **options: Any) -> Response:
     """Text to speech; `.parts[0]` is the Audio (WAV). Options such as voice= go to the engine. The default
     voice is Piper's (espeak where Piper is not installed); `model="espeak"` for its 100+ languages."""
     if not isinstance(text, str) or not text.strip():
         raise InputError("nothing to speak: the text is empty")
-    default = task_default("speak") if model is None or model.strip() in ("", "auto") else None
-    return respond([Message.user(text)], model, want=Modality.AUDIO, task_default=default, options=options, log=log)
+    default = task_default("speak", (client or default_client()).registry) if model is None or model.strip() in ("", "auto") else None
+    return respond([Message.user(text)], model, want=Modality.AUDIO, task_default=default, options=options, log=log,
+                   client=client)
 
 
-def detect_speech(audio: MediaLike, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+def detect_speech(audio: MediaLike, model: str | None = None, *, log: bool | None = None, client: Client | None = None,
+        **options: Any) -> Response:
     """Voice activity detection; `.parts[0]` is Segments of speech regions (seconds)."""
     from .parts import Audio, Video
 
-    part = _media(audio, (Audio, Video), "detect_speech")
+    part = _media(audio, (Audio, Video), "detect_speech", client)
     return respond([Message.user(part)], model, want=Modality.SEGMENTS,
-                   task_default=TASK_DEFAULTS["detect_speech"], options=options, log=log)
+                   task_default=TASK_DEFAULTS["detect_speech"], options=options, log=log, client=client)
 
 
-def read_text(image: MediaLike, model: str | None = None, *, log: bool | None = None, **options: Any) -> Response:
+def read_text(image: MediaLike, model: str | None = None, *, log: bool | None = None, client: Client | None = None,
+        **options: Any) -> Response:
     """OCR. The Response streams the text in reading order; `.parts` holds Data with boxes and confidences."""
     from .parts import Image
 
-    part = _media(image, (Image,), "read_text")
+    part = _media(image, (Image,), "read_text", client)
     return respond([Message.user(part)], model, want=Modality.TEXT, task_default=TASK_DEFAULTS["read_text"],
-                   options=options, log=log)
+                   options=options, log=log, client=client)
 
 
 def embed(texts: str | Sequence[str | Part] | Part, model: str | None = None, *, log: bool | None = None,
-          **options: Any) -> Response:
+          client: Client | None = None, **options: Any) -> Response:
     """Embeddings; `.parts` holds one Vector per input, in order. Inputs are texts, or Image parts for a
     model that embeds images (default for images: `clip`)."""
     from .parts import Image
@@ -287,51 +218,56 @@ def embed(texts: str | Sequence[str | Part] | Part, model: str | None = None, *,
     images = any(isinstance(p, Image) for p in parts)
     default = TASK_DEFAULTS["embed_image" if images else "embed"]
     return respond([Message("user", parts)], model, want=Modality.VECTOR, task_default=default,
-                   options=options, log=log)
+                   options=options, log=log, client=client)
 
 
 def see(image: MediaLike | Sequence[MediaLike], question: str = "Describe this image.", model: str | None = None,
-        *, log: bool | None = None, **options: Any) -> Response:
+        *, log: bool | None = None, client: Client | None = None,
+        **options: Any) -> Response:
     """Ask a vision-language model about one or more images; the Response streams its answer."""
     from .parts import Image
 
     sources: list[MediaLike] = list(image) if isinstance(image, (list, tuple)) else [image]  # type: ignore[list-item]
-    parts: list[Part] = [_media(src, (Image,), "see") for src in sources]
+    parts: list[Part] = [_media(src, (Image,), "see", client) for src in sources]
     if not parts:
         raise InputError("see needs at least one image")
-    return respond([Message.user(*parts, question)], model, want=Modality.TEXT, options=options, log=log)
+    return respond([Message.user(*parts, question)], model, want=Modality.TEXT, options=options, log=log,
+                   client=client)
 
 
-def _role(source: MediaLike, role: str) -> Part:
+def _role(source: MediaLike, role: str, client: Client | None = None) -> Part:
     """The image under the name that tells the engine its role (the mask, the control image)."""
     from .parts import Image
 
-    part = _media(source, (Image,), role)
+    part = _media(source, (Image,), role, client)
     assert isinstance(part, Image)
     return Image(part.data, name=role)
 
 
 def draw(prompt: str, model: str | None = None, *, control: MediaLike | None = None, log: bool | None = None,
-         **options: Any) -> Response:
+         client: Client | None = None, **options: Any) -> Response:
     """Text to image; `.parts` holds the Image(s). Options: steps, guidance, width, height, seed, ...;
     `control` is a conditioning image for a ControlNet model."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("nothing to draw: the prompt is empty")
-    parts: list[Part | str] = [_role(control, CONTROL)] if control is not None else []
-    return respond([Message.user(*parts, prompt)], model, want=Modality.IMAGE, options=options, log=log)
+    parts: list[Part | str] = [_role(control, CONTROL, client)] if control is not None else []
+    return respond([Message.user(*parts, prompt)], model, want=Modality.IMAGE, options=options, log=log,
+                   client=client)
 
 
 def edit(image: MediaLike, prompt: str, model: str | None = None, *, mask: MediaLike | None = None,
-         control: MediaLike | None = None, log: bool | None = None, **options: Any) -> Response:
+         control: MediaLike | None = None, log: bool | None = None, client: Client | None = None,
+         **options: Any) -> Response:
     """Image to image: with `mask` (white = repaint) it inpaints, without it it redraws the whole image
     (option `strength` sets how far from the input it may go)."""
     from .parts import Image
 
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("edit needs a prompt saying what to change")
-    parts: list[Part | str] = [_media(image, (Image,), "edit")]
+    parts: list[Part | str] = [_media(image, (Image,), "edit", client)]
     if mask is not None:
-        parts.append(_role(mask, MASK))
+        parts.append(_role(mask, MASK, client))
     if control is not None:
-        parts.append(_role(control, CONTROL))
-    return respond([Message.user(*parts, prompt)], model, want=Modality.IMAGE, options=options, log=log)
+        parts.append(_role(control, CONTROL, client))
+    return respond([Message.user(*parts, prompt)], model, want=Modality.IMAGE, options=options, log=log,
+                   client=client)

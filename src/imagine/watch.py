@@ -9,11 +9,14 @@ Every OCR and transcription call goes through the normal task path, so each is l
 from __future__ import annotations
 
 import io
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InputError
 from .parts import Image, Segment, Segments, Video
 from .subtitles import format_timestamp
+
+if TYPE_CHECKING:
+    from .client import Client
 
 __all__ = ["summarize_timeline", "timeline_text", "watch"]
 
@@ -36,19 +39,21 @@ def _png(frame: Any) -> Image:
 
 def watch(video: Video | str | bytes, *, every: float = 0.5, scene_threshold: float = 0.08,
           ocr_model: str | None = None, asr_model: str | None = None, ocr: bool = True,
-          transcribe_audio: bool = True, progress: ProgressFn | None = None, log: bool | None = None) -> Segments:
+          transcribe_audio: bool = True, progress: ProgressFn | None = None, log: bool | None = None,
+          client: "Client | None" = None) -> Segments:
     """Build the timeline of a video: scene changes with their on-screen text, and the speech."""
     import numpy as np
 
-    from .config import get_settings
+    from .client import default_client
     from .tasks import _media, read_text, transcribe
 
+    client = client or default_client()
     if every <= 0:
         raise InputError("every must be a positive number of seconds")
-    part = _media(video, (Video,), "watch")
+    part = _media(video, (Video,), "watch", client)
     assert isinstance(part, Video)
     info = part.info()
-    limits = get_settings().part_limits()
+    limits = client.settings.part_limits()
     total = max(1.0, info.duration / every) + (1 if transcribe_audio and info.has_audio else 0)
     report = progress or (lambda done, total, label: None)
 
@@ -66,44 +71,20 @@ def watch(video: Video | str | bytes, *, every: float = 0.5, scene_threshold: fl
         end = keys[i + 1][0] if i + 1 < len(keys) else max(info.duration, start)
         text = ""
         if ocr:
-            text = " / ".join(line for line in read_text(_png(frame), ocr_model, log=log).text().splitlines()
+            text = " / ".join(line for line in read_text(_png(frame), ocr_model, log=log, client=client).text().splitlines()
                               if line.strip())
         segments.append(Segment(round(start, 3), round(end, 3), text, meta={"kind": "scene", "scene": i + 1}))
 
     # 2. speech from the sound track
     if transcribe_audio and info.has_audio:
-        response = transcribe(part, asr_model, log=log)
-        response.complete()
-        regions = _speech_regions(part, log)
+        response = transcribe(part, asr_model, log=log, client=client)  # times already narrowed to the speech
         for out in response.parts:
             if isinstance(out, Segments):
                 for seg in out.items:
-                    start, end = _snap(seg.start, seg.end, regions)
-                    segments.append(Segment(start, end, seg.text.strip(), meta={"kind": "speech"}))
+                    segments.append(Segment(seg.start, seg.end, seg.text.strip(), meta={"kind": "speech"}))
         report(total, total, "speech")
     segments.sort(key=lambda s: (s.start, s.meta.get("kind") != "scene"))
     return Segments(segments)
-
-
-def _speech_regions(part: Video, log: bool | None) -> list[tuple[float, float]]:
-    """Where the voice actually is (Silero VAD); empty when no VAD engine is installed."""
-    from .errors import EngineUnavailable
-    from .tasks import detect_speech
-
-    try:
-        response = detect_speech(part, log=log)
-        return [(s.start, s.end) for out in response.parts if isinstance(out, Segments) for s in out.items]
-    except EngineUnavailable:
-        return []
-
-
-def _snap(start: float, end: float, regions: list[tuple[float, float]]) -> tuple[float, float]:
-    """Whisper's segment times are coarse (starts often sit on the silence before the words); pull them in
-    to the VAD speech regions the segment overlaps."""
-    overlapping = [(a, b) for a, b in regions if a < end and b > start]
-    if not overlapping:
-        return start, end
-    return round(max(start, overlapping[0][0]), 3), round(min(end, overlapping[-1][1]), 3)
 
 
 def timeline_text(timeline: Segments) -> str:
@@ -117,10 +98,11 @@ def timeline_text(timeline: Segments) -> str:
     return "\n".join(lines)
 
 
-def summarize_timeline(timeline: Segments, model: str | None = None, **options: Any) -> Any:
+def summarize_timeline(timeline: Segments, model: str | None = None, *, client: "Client | None" = None,
+                       **options: Any) -> Any:
     """Ask the (local) LLM for a short summary of the timeline; returns the Response."""
     from .tasks import ask
 
     prompt = ("Here is the timeline of a video: on-screen text per scene and the spoken words, "
               "with timestamps.\n\n" + timeline_text(timeline) + "\n\nSummarise what the video is about in two sentences.")
-    return ask(prompt, model, **{"temperature": 0, "max_tokens": 120, **options})
+    return ask(prompt, model, client=client, **{"temperature": 0, "max_tokens": 120, **options})

@@ -136,6 +136,13 @@ class TransformersSpeechEngine(Engine):
         elif (missing := hub_model_missing(source.ref, self.id)) is not None:
             raise missing
 
+    def explain_misfit(self, model: str, needed: frozenset[Modality], want: Modality) -> None:
+        source = inspect_model(model, allow_pickle=True)
+        if source.local:
+            architectures = source.config.get("architectures")
+            _check_kind(speech_kinds(source.model_type, architectures), TTS if want == Modality.AUDIO else ASR,
+                        source.ref, source.model_type, architectures)
+
     def capabilities(self, model: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
         """A local folder's real kind, so the router explains a misfit; hub ids keep the full set."""
         try:

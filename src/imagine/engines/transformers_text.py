@@ -288,6 +288,10 @@ class TransformersEngine(Engine):
     def check_model(self, model: str) -> None:
         self._source(model, allow_pickle=True)  # the pickle check needs the request's options: done in stream
 
+    def explain_misfit(self, model: str, needed: frozenset[Modality], want: Modality) -> None:
+        if Modality.IMAGE in needed and Modality.IMAGE not in self.capabilities(model)[0]:
+            raise self._no_vision(model)
+
     def capabilities(self, model: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
         """A local text-only model takes no images (read from its config.json, nothing loaded)."""
         try:
