@@ -7,19 +7,21 @@ import re
 
 import click
 
-from .cli import cli
-
-__all__: list[str] = []
+__all__ = ["engines"]
 
 KINDS = ("openai", "anthropic", "gemini")
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.pass_context
 def engines(ctx: click.Context) -> None:
     """Engines and endpoints (`imagine engines add NAME ...` writes an [endpoints.NAME] table)."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(cli.commands["models"], as_json=False)
+        root = ctx.find_root()  # `models` comes from the root group, which loads it (no import of it here)
+        models = root.command.get_command(root, "models") if isinstance(root.command, click.Group) else None
+        if models is None:  # this group run on its own, outside `imagine`
+            raise click.UsageError("name a subcommand: add or remove", ctx)
+        ctx.invoke(models, as_json=False)
 
 
 @engines.command("add")
@@ -33,8 +35,8 @@ def engines(ctx: click.Context) -> None:
 def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None, default_model: str | None,
                 local: bool | None) -> None:
     """Add an endpoint NAME (then use `-m NAME:MODEL`)."""
-    from .config import get_settings, load_settings, reset_settings
-    from .errors import ConfigError, InputError
+    from ..config import get_settings, load_settings, reset_settings
+    from ..errors import ConfigError, InputError
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", name):
         raise InputError(f"endpoint name {name!r} must be lowercase letters, digits, - or _")
@@ -51,7 +53,7 @@ def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None,
         if value:
             lines.append(f"{key} = {json.dumps(value)}")
     # written down either way, so what leaves the device never hangs on a guess made from the URL
-    from .engines._cloud import is_loopback
+    from ..engines._cloud import is_loopback
 
     if local is None:
         local = is_loopback(base_url)
@@ -83,8 +85,8 @@ def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None,
 @click.argument("name")
 def engines_remove(name: str) -> None:
     """Remove the endpoint NAME from config.toml (added by `engines add`)."""
-    from .config import get_settings
-    from .errors import InputError
+    from ..config import get_settings
+    from ..errors import InputError
 
     path = get_settings().config_path
     text = path.read_text() if path.exists() else ""

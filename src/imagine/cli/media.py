@@ -1,6 +1,6 @@
-"""Media commands of the `imagine` CLI: transcribe, speak, vad, read, see, embed, watch.
+"""Media commands of the `imagine` CLI: transcribe, speak, vad, read, embed, watch.
 
-Thin like the rest of the CLI: parse, call a task, render. Registered on the main group by cli.py.
+Thin like the rest of the CLI: parse, call a task, render. Loaded by the root group when one of them runs.
 """
 
 from __future__ import annotations
@@ -12,59 +12,16 @@ from typing import Any
 
 import click
 
-from .cli import cli, parse_options
+from ._common import (OPTIONS, emit, first_part, output_path, parse_options, run_with_progress,
+                      segments_json)
 
-__all__: list[str] = []
+__all__ = ["embed", "read", "speak", "transcribe", "vad", "watch"]
 
 MODEL = click.option("-m", "--model", help="ENGINE:MODEL (default: the task's bundled engine).")
-OPTIONS = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Engine option, repeatable.")
 OUT = click.option("-O", "--out", help="Write the result to this file (or into this folder).")
 
 
-def _target(out: str, default_name: str) -> Path:
-    target = Path(out).expanduser()
-    if target.is_dir() or out.endswith("/"):
-        target.mkdir(parents=True, exist_ok=True)
-        return target / default_name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def _emit(text: str, out: str | None, default_name: str) -> None:
-    if out:
-        target = _target(out, default_name)
-        target.write_text(text if text.endswith("\n") else text + "\n")
-        click.echo(f"wrote {target}", err=True)
-    else:
-        click.echo(text.rstrip("\n"))
-
-
-def _segments_json(segments: Any) -> list[dict[str, Any]]:
-    return [{"start": s.start, "end": s.end, "text": s.text, **({"meta": s.meta} if s.meta else {})}
-            for s in segments.items]
-
-
-def _run_with_progress(response: Any, label: str) -> None:
-    """Finish a response, showing its Progress events as a bar when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        response.complete()
-        return
-    from rich.progress import Progress as Bar
-
-    from .events import Progress
-
-    with Bar(transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        for event in response.events():
-            if isinstance(event, Progress):
-                bar.update(task, completed=event.done, total=event.total)
-
-
-def _first(response: Any, cls: type) -> Any:
-    return next((p for p in response.parts if isinstance(p, cls)), None)
-
-
-@cli.command()
+@click.command()
 @click.argument("file", type=click.Path())
 @MODEL
 @OPTIONS
@@ -73,9 +30,9 @@ def _first(response: Any, cls: type) -> Any:
 @OUT
 def transcribe(file: str, model: str | None, options: tuple[str, ...], fmt: str, words: bool, out: str | None) -> None:
     """Transcribe speech in an audio or video FILE."""
-    from . import tasks
-    from .parts import Data, Segments
-    from .subtitles import to_srt, to_vtt
+    from .. import tasks
+    from ..parts import Data, Segments
+    from ..subtitles import to_srt, to_vtt
 
     opts = parse_options(options)
     if words:
@@ -87,26 +44,26 @@ def transcribe(file: str, model: str | None, options: tuple[str, ...], fmt: str,
             sys.stdout.flush()
         click.echo()
         return
-    _run_with_progress(response, "transcribing")
-    segments = _first(response, Segments) or Segments([])
+    run_with_progress(response, "transcribing")
+    segments = first_part(response, Segments) or Segments([])
     if fmt == "json":
-        info = _first(response, Data)
+        info = first_part(response, Data)
         body = json.dumps({"id": response.id, "model": response.model_ref, "text": response.text().strip(),
-                           "segments": _segments_json(segments), **(info.value if info else {})}, indent=2)
+                           "segments": segments_json(segments), **(info.value if info else {})}, indent=2)
     elif fmt == "srt":
         body = to_srt(segments)
     elif fmt == "vtt":
         body = to_vtt(segments)
     else:
         body = response.text().strip()
-    _emit(body, out, f"{Path(file).stem}.{ 'txt' if fmt == 'text' else fmt}")
+    emit(body, out, f"{Path(file).stem}.{ 'txt' if fmt == 'text' else fmt}")
 
 
 def _print_voices(model: str | None) -> None:
     """`speak --voices`: the voices of the engine -m names, else of each speech engine installed, grouped,
     the default first."""
-    from . import tasks
-    from .registry import get_registry
+    from .. import tasks
+    from ..registry import get_registry
 
     registry = get_registry()
     if model:
@@ -126,7 +83,7 @@ def _print_voices(model: str | None) -> None:
 
 
 def _available(registry: Any, engine_id: str) -> Any:
-    from .errors import EngineNotFound, EngineUnavailable
+    from ..errors import EngineNotFound, EngineUnavailable
 
     try:
         return registry.engine(engine_id)
@@ -134,7 +91,7 @@ def _available(registry: Any, engine_id: str) -> Any:
         return None
 
 
-@cli.command()
+@click.command()
 @click.argument("text", nargs=-1)
 @MODEL
 @OPTIONS
@@ -145,8 +102,8 @@ def _available(registry: Any, engine_id: str) -> Any:
 def speak(text: tuple[str, ...], model: str | None, options: tuple[str, ...], voice: str | None,
           list_voices: bool, out: str | None) -> None:
     """Speak TEXT (or stdin) to a WAV file (default voice: Piper's; -m espeak for 100+ languages)."""
-    from . import tasks
-    from .parts import Audio
+    from .. import tasks
+    from ..parts import Audio
 
     if list_voices:
         _print_voices(model)
@@ -158,27 +115,27 @@ def speak(text: tuple[str, ...], model: str | None, options: tuple[str, ...], vo
     if voice:
         opts["voice"] = voice
     response = tasks.speak(words, model, **opts)
-    audio = _first(response, Audio)
-    target = _target(out, f"speech-{response.id}.wav") if out else Path(f"speech-{response.id}.wav")
+    audio = first_part(response, Audio)
+    target = output_path(out, f"speech-{response.id}.wav") if out else Path(f"speech-{response.id}.wav")
     target.write_bytes(audio.data)
     seconds = response.usage.extra.get("seconds")
     click.echo(f"wrote {target}" + (f" ({seconds:.1f} s)" if seconds else ""))
 
 
-@cli.command()
+@click.command()
 @click.argument("file", type=click.Path())
 @MODEL
 @OPTIONS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def vad(file: str, model: str | None, options: tuple[str, ...], as_json: bool) -> None:
     """Find the speech in an audio or video FILE (start and end times in seconds)."""
-    from . import tasks
-    from .parts import Segments
+    from .. import tasks
+    from ..parts import Segments
 
     response = tasks.detect_speech(file, model, **parse_options(options))
-    segments = _first(response, Segments) or Segments([])
+    segments = first_part(response, Segments) or Segments([])
     if as_json:
-        click.echo(json.dumps(_segments_json(segments), indent=2))
+        click.echo(json.dumps(segments_json(segments), indent=2))
         return
     for seg in segments.items:
         click.echo(f"{seg.start:8.2f} - {seg.end:8.2f} s  ({seg.end - seg.start:.2f} s)")
@@ -186,50 +143,33 @@ def vad(file: str, model: str | None, options: tuple[str, ...], as_json: bool) -
         click.echo("no speech found", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("image", type=click.Path())
 @MODEL
 @OPTIONS
 @click.option("--json", "as_json", is_flag=True, help="Print lines with boxes and confidences as JSON.")
 def read(image: str, model: str | None, options: tuple[str, ...], as_json: bool) -> None:
     """Read the text in an IMAGE (OCR)."""
-    from . import tasks
-    from .parts import Data
+    from .. import tasks
+    from ..parts import Data
 
     response = tasks.read_text(image, model, **parse_options(options))
     if as_json:
-        data = _first(response, Data)
+        data = first_part(response, Data)
         click.echo(json.dumps({"text": response.text(), **(data.value if data else {})}, indent=2))
     else:
         click.echo(response.text())
 
 
-@cli.command()
-@click.argument("args", nargs=-1, required=True, metavar="IMAGE... QUESTION")
-@click.option("-m", "--model", help="ENGINE:MODEL of a vision-language model, e.g. "
-              "transformers:HuggingFaceTB/SmolVLM-256M-Instruct or openai:gpt-4o-mini.")
-@OPTIONS
-def see(args: tuple[str, ...], model: str | None, options: tuple[str, ...]) -> None:
-    """Ask a vision-language model about one or more IMAGEs: the last argument is the question
-    (with a single argument, the model describes the image)."""
-    from . import tasks
-
-    images, question = (list(args[:-1]), args[-1]) if len(args) > 1 else (list(args), "Describe this image.")
-    for delta in tasks.see(images, question, model, **parse_options(options)):
-        click.echo(delta, nl=False)
-        sys.stdout.flush()
-    click.echo()
-
-
-@cli.command()
+@click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @MODEL
 @OPTIONS
 def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) -> None:
     """Embed texts, text FILEs or image FILEs (images default to clip): one JSON array per input, one
     per line; with -o score=true (clip), a last line holds the image x text similarity JSON."""
-    from . import tasks
-    from .parts import Data, Image, Part, Text, Vector, load_part
+    from .. import tasks
+    from ..parts import Data, Image, Part, Text, Vector, load_part
 
     texts: list[str | Part] = []
     for item in inputs:
@@ -248,7 +188,7 @@ def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) 
             click.echo(json.dumps(part.value))
 
 
-@cli.command()
+@click.command()
 @click.argument("video", type=click.Path())
 @click.option("--every", default=0.5, show_default=True, type=float, help="Seconds between sampled frames.")
 @click.option("--scene-threshold", default=0.08, show_default=True, type=float, help="Picture change that starts a scene (0-1).")
@@ -259,7 +199,7 @@ def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) 
 def watch(video: str, every: float, scene_threshold: float, summarize: bool, model: str | None,
           as_json: bool, out: str | None) -> None:
     """Understand a VIDEO: scenes with their on-screen text, and the speech, on one timeline."""
-    from .watch import summarize_timeline, timeline_text, watch as run_watch
+    from ..watch import summarize_timeline, timeline_text, watch as run_watch
 
     if sys.stderr.isatty():
         from rich.progress import Progress
@@ -271,8 +211,8 @@ def watch(video: str, every: float, scene_threshold: float, summarize: bool, mod
                                                                                  description=label))
     else:
         timeline = run_watch(video, every=every, scene_threshold=scene_threshold)
-    body = json.dumps(_segments_json(timeline), indent=2) if as_json else timeline_text(timeline)
-    _emit(body, out, f"{Path(video).stem}.timeline.{'json' if as_json else 'txt'}")
+    body = json.dumps(segments_json(timeline), indent=2) if as_json else timeline_text(timeline)
+    emit(body, out, f"{Path(video).stem}.timeline.{'json' if as_json else 'txt'}")
     if summarize:
         click.echo("\nsummary: ", nl=False)
         for delta in summarize_timeline(timeline, model):

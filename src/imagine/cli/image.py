@@ -1,7 +1,8 @@
-"""Image commands of the `imagine` CLI: draw (text to image) and edit (image to image, inpainting).
+"""Image commands of the `imagine` CLI: see (ask about images), draw (text to image) and edit (image to
+image, inpainting).
 
-Thin like the rest of the CLI: parse, call `tasks.draw` / `tasks.edit`, show the denoising steps as a
-progress bar on a terminal, write the images. Registered on the main group by cli.py.
+Thin like the rest of the CLI: parse, call `tasks.see` / `tasks.draw` / `tasks.edit`, show the denoising
+steps as a progress bar on a terminal, write the images. Loaded by the root group when one of them runs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 import click
 
-from .cli import cli, parse_options
+from ._common import OPTIONS as ENGINE_OPTIONS, finish_with_steps, parse_options  # `see`'s plain -o
 
-__all__: list[str] = []
+__all__ = ["draw", "edit", "see"]
 
 MODEL = click.option("-m", "--model", help="ENGINE:MODEL, e.g. diffusers:./my-sd-folder or diffusers:OWNER/NAME.")
 OPTIONS = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
@@ -52,25 +53,8 @@ def _check_suffix(out: str | None) -> None:
             raise click.BadParameter(f"cannot write {suffix} images; use {', '.join(FORMATS)}", param_hint="'-O'")
 
 
-def _finish(response: Any) -> None:
-    """Run the response to the end, showing its denoising steps as a bar when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        response.complete()
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
-    from .events import Progress
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Bar(*columns, transient=True) as bar:
-        task = bar.add_task("loading", total=None)
-        for event in response.events():
-            if isinstance(event, Progress):
-                bar.update(task, completed=event.done, total=event.total, description=event.label or "working")
-
-
 def _write(response: Any, out: str | None) -> None:
-    from .parts import Image
+    from ..parts import Image
 
     images = [p for p in response.parts if isinstance(p, Image)]
     if not images:
@@ -91,7 +75,24 @@ def _write(response: Any, out: str | None) -> None:
         click.echo(f"seed {seed}", err=True)
 
 
-@cli.command()
+@click.command()
+@click.argument("args", nargs=-1, required=True, metavar="IMAGE... QUESTION")
+@click.option("-m", "--model", help="ENGINE:MODEL of a vision-language model, e.g. "
+              "transformers:HuggingFaceTB/SmolVLM-256M-Instruct or openai:gpt-4o-mini.")
+@ENGINE_OPTIONS
+def see(args: tuple[str, ...], model: str | None, options: tuple[str, ...]) -> None:
+    """Ask a vision-language model about one or more IMAGEs: the last argument is the question
+    (with a single argument, the model describes the image)."""
+    from .. import tasks
+
+    images, question = (list(args[:-1]), args[-1]) if len(args) > 1 else (list(args), "Describe this image.")
+    for delta in tasks.see(images, question, model, **parse_options(options)):
+        click.echo(delta, nl=False)
+        sys.stdout.flush()
+    click.echo()
+
+
+@click.command()
 @click.argument("prompt", nargs=-1, required=True)
 @MODEL
 @OPTIONS
@@ -100,15 +101,15 @@ def _write(response: Any, out: str | None) -> None:
 def draw(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], control: str | None,
          out: str | None) -> None:
     """Draw an image from a text PROMPT: imagine draw "a red fox" -m diffusers:FOLDER -o steps=30 -o seed=1"""
-    from . import tasks
+    from .. import tasks
 
     _check_suffix(out)
     response = tasks.draw(" ".join(prompt), model, control=control, **parse_options(options))
-    _finish(response)
+    finish_with_steps(response)
     _write(response, out)
 
 
-@cli.command()
+@click.command()
 @click.argument("image", type=click.Path())
 @click.argument("prompt", nargs=-1, required=True)
 @click.option("--mask", type=click.Path(), help="Inpaint: white areas of this image are repainted, black kept.")
@@ -119,9 +120,9 @@ def draw(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], c
 def edit(image: str, prompt: tuple[str, ...], mask: str | None, model: str | None, options: tuple[str, ...],
          control: str | None, out: str | None) -> None:
     """Redraw IMAGE following PROMPT (-o strength=0..1), or only its --mask area (inpainting)."""
-    from . import tasks
+    from .. import tasks
 
     _check_suffix(out)
     response = tasks.edit(image, " ".join(prompt), model, mask=mask, control=control, **parse_options(options))
-    _finish(response)
+    finish_with_steps(response)
     _write(response, out)

@@ -2,7 +2,7 @@
 
 Thin like the rest of the CLI. torch, rich and the lab are imported inside the commands, so
 `imagine --help` stays fast; training errors (bad preset or option, missing data) become InputError
-and so one line on stderr with a non-zero exit. Registered on the main group by cli.py.
+and so one line on stderr with a non-zero exit. Loaded by the root group when `imagine lab` runs.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import click
 
-from .cli import cli, parse_options
+from ._common import parse_options
 
-__all__: list[str] = []
+__all__ = ["lab"]
 
 SAMPLE_CHARS = 200  # the sample printed after training
 
@@ -26,12 +26,12 @@ def _lab() -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        from .errors import EngineUnavailable
+        from ..errors import EngineUnavailable
 
         raise EngineUnavailable("the model lab needs torch", hint="pip install 'imagine[torch]'") from None
 
 
-@cli.group()
+@click.group()
 def lab() -> None:
     """Train and sample imagine's own small models (needs the torch extra)."""
 
@@ -49,9 +49,9 @@ def _overrides(pairs: tuple[str, ...], preset: str) -> tuple[dict[str, Any], dic
     here because a wrong key or type would otherwise surface as a TypeError deep inside training."""
     from dataclasses import fields
 
-    from .arch.lm import LMConfig
-    from .arch.train import TrainConfig
-    from .errors import InputError
+    from ..arch.lm import LMConfig
+    from ..arch.train import TrainConfig
+    from ..errors import InputError
 
     flags = {"data": "--data", "out_dir": "-O", "device": "--device", "compile": "--compile", "resume": "--resume",
              "preset": "--preset"}
@@ -83,8 +83,8 @@ def _overrides(pairs: tuple[str, ...], preset: str) -> tuple[dict[str, Any], dic
 
 
 def _recipe(preset: str, **overrides: Any) -> Any:
-    from .arch.train import recipe
-    from .errors import InputError
+    from ..arch.train import recipe
+    from ..errors import InputError
 
     try:
         return recipe(preset, **overrides)
@@ -95,7 +95,7 @@ def _recipe(preset: str, **overrides: Any) -> Any:
 def _check_device(device: str) -> None:
     import torch
 
-    from .errors import InputError
+    from ..errors import InputError
 
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda, but torch sees no CUDA GPU here", hint="use --device auto or cpu")
@@ -167,8 +167,8 @@ def train_lm(preset: str, data: str | None, minutes: float | None, iters: int | 
     _lab()
     from rich.console import Console
 
-    from .arch.train import train
-    from .errors import InputError
+    from ..arch.train import train
+    from ..errors import InputError
 
     _check_device(device)
     train_opts, model_opts = _overrides(options, preset)
@@ -217,7 +217,7 @@ def train_lm(preset: str, data: str | None, minutes: float | None, iters: int | 
 
 def _sample_after_training(model: Any, tokenizer: Any, seed: int) -> str:
     """A short continuation from a fresh line, straight from the trained model in memory (no reload)."""
-    from .engines.native import continuation, start_ids
+    from ..engines.native import continuation, start_ids
 
     ids = start_ids(tokenizer, "")
     text = "".join(continuation(model, tokenizer, ids, max_tokens=SAMPLE_CHARS, temperature=0.8, top_k=40,
@@ -233,7 +233,7 @@ def _sample_after_training(model: Any, tokenizer: Any, seed: int) -> str:
 def presets(as_json: bool) -> None:
     """List the language-model presets: shape, size and which modern parts are on."""
     _lab()
-    from .arch.lm import LM, PRESETS
+    from ..arch.lm import LM, PRESETS
 
     rows: list[dict[str, Any]] = []
     for name, cfg in PRESETS.items():
@@ -292,8 +292,8 @@ def sample(checkpoint: str, prompt: str, max_tokens: int, temperature: float, to
     # Through imagine's normal request path (tasks.ask -> registry -> the native engine), not the engine
     # directly: DESIGN.md has nothing else talk to an engine, so a sample gets the same option checks,
     # errors and provenance log as `imagine ask -m native:DIR` (--no-log, or IMAGINE_LOG=0, skips the log).
-    from . import tasks
-    from .parts import Message
+    from .. import tasks
+    from ..parts import Message
 
     options: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_k": top_k}
     if top_p is not None:

@@ -1,0 +1,127 @@
+"""`imagine ask`, `chat` and `route`: a prompt to a model, a chat session, a plan without a run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ._common import OPTIONS, load_schema, parse_options, read_stdin_if_piped, response_payload, write_out
+
+__all__ = ["ask", "chat", "route"]
+
+
+@click.command()
+@click.argument("prompt", nargs=-1)
+@click.option("-m", "--model", help="ENGINE:MODEL or alias (default: the configured model, else llama-cpp).")
+@OPTIONS
+@click.option("-a", "--attach", multiple=True, type=click.Path(), help="Attach a file (image, audio, video, text).")
+@click.option("-s", "--system", help="System prompt.")
+@click.option("--schema", help="JSON schema (inline or a .json file) the answer must follow.")
+@click.option("-c", "--continue", "continue_", is_flag=True, help="Continue the last conversation.")
+@click.option("--cid", "conversation", help="Continue the conversation with this id.")
+@click.option("-O", "--out", help="Also write the answer to this file (or into this folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
+@click.option("--no-log", is_flag=True, help="Do not log this response.")
+@click.option("-p", "--policy", help="Let the router choose: local_only, local, cloud, cheapest, fastest, best, "
+                                     "cascade (comma-separated).")
+@click.option("--max-cost", type=float, help="Refuse plans estimated above this many US dollars.")
+def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], attach: tuple[str, ...],
+        system: str | None, schema: str | None, continue_: bool, conversation: str | None,
+        out: str | None, as_json: bool, no_log: bool, policy: str | None, max_cost: float | None) -> None:
+    """Ask a model. PROMPT may also come on stdin (piped text is put before PROMPT)."""
+    from .. import tasks
+
+    text = " ".join(prompt)
+    piped = read_stdin_if_piped()
+    if piped and piped.strip():
+        text = f"{piped.rstrip()}\n\n{text}" if text else piped
+    if max_cost is not None:
+        from ..router import Policy
+
+        policy = Policy.parse(policy, max_cost=max_cost)  # type: ignore[assignment]
+    response = tasks.ask(text, model, attach=list(attach), system=system, schema=load_schema(schema),
+                         options=parse_options(options), conversation=conversation or continue_ or None,
+                         log=False if no_log else None, policy=policy)
+    if as_json:
+        response.complete()
+        payload = response_payload(response)
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        payload = None
+        from ..events import RESTART, Progress, TextDelta
+
+        try:
+            for event in response.events():
+                if isinstance(event, TextDelta):
+                    click.echo(event.text, nl=False)
+                    sys.stdout.flush()
+                elif isinstance(event, Progress) and event.label == RESTART:
+                    click.echo("\n[falling back to the next engine; the answer starts again]", err=True)
+        finally:
+            click.echo()
+    if out:
+        target = write_out(out, response, payload)
+        click.echo(f"wrote {target}", err=True)
+    if response.log_error:
+        click.echo(f"warning: not logged: {response.log_error}", err=True)
+
+
+@click.command()
+@click.option("-m", "--model", help="ENGINE:MODEL or alias.")
+@OPTIONS
+@click.option("-s", "--system", help="System prompt.")
+@click.option("-p", "--policy", help="Route every turn with this policy (local_only keeps the chat on the device).")
+def chat(model: str | None, options: tuple[str, ...], system: str | None, policy: str | None) -> None:
+    """Interactive chat. Commands: !attach FILE, !model ID, !new, !help, !quit. Ctrl-C stops a reply."""
+    from ..chat import ChatSession
+
+    ChatSession(model=model, options=parse_options(options), system=system, policy=policy).run()
+
+
+@click.command()
+@click.argument("prompt", nargs=-1)
+@click.option("-a", "--attach", multiple=True, type=click.Path(), help="Files the request would carry.")
+@click.option("-m", "--model", default="auto", show_default=True, help="Reference or alias to plan for.")
+@click.option("-p", "--policy", help="Routing policy (see `imagine ask --help`).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE")
+@click.option("--schema", help="JSON schema the answer must follow (needs json_schema).")
+@click.option("--max-cost", type=float, help="Budget per request in US dollars.")
+@click.option("--explain", is_flag=True, help="Show every candidate and why it was kept or dropped.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def route(prompt: tuple[str, ...], attach: tuple[str, ...], model: str, policy: str | None, options: tuple[str, ...],
+          schema: str | None, max_cost: float | None, explain: bool, as_json: bool) -> None:
+    """Plan a request without running it: which engines could answer, in what order, and why."""
+    from ..config import get_settings
+    from ..registry import get_registry
+    from ..router import Policy, explain as explain_rows, get_router
+    from ..tasks import build_messages
+
+    messages = build_messages(" ".join(prompt) or None, list(attach))
+    parsed = Policy.parse(policy or ("auto" if model in ("auto", "") else None), max_cost=max_cost,
+                          max_cost_per_day=get_settings().max_cost_per_day)
+    decision = get_router(get_registry()).plan(messages, model, policy=parsed, options=parse_options(options),
+                                               schema=load_schema(schema))
+    if as_json:
+        click.echo(json.dumps(decision.record(), indent=2))
+        return
+    plan = decision.plan
+    click.echo(f"plan: {' -> '.join(c.ref for c in plan) if plan else '(nothing can take this request)'}"
+               f"   [{decision.plan_ms:.2f} ms]")
+    if explain or not plan:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"candidates for {decision.requested} ({', '.join(sorted(m.value for msg in messages for m in msg.modalities))} in)")
+        for column in ("#", "candidate", "where, est. cost", "why"):
+            table.add_column(column)
+        for rank, ref, where, why in explain_rows(decision):
+            table.add_row(rank, ref, where, escape(why) if rank != "-" else f"[dim]{escape(why)}[/]")
+        Console().print(table)
+        registry = get_registry()
+        for engine_id in dict.fromkeys(c.engine_id for c in decision.candidates):
+            reason = getattr(registry.engine_class(engine_id), "locality_reason", "")
+            if reason.startswith("assumed"):  # a loopback URL may be a proxy to a cloud: say so
+                click.echo(f"{engine_id} counts as local: {reason}")
