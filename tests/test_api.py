@@ -11,7 +11,7 @@ EXPECTED = {
     "Store", "StoreError", "Text", "TextDelta", "ToolCall", "UpstreamError", "Usage", "Vector", "Video",
     "__version__", "aask", "ask", "get_registry", "get_settings", "get_store", "load_part", "load_settings",
     # the Client and the multimodal half of the API
-    "Client", "default_client", "transcribe", "speak", "detect_speech", "read_text", "embed", "see", "draw", "edit",
+    "Client", "default_client", "PartDelta", "Restart", "transcribe", "speak", "detect_speech", "read_text", "embed", "see", "draw", "edit", "watch",
 }
 
 

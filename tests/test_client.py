@@ -78,3 +78,63 @@ def test_the_finish_reason_is_the_engines(mock_engine):
     response = imagine.ask("hi", "mock")
     response.text()
     assert response.finish_reason == "length"
+
+
+def test_the_cli_help_table_matches_each_commands_own_help():
+    """`imagine --help` lists commands from a table without importing them; the table must say what each
+    command's own docstring says (its first paragraph), or the two drift apart."""
+    from importlib import import_module
+
+    import click
+
+    from imagine.cli.app import COMMANDS
+
+    for name, (home, line) in COMMANDS.items():
+        module, attribute = home.split(":")
+        command = getattr(import_module(f"imagine.cli.{module}"), attribute)
+        own = command.get_short_help_str(limit=1000)  # what `--help` would show with the module loaded
+        assert click.Command(name, help=line).get_short_help_str(limit=1000) == own, f"{name}: table says {line!r}, the command {own!r}"
+
+
+def test_json_names_the_engine_that_answered(imagine_home, monkeypatch):
+    """`ask --json` reports the engine and model that produced the answer — for a named model, an alias,
+    and a routed request that fell back — never the router."""
+    from click.testing import CliRunner
+
+    from imagine import Done, UpstreamError, config, registry
+    from imagine.cli import cli
+
+    imagine_home.mkdir(parents=True, exist_ok=True)
+    (imagine_home / "config.toml").write_text('[aliases]\nparrot = "mock:polly"\n')
+    config.reset_settings()
+    registry.reset_registry()
+
+    def model_of(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["ask", "--json", *args, "hi"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["model"]
+
+    assert model_of("-m", "mock") == "mock:echo"
+    assert model_of("-m", "parrot") == "mock:polly"
+
+    from imagine.engine import Engine
+
+    class Flaky(Engine):
+        id, locality, default_model = "flaky", "local", "f"
+
+        async def stream(self, request):  # type: ignore[override]
+            raise UpstreamError("flaky is down")
+            yield Done()
+
+    class Steady(Engine):
+        id, locality, default_model = "steady", "local", "s"
+
+        async def stream(self, request):  # type: ignore[override]
+            yield TextDelta("steady answer")
+            yield Done()
+
+    routed = registry.Registry(load_plugins=False)
+    routed.register(Flaky)
+    routed.register(Steady)
+    registry.reset_registry(routed)
+    assert model_of("-p", "local") == "steady:s"

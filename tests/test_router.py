@@ -14,7 +14,7 @@ from imagine import BudgetExceeded, EngineNotFound, InputError, TextDelta, Usage
 from imagine.config import ModelSpec
 from imagine.engine import Engine, Request
 from imagine.errors import RateLimited, UpstreamError, UpstreamTimeout
-from imagine.events import RESTART, Done, Event, Progress
+from imagine.events import Done, Event, Restart
 from imagine.parts import Modality
 from imagine.registry import Registry
 from imagine.router import CircuitBreaker, Policy, Router, explain
@@ -105,7 +105,7 @@ def test_failures_fall_back_and_the_log_shows_both_attempts(setup, failure):
     assert response.text() == "vision answer "
     events = list(response.events())
     if failure.startswith("cut"):
-        assert Progress(0, None, RESTART) in events  # the consumer is told to start over
+        assert any(isinstance(e, Restart) for e in events)  # the consumer is told to start over
     row = imagine.get_store().get(response.id)
     attempts = row["routing"]["attempts"]
     assert [a["ref"] for a in attempts] == ["small:m", "vision:m"]

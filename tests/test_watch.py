@@ -7,7 +7,7 @@ import pytest
 
 from imagine import Audio, Video
 from imagine.tasks import speak
-from imagine.watch import timeline_text, watch
+from imagine.timeline import timeline_text, watch
 
 from .helpers.media import make_video, slide
 from .helpers.speech import wer

@@ -9,7 +9,6 @@ The public API is exactly `__all__`; everything else is private and may change.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` pays only for the CLI
@@ -32,21 +31,24 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
         UpstreamError,
         UpstreamTimeout,
     )
-    from .events import Done, Error, Event, PartOut, Progress, TextDelta, ToolCall, Usage
+    from .events import Done, Error, Event, PartDelta, PartOut, Progress, Restart, TextDelta, ToolCall, Usage
     from .parts import Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, Vector, Video, load_part
     from .registry import Registry, get_registry
     from .store import Store
     from .tasks import (aask, ask, detect_speech, draw, edit, embed, get_store, read_text, see, speak,
                         transcribe)
+    from .timeline import watch
 
 _HOMES = {
     "client": ("Client", "default_client"),
+    "timeline": ("watch",),
     "config": ("Settings", "get_settings", "load_settings"),
     "engine": ("Engine", "Request", "Response"),
     "errors": ("BudgetExceeded", "ConfigError", "EngineNotFound", "EngineUnavailable", "ImagineError", "InputError",
                "LimitExceeded", "OptionsError", "RateLimited", "Refused", "SchemaError", "StoreError", "UpstreamError",
                "UpstreamTimeout"),
-    "events": ("Done", "Error", "Event", "PartOut", "Progress", "TextDelta", "ToolCall", "Usage"),
+    "events": ("Done", "Error", "Event", "PartDelta", "PartOut", "Progress", "Restart", "TextDelta", "ToolCall",
+               "Usage"),
     "parts": ("Audio", "Data", "Image", "Message", "Modality", "Part", "Segment", "Segments", "Text", "Vector",
               "Video", "load_part"),
     "registry": ("Registry", "get_registry"),
@@ -56,13 +58,21 @@ _HOMES = {
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-try:
-    __version__ = _version("imagine")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
+
+def _package_version() -> str:
+    """Read on first use: importlib.metadata costs ~20 ms, most of what `imagine --help` would pay."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("imagine")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0.0.0"
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _package_version()
+        return value
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'imagine' has no attribute {name!r}")
@@ -95,6 +105,7 @@ __all__ = [
     "Modality",
     "OptionsError",
     "Part",
+    "PartDelta",
     "PartOut",
     "Progress",
     "RateLimited",
@@ -102,6 +113,7 @@ __all__ = [
     "Registry",
     "Request",
     "Response",
+    "Restart",
     "SchemaError",
     "Segment",
     "Segments",
@@ -133,4 +145,5 @@ __all__ = [
     "see",
     "speak",
     "transcribe",
+    "watch",
 ]

@@ -179,9 +179,9 @@ class Client:
         return tasks.edit(*args, client=self, **kwargs)
 
     def watch(self, *args: Any, **kwargs: Any) -> Any:
-        from . import watch
+        from . import timeline
 
-        return watch.watch(*args, client=self, **kwargs)
+        return timeline.watch(*args, client=self, **kwargs)
 
 
 def _no_options() -> Any:

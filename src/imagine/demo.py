@@ -47,7 +47,7 @@ def run_demo(model: str | None = None) -> None:
     for delta in response:
         print(delta, end="", flush=True)
     tokens = "?" if response.usage.output_tokens is None else response.usage.output_tokens  # None: not reported
-    print(f"\n[{response.engine.id}:{response.request.model} · {tokens} tokens in "
+    print(f"\n[{response.answered_ref} · {tokens} tokens in "
           f"{time.perf_counter() - t0:.1f}s · first token after {(response.ttft_s or 0) * 1000:.0f} ms]")
     ids.append(response.id)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import errors
 from ._bridge import iterate_sync, run_sync
 from .errors import ImagineError, InputError, OptionsError, SchemaError, UpstreamError
-from .events import RESTART, Done, Error, Event, PartOut, Progress, TextDelta, Usage
+from .events import Done, Error, Event, PartOut, Restart, TextDelta, Usage
 from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part
 
 __all__ = ["Engine", "Locality", "Request", "Response", "new_id", "normalize_tools"]
@@ -357,7 +357,7 @@ class Response:
         """Events since the last restart (a router fallback starts the answer over)."""
         start = 0
         for i, event in enumerate(self.events_seen):
-            if isinstance(event, Progress) and event.label == RESTART:
+            if isinstance(event, Restart):
                 start = i + 1
         return self.events_seen[start:]
 

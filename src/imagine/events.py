@@ -1,7 +1,8 @@
 """Events: the one streaming currency between engines and everything above them.
 
 The set is small and closed on purpose: every consumer (CLI, server, studio, flows, the log) handles
-exactly these seven types, and errors travel as events rather than exceptions across the stream.
+exactly these nine types. Errors are exceptions inside imagine; `Error` is the one in-band form, for the
+edges that must report a failure inside a stream (server-sent events, flows).
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from typing import Any, Union
 
 from .parts import Part
 
-__all__ = ["RESTART", "Done", "Error", "Event", "PartOut", "Progress", "TextDelta", "ToolCall", "Usage"]
-
-# Progress label meaning "the answer starts over" (the router fell back to another engine mid-stream):
-# consumers drop the text and parts received so far; usage keeps adding up (the failed try was spent).
-RESTART = "restart"
+__all__ = ["Done", "Error", "Event", "PartDelta", "PartOut", "Progress", "Restart", "TextDelta", "ToolCall",
+           "Usage"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +21,26 @@ class TextDelta:
     """A piece of generated text; the deltas of one response concatenate to its text."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class PartDelta:
+    """A chunk of a media part still being made: audio for a voice reply as it is synthesised, a
+    progressive image. Chunks with the same `index` belong to one part; the finished part still arrives
+    as a `PartOut`, so a consumer that does not stream media can ignore these."""
+
+    data: bytes
+    mime: str
+    index: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The answer starts over (the router fell back to another engine mid-stream): consumers drop the
+    text and parts received so far; usage keeps adding up (the failed try was spent)."""
+
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,4 +108,4 @@ class Done:
     finish_reason: str = "stop"
 
 
-Event = Union[TextDelta, PartOut, Progress, Usage, ToolCall, Error, Done]
+Event = Union[TextDelta, PartDelta, PartOut, Progress, Restart, Usage, ToolCall, Error, Done]

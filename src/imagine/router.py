@@ -4,8 +4,7 @@ fallback and cascade; record every decision.
 A *plan* is an ordered list of (engine, model) candidates that can take the request. Running it tries
 them in turn: a failure (error, timeout, rate limit, refusal, cut stream) falls back to the next;
 with `cascade`, an answer that fails its check (schema, self-check, confidence) escalates to the next.
-A stream that restarts on another engine emits `Progress(label=RESTART)` so consumers drop the text so
-far. Each decision (candidates, why each was kept or dropped, attempts, cost) is logged with the response.
+A stream that restarts on another engine emits `Restart` so consumers drop the text so far. Each decision (candidates, why each was kept or dropped, attempts, cost) is logged with the response.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 from .engine import Engine, Request
 from .errors import (BudgetExceeded, EngineUnavailable, ImagineError, InputError, OptionsError, RateLimited,
                      UpstreamError)
-from .events import RESTART, Done, Event, PartOut, Progress, TextDelta, Usage
+from .events import Done, Event, PartOut, Restart, TextDelta, Usage
 from .parts import Message, Modality
 from .registry import BUILTIN_ALIASES, Registry
 
@@ -398,7 +397,8 @@ class Execution(Engine):
                 attempt = Attempt(cand.ref, "ok")
                 self.decision.attempts.append(attempt)
                 if emitted:
-                    yield Progress(0, None, RESTART)
+                    yield Restart(f"{self.decision.attempts[-2].ref} failed or was escalated; now {cand.ref}"
+                                  if len(self.decision.attempts) > 1 else "")
                 t0 = time.perf_counter()
                 text: list[str] = []
                 usage = Usage()

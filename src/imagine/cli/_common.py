@@ -105,7 +105,7 @@ def response_payload(response: Any) -> dict[str, Any]:
     payload = {
         "id": response.id,
         "conversation_id": response.conversation_id,
-        "model": f"{response.engine.id}:{response.request.model}",
+        "model": response.answered_ref,  # the engine that answered, after any fallback
         "text": response.text_so_far(),
         "finish_reason": response.finish_reason,
         "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},

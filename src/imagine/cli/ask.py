@@ -50,14 +50,14 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
         click.echo(json.dumps(payload, indent=2))
     else:
         payload = None
-        from ..events import RESTART, Progress, TextDelta
+        from ..events import Restart, TextDelta
 
         try:
             for event in response.events():
                 if isinstance(event, TextDelta):
                     click.echo(event.text, nl=False)
                     sys.stdout.flush()
-                elif isinstance(event, Progress) and event.label == RESTART:
+                elif isinstance(event, Restart):
                     click.echo("\n[falling back to the next engine; the answer starts again]", err=True)
         finally:
             click.echo()

@@ -199,7 +199,7 @@ def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) 
 def watch(video: str, every: float, scene_threshold: float, summarize: bool, model: str | None,
           as_json: bool, out: str | None) -> None:
     """Understand a VIDEO: scenes with their on-screen text, and the speech, on one timeline."""
-    from ..watch import summarize_timeline, timeline_text, watch as run_watch
+    from ..timeline import summarize_timeline, timeline_text, watch as run_watch
 
     if sys.stderr.isatty():
         from rich.progress import Progress
