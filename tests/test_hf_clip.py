@@ -18,6 +18,7 @@ pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '
 
 from imagine import EngineUnavailable, Image, InputError, Message, Modality, OptionsError, Vector  # noqa: E402
 from imagine import get_registry, tasks  # noqa: E402
+from imagine.config import get_settings  # noqa: E402
 from imagine.engine import Request, Response  # noqa: E402
 from imagine.engines.clip import ClipEngine  # noqa: E402
 from imagine.parts import Data  # noqa: E402
@@ -106,7 +107,7 @@ def siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embed(*parts: Any, model: Path | str, **options: Any) -> Response:
     engine = get_registry().engine("clip")
     request = Request(messages=(Message.user(*parts),), model=str(model), options=engine.parse_options(options),
-                      want=Modality.VECTOR)
+                      want=Modality.VECTOR, limits=get_settings().part_limits())
     return Response(engine, request).complete()
 
 

@@ -18,6 +18,7 @@ pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '
 
 from imagine import Audio, Image, InputError, Message, Modality, OptionsError, TextDelta, get_registry  # noqa: E402
 from imagine import tasks  # noqa: E402
+from imagine.config import get_settings  # noqa: E402
 from imagine.engine import Request, Response  # noqa: E402
 from imagine.engines.transformers_speech import TransformersSpeechEngine  # noqa: E402
 from imagine.parts import Segments  # noqa: E402
@@ -124,7 +125,7 @@ def tone(seconds: float = 1.5, rate: int = 16000) -> Audio:
 def call(*parts: Any, model: Path | str, want: Modality, **options: Any) -> Response:
     engine = get_registry().engine("hf-speech")
     request = Request(messages=(Message.user(*parts),), model=str(model), options=engine.parse_options(options),
-                      want=want)
+                      want=want, limits=get_settings().part_limits())
     return Response(engine, request).complete()
 
 
@@ -137,7 +138,7 @@ def wav_info(data: bytes) -> tuple[int, int]:
 # -- speech recognition --------------------------------------------------------------------------------
 
 def test_whisper_transcribes_with_timestamps_deterministically(whisper_dir: Path) -> None:
-    response = call(tone(), model=whisper_dir, want=Modality.TEXT, max_new_tokens=8)
+    response = call(tone(), model=whisper_dir, want=Modality.TEXT, max_tokens=8)
     text = response.text()
     assert isinstance(text, str) and text == text.strip()
     kinds = [type(e).__name__ for e in response.events()]
@@ -146,12 +147,12 @@ def test_whisper_transcribes_with_timestamps_deterministically(whisper_dir: Path
     assert isinstance(segments, Segments)
     assert all(0 <= s.start <= s.end <= 1.5 for s in segments.items)
     assert response.usage.extra["audio_seconds"] == pytest.approx(1.5) and response.usage.cost == 0.0
-    again = call(tone(), model=whisper_dir, want=Modality.TEXT, max_new_tokens=8)
+    again = call(tone(), model=whisper_dir, want=Modality.TEXT, max_tokens=8)
     assert again.text() == text and again.parts == response.parts  # greedy decoding: the same every time
 
 
 def test_audio_is_resampled_to_the_feature_extractors_rate(whisper_dir: Path) -> None:
-    response = call(tone(2.0, rate=8000), model=whisper_dir, want=Modality.TEXT, max_new_tokens=4, timestamps=False)
+    response = call(tone(2.0, rate=8000), model=whisper_dir, want=Modality.TEXT, max_tokens=4, timestamps=False)
     assert response.usage.extra["audio_seconds"] == pytest.approx(2.0)
     (segments,) = response.parts
     assert [(s.start, s.end) for s in segments.items] in ([], [(0.0, 2.0)])  # one span when there is text

@@ -17,7 +17,7 @@ from PIL import Image as PILImage  # noqa: E402
 from PIL import ImageDraw, ImageFont  # noqa: E402
 
 from imagine import Image, InputError, LimitExceeded, Message, Modality, OptionsError, get_registry  # noqa: E402
-from imagine.config import reset_settings  # noqa: E402
+from imagine.config import get_settings, reset_settings  # noqa: E402
 from imagine.engine import Request, Response  # noqa: E402
 from imagine.engines.rapidocr import RapidOcrEngine, bundled_model_files, reading_order, tidy_line  # noqa: E402
 from imagine.parts import Data  # noqa: E402
@@ -72,7 +72,7 @@ def render(rows: list[tuple[int, int, str]], typeface: Any, size: tuple[int, int
 def ocr(*parts: Any, **options: Any) -> Response:
     engine = get_registry().engine("rapidocr")
     request = Request(messages=(Message.user(*parts),), model="pp-ocr", options=engine.parse_options(options),
-                      want=Modality.TEXT)
+                      want=Modality.TEXT, limits=get_settings().part_limits())
     return Response(engine, request).complete()
 
 

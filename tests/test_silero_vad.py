@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from imagine import Audio, InputError, Message, Modality, OptionsError, Video, get_registry
+from imagine.config import get_settings
 from imagine.engine import Request, Response
 from imagine.parts import Segment, Segments
 
@@ -24,7 +25,7 @@ SPEECH_B = "My name is John and I live in a small house near the river."
 def detect(part: Any, model: str = "silero-vad-v6", **options: Any) -> Response:
     engine = get_registry().engine("silero-vad")
     request = Request(messages=(Message.user(part),), model=model, options=engine.parse_options(options),
-                      want=Modality.SEGMENTS)
+                      want=Modality.SEGMENTS, limits=get_settings().part_limits())
     return Response(engine, request)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from imagine import Progress, Audio, Image, InputError, LimitExceeded, Message, Modality, TextDelta, UpstreamError, Video
 from imagine import get_registry
+from imagine.config import get_settings
 from imagine.engine import Request, Response
 from imagine.parts import Data, Segments
 
@@ -27,7 +28,7 @@ SENTENCES = [SENTENCE, "My name is John and I live in a small house near the riv
 def transcribe(part: Any, *extra: Any, model: str = "tiny.en", **options: Any) -> Response:
     engine = get_registry().engine("whisper")
     request = Request(messages=(Message.user(*extra, part),), model=model, options=engine.parse_options(options),
-                      want=Modality.TEXT)
+                      want=Modality.TEXT, limits=get_settings().part_limits())
     return Response(engine, request)
 
 

@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -55,8 +56,11 @@ class Engine:
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None, *, cache_dir: "Path | None" = None) -> None:
         self.settings = dict(settings or {})
+        # where the engine may keep small files between runs (a provider's model list): the registry's
+        # home/cache, so two clients with different homes keep theirs apart
+        self.cache_dir = cache_dir
 
     def settings_as(self, model: type[BaseModel]) -> Any:
         """This engine's [engines.ID] table from config.toml validated by `model`; a bad key or value is

@@ -144,7 +144,9 @@ class Registry:
         if reason:
             raise EngineUnavailable(f"engine {engine_id} is not available: {reason}")
         if engine_id not in self._instances:
-            self._instances[engine_id] = cls(self.settings.engine_settings(engine_id))
+            instance = cls(self.settings.engine_settings(engine_id))
+            instance.cache_dir = self.settings.home / "cache"
+            self._instances[engine_id] = instance
         return self._instances[engine_id]
 
     async def aclose(self) -> None:

@@ -179,9 +179,9 @@ class CloudEngine(Engine):
         raise NotImplementedError
 
     def _models_cache(self) -> Path:
-        from ..config import get_settings
+        from ..config import imagine_home
 
-        return get_settings().home / "cache" / f"models-{self.id}.json"
+        return (self.cache_dir or imagine_home() / "cache") / f"models-{self.id}.json"
 
     def cached_models(self, max_age: float | None = None) -> list[str] | None:
         """The provider's model list as last fetched for this endpoint; None if never (or too long ago)."""

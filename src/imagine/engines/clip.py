@@ -21,11 +21,10 @@ from typing import Any, AsyncIterator, Sequence
 
 from pydantic import Field
 
-from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError
 from ..events import Done, Event, PartOut, Usage
-from ..parts import Data, Image, Modality, Text, Vector
+from ..parts import DEFAULT_LIMITS, Data, Image, Limits, Modality, Text, Vector
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
                   model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
 
@@ -164,14 +163,14 @@ class ClipEngine(Engine):
                 rows.append(self._features(loaded.model.get_text_features(**kwargs)).float().cpu().numpy())
         return np.concatenate(rows).astype(np.float32), tokens
 
-    def _encode_images(self, loaded: _Loaded, images: Sequence[Image], batch_size: int) -> Any:
+    def _encode_images(self, loaded: _Loaded, images: Sequence[Image], batch_size: int,
+                       limits: Limits = DEFAULT_LIMITS) -> Any:
         import numpy as np
         import torch
 
         if loaded.image_processor is None:
             raise InputError("this model's folder has no image processor, so it cannot embed images",
                              hint="save the processor next to the model with save_pretrained")
-        limits = get_settings().part_limits()
         rows = []
         for start in range(0, len(images), batch_size):
             pictures = [part.pil(limits).convert("RGB") for part in images[start:start + batch_size]]
@@ -182,7 +181,8 @@ class ClipEngine(Engine):
                 rows.append(self._features(loaded.model.get_image_features(**kwargs)).float().cpu().numpy())
         return np.concatenate(rows).astype(np.float32)
 
-    def encode(self, loaded: _Loaded, parts: Sequence[Text | Image], batch_size: int) -> tuple[Any, int]:
+    def encode(self, loaded: _Loaded, parts: Sequence[Text | Image], batch_size: int,
+               limits: Limits = DEFAULT_LIMITS) -> tuple[Any, int]:
         """(N, D) raw embeddings for text and image parts in order, and the text tokens read. Equal
         parts are computed once, so a repeated input gets the very same vector."""
         import numpy as np
@@ -198,7 +198,8 @@ class ClipEngine(Engine):
             vectors, tokens = self._encode_texts(loaded, [p.text for _, p in texts], batch_size)
             found.update(zip((k for k, _ in texts), vectors))
         if images:
-            found.update(zip((k for k, _ in images), self._encode_images(loaded, [p for _, p in images], batch_size)))
+            found.update(zip((k for k, _ in images), self._encode_images(loaded, [p for _, p in images], batch_size,
+                                                                                      limits)))
         return np.stack([found[(type(p).__name__, p.sha256)] for p in parts]), tokens
 
     @staticmethod
@@ -252,7 +253,7 @@ class ClipEngine(Engine):
             raise InputError("score compares images with texts, so it needs at least one of each",
                              hint="send images and candidate labels together, or drop -o score=true")
         loaded = await asyncio.to_thread(self.load, request.model, opts.device, opts.dtype, opts.allow_pickle)
-        raw, tokens = await asyncio.to_thread(self.encode, loaded, parts, opts.batch_size)
+        raw, tokens = await asyncio.to_thread(self.encode, loaded, parts, opts.batch_size, request.limits)
         import numpy as np
 
         vectors = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12) if opts.normalize else raw

@@ -26,7 +26,6 @@ from typing import Any, AsyncIterator, ClassVar
 
 from pydantic import BaseModel, Field
 
-from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Progress, Usage
@@ -158,7 +157,7 @@ class DiffusersEngine(Engine):
         task, strength = self._task(opts, init, mask, control)
         source = _hf.inspect_model(request.model, allow_pickle=opts.allow_pickle)
         sd.check_kind(source, request.model)
-        limits = get_settings().part_limits()
+        limits = request.limits
 
         def prepare() -> dict[str, Any]:
             """Worker thread: load (cached), pick the size, decode and fit the images to it."""

@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
@@ -104,8 +104,9 @@ class LlamaCppEngine(Engine):
         max_tokens: int = Field(default=512, gt=0, le=32768)
         seed: int | None = Field(default=None, ge=0)
         stop: list[str] | None = None
-        repeat_penalty: float = Field(default=1.1, gt=0, description="1.0 = off; small models loop without "
-                                      "it. Off by default with a schema, where copying from the input is the point")
+        repetition_penalty: float = Field(default=1.1, gt=0, validation_alias=AliasChoices(
+            "repetition_penalty", "repeat_penalty"), description="1.0 = off; small models loop without it. Off by "
+            "default with a schema, where copying from the input is the point (llama.cpp's repeat_penalty)")
         logprobs: bool = Field(default=False, description="record each sampled token's log-probability; their "
                                "mean is reported as usage mean_logprob (the cascade's confidence)")
         n_ctx: int | None = Field(default=None, gt=0, le=1 << 20, description="context window in tokens; "
@@ -223,8 +224,8 @@ class LlamaCppEngine(Engine):
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options
         llm, run_lock = await asyncio.to_thread(self.load, request.model, opts.n_ctx)
-        repeat_penalty = opts.repeat_penalty
-        if request.schema is not None and "repeat_penalty" not in opts.model_fields_set:
+        repeat_penalty = opts.repetition_penalty
+        if request.schema is not None and "repetition_penalty" not in opts.model_fields_set:
             repeat_penalty = 1.0
         kwargs: dict[str, Any] = dict(
             messages=self._chat_messages(request), stream=True, temperature=opts.temperature,

@@ -23,7 +23,6 @@ from typing import Any, AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, TextDelta, Usage
@@ -218,7 +217,7 @@ class RapidOcrEngine(Engine):
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options
         images = self._images(request)
-        limits = get_settings().part_limits()
+        limits = request.limits
         for index, image in enumerate(images):
             lines = await asyncio.to_thread(self._ocr_image, image, limits, opts)
             text = "\n".join(line["text"] for line in lines)

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, InputError
 from ..events import Done, Event, PartOut, Usage
@@ -275,7 +274,7 @@ class SileroVadEngine(Engine):
         opts: Any = request.options
         part = self._input(request)
         model = await asyncio.to_thread(self.load, request.model)
-        samples, _ = await asyncio.to_thread(part.samples, RATE, limits=get_settings().part_limits())
+        samples, _ = await asyncio.to_thread(part.samples, RATE, limits=request.limits)
         stop = threading.Event()
         worker = asyncio.get_running_loop().run_in_executor(None, speech_probabilities, model, samples, stop)
         try:

@@ -27,13 +27,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
-from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, TextDelta, Usage
-from ..parts import Audio, Modality, Segment, Segments, Text, Video
+from ..parts import DEFAULT_LIMITS, Audio, Limits, Modality, Segment, Segments, Text, Video
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, global_torch_rng, hub_kwargs, hub_load_error,
                   hub_model_missing, inspect_model, model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
 
@@ -121,8 +120,9 @@ class TransformersSpeechEngine(Engine):
                                       "model's alignment_heads); CTC models always give words")
         chunk_length_s: float | None = Field(default=None, gt=0, le=600,
                                              description="split long audio into chunks of this many seconds")
-        max_new_tokens: int | None = Field(default=None, ge=1, le=4096,
-                                           description="seq2seq recognisers: tokens to generate at most")
+        max_tokens: int | None = Field(default=None, ge=1, le=4096,
+                                       validation_alias=AliasChoices("max_tokens", "max_new_tokens"),
+                                       description="seq2seq recognisers: tokens to generate at most")
         seed: int | None = Field(default=None, ge=0, description="synthesis: same seed, same audio")
 
     # -- models -----------------------------------------------------------------------------------
@@ -225,11 +225,12 @@ class TransformersSpeechEngine(Engine):
         return media[0]
 
     # -- recognition ------------------------------------------------------------------------------
-    def _transcribe(self, loaded: _Loaded, part: Audio | Video, opts: Any) -> tuple[str, list[Segment], float]:
+    def _transcribe(self, loaded: _Loaded, part: Audio | Video, opts: Any,
+                    limits: Limits = DEFAULT_LIMITS) -> tuple[str, list[Segment], float]:
         """(text, segments, seconds of audio). Blocking: runs in a worker thread."""
         pipe = loaded.pipe
         rate = int(getattr(pipe.feature_extractor, "sampling_rate", 16000))
-        samples, _ = part.samples(rate, limits=get_settings().part_limits())
+        samples, _ = part.samples(rate, limits=limits)
         duration = len(samples) / rate
         if not len(samples):
             raise InputError(f"{part.name or 'the audio'} holds no samples")
@@ -244,8 +245,8 @@ class TransformersSpeechEngine(Engine):
             generate["language"] = opts.language
         if opts.task:
             generate["task"] = opts.task
-        if opts.max_new_tokens and not ctc:
-            generate["max_new_tokens"] = opts.max_new_tokens
+        if opts.max_tokens and not ctc:
+            generate["max_new_tokens"] = opts.max_tokens
         if generate:
             kwargs["generate_kwargs"] = generate
         can_time = ctc or (whisper and getattr(pipe.model.generation_config, "no_timestamps_token_id", None) is not None)
@@ -312,7 +313,7 @@ class TransformersSpeechEngine(Engine):
                         extra={"seconds": round(len(samples) / rate, 3), "seed": seed})
             yield Done("stop")
             return
-        text, segments, duration = await asyncio.to_thread(self._transcribe, loaded, source, opts)
+        text, segments, duration = await asyncio.to_thread(self._transcribe, loaded, source, opts, request.limits)
         if text:
             yield TextDelta(text)
         yield PartOut(Segments(segments))

@@ -27,7 +27,6 @@ from typing import Any, AsyncIterator, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import get_settings
 from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Progress, TextDelta, Usage
@@ -234,7 +233,7 @@ class WhisperEngine(Engine):
         part, text = self._inputs(request)
         whisper = await asyncio.to_thread(self.load, request.model)
         language = self._language(whisper, opts.language, request.model)
-        samples, _ = await asyncio.to_thread(part.samples, SAMPLE_RATE, limits=get_settings().part_limits())
+        samples, _ = await asyncio.to_thread(part.samples, SAMPLE_RATE, limits=request.limits)
         kwargs: dict[str, Any] = dict(
             language=language, beam_size=opts.beam_size, temperature=opts.temperature,
             word_timestamps=opts.word_timestamps, initial_prompt=opts.initial_prompt or text or None,
