@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Literal
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, ClassVar, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -25,6 +25,9 @@ from ._bridge import iterate_sync, run_sync
 from .errors import ImagineError, InputError, OptionsError, SchemaError, UpstreamError
 from .events import Done, Error, Event, PartOut, Restart, TextDelta, Usage
 from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part
+
+if TYPE_CHECKING:
+    from .config import EndpointSettings, ModelSpec
 
 __all__ = ["Engine", "Locality", "Request", "Response", "new_id", "normalize_tools"]
 
@@ -48,6 +51,9 @@ class Engine:
     needs_one_of: ClassVar[frozenset[Modality]] = frozenset()
     default_model: ClassVar[str] = ""
     model_hint: ClassVar[str | None] = None     # how to name a model, shown when none is given and no default
+    auto_select: ClassVar[bool] = True  # may `auto`/`local`/`cloud` pick it (False: only when named)
+    locality_reason: ClassVar[str] = ""  # why it counts as local or cloud, where that is not obvious
+    kind: ClassVar[str | None] = None  # wire protocol of an API engine bound to endpoints ("openai", ...)
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the engine needs
     extra: ClassVar[str | None] = None  # the pip extra that installs them
@@ -91,6 +97,21 @@ class Engine:
             return f"{name} {importlib.metadata.version(name)}"
         except importlib.metadata.PackageNotFoundError:
             return name
+
+    # -- endpoints (API engines: one engine per configured endpoint) ----------------------------
+    @classmethod
+    def default_endpoint(cls) -> "EndpointSettings | None":
+        """The endpoint a built-in API engine binds to without config (None: not an API engine)."""
+        return None
+
+    @classmethod
+    def for_endpoint(cls, name: str, endpoint: "EndpointSettings") -> "type[Engine]":
+        """A subclass of this API engine bound to `endpoint` under the id `name`."""
+        raise TypeError(f"engine {cls.id} does not bind to endpoints")
+
+    def spec(self, model: str) -> "ModelSpec | None":
+        """What one model takes, gives and costs, where the engine knows (API engines); None otherwise."""
+        return None
 
     def models(self) -> list[str]:
         """Models this engine knows by name (the default first); others may still be accepted."""

@@ -101,12 +101,12 @@ class Registry:
         [endpoints.ID] table), and every other [endpoints.NAME] table to a new engine of its kind."""
         protocols: dict[str, type[Engine]] = {}
         for engine_id, cls in list(self._classes.items()):
-            default = getattr(cls, "default_endpoint", None)
-            if default is None:
+            default = cls.default_endpoint()
+            if default is None or cls.kind is None:
                 continue
-            protocols.setdefault(cls.kind, cls)  # type: ignore[attr-defined]
-            endpoint = self.settings.endpoints.get(engine_id) or default()
-            self._classes[engine_id] = cls.for_endpoint(engine_id, endpoint)  # type: ignore[attr-defined]
+            protocols.setdefault(cls.kind, cls)
+            endpoint = self.settings.endpoints.get(engine_id) or default
+            self._classes[engine_id] = cls.for_endpoint(engine_id, endpoint)
         for name, endpoint in self.settings.endpoints.items():
             if name in self._classes:
                 continue
@@ -115,7 +115,7 @@ class Registry:
                 kinds = ", ".join(sorted(protocols)) or "none installed"
                 self._broken[name] = f"[endpoints.{name}] has kind {endpoint.kind!r}; known kinds: {kinds}"
                 continue
-            self._classes[name] = base.for_endpoint(name, endpoint)  # type: ignore[attr-defined]
+            self._classes[name] = base.for_endpoint(name, endpoint)
 
     def register(self, cls: type[Engine], *, replace: bool = False) -> type[Engine]:
         """Add an engine class (plugins use entry points; tests and scripts may call this)."""
@@ -164,7 +164,7 @@ class Registry:
                 outputs=tuple(sorted(m.value for m in cls.outputs)),
                 features=tuple(sorted(cls.features)), default_model=cls.default_model,
                 description=cls.description, unavailable=cls.unavailable_reason(),
-                locality_reason=getattr(cls, "locality_reason", "")))
+                locality_reason=cls.locality_reason))
         for engine_id, reason in sorted(self._broken.items()):
             rows.append(EngineInfo(engine_id, "?", (), (), (), "", "", reason))
         return rows
@@ -213,9 +213,9 @@ class Registry:
         found = []
         for engine_id in self.ids:
             cls = self._classes[engine_id]
-            if named_only and (cls.default_model or getattr(cls, "auto_select", True)):
+            if named_only and (cls.default_model or cls.auto_select):
                 continue
-            if (not named_only and not getattr(cls, "auto_select", True)) or cls.unavailable_reason():
+            if (not named_only and not cls.auto_select) or cls.unavailable_reason():
                 continue
             if locality and cls.locality != locality:
                 continue

@@ -200,7 +200,7 @@ class Router:
                            frozenset(), frozenset(), 0.0, None)
         engine = self.registry.engine(engine_id)
         inputs, outputs, features = engine.capabilities(model)
-        spec = getattr(engine, "spec", lambda m: None)(model)
+        spec = engine.spec(model)
         quality = (spec.quality if spec is not None and spec.quality is not None
                    else (spec.price_output or 0.0) if spec is not None else 0.0)
         return _Static(engine_id, model, f"{engine_id}:{model}", engine.locality, None, inputs, outputs, features,
@@ -216,7 +216,7 @@ class Router:
         if target in BUILTIN_ALIASES:
             for engine_id in self.registry.ids:
                 cls = self.registry.engine_class(engine_id)
-                if not getattr(cls, "auto_select", True):
+                if not cls.auto_select:
                     continue
                 if target != "auto" and cls.locality != target:
                     continue
@@ -378,7 +378,7 @@ class Execution(Engine):
     def _request_for(self, cand: Candidate, engine: Engine) -> Request:
         raw = self.template.options.model_dump(exclude_unset=True)
         policy = self.decision.policy
-        if policy.cascade and policy.check == "confidence" and "logprobs" in getattr(engine.Options, "model_fields", {}):
+        if policy.cascade and policy.check == "confidence" and "logprobs" in engine.Options.model_fields:
             raw.setdefault("logprobs", True)  # the confidence check reads the mean token log-probability
         return Request(messages=self.template.messages, model=cand.model, options=engine.parse_options(raw),
                        schema=self.template.schema, want=self.template.want, tools=self.template.tools,

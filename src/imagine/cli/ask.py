@@ -122,6 +122,6 @@ def route(prompt: tuple[str, ...], attach: tuple[str, ...], model: str, policy: 
         Console().print(table)
         registry = get_registry()
         for engine_id in dict.fromkeys(c.engine_id for c in decision.candidates):
-            reason = getattr(registry.engine_class(engine_id), "locality_reason", "")
+            reason = registry.engine_class(engine_id).locality_reason
             if reason.startswith("assumed"):  # a loopback URL may be a proxy to a cloud: say so
                 click.echo(f"{engine_id} counts as local: {reason}")
