@@ -30,7 +30,7 @@ os.environ.setdefault("IMAGINE_HOME", tempfile.mkdtemp(prefix="imagine-bench-"))
 import imagine  # noqa: E402
 from imagine.config import ModelSpec  # noqa: E402
 from imagine.engine import Engine, Request  # noqa: E402
-from imagine.engines._cloud import CloudOptions  # noqa: E402
+from imagine.engines.cloud._cloud import CloudOptions  # noqa: E402
 from imagine.events import Done, Event, TextDelta, Usage  # noqa: E402
 from imagine.parts import Message, Modality  # noqa: E402
 from imagine.registry import Registry  # noqa: E402

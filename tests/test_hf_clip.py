@@ -20,7 +20,7 @@ from imagine import EngineUnavailable, Image, InputError, Message, Modality, Opt
 from imagine import get_registry, tasks  # noqa: E402
 from imagine.config import get_settings  # noqa: E402
 from imagine.engine import Request, Response  # noqa: E402
-from imagine.engines.clip import ClipEngine  # noqa: E402
+from imagine.engines.hf.clip import ClipEngine  # noqa: E402
 from imagine.parts import Data  # noqa: E402
 
 from .helpers.cli import run  # noqa: E402

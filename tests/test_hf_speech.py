@@ -20,7 +20,7 @@ from imagine import Audio, Image, InputError, Message, Modality, OptionsError, T
 from imagine import tasks  # noqa: E402
 from imagine.config import get_settings  # noqa: E402
 from imagine.engine import Request, Response  # noqa: E402
-from imagine.engines.transformers_speech import TransformersSpeechEngine  # noqa: E402
+from imagine.engines.hf.hf_speech import TransformersSpeechEngine  # noqa: E402
 from imagine.parts import Segments  # noqa: E402
 
 from .helpers.media import png_bytes  # noqa: E402

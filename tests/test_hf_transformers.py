@@ -16,7 +16,7 @@ pytest.importorskip("transformers", reason="needs the hf extra: pip install -e '
 
 import imagine  # noqa: E402
 from imagine import InputError, SchemaError, tasks  # noqa: E402
-from imagine.engines import transformers_text as tt  # noqa: E402
+from imagine.engines.hf import transformers as tt  # noqa: E402
 from imagine.parts import Image  # noqa: E402
 
 from .helpers.cli import assert_one_line_error, run  # noqa: E402
@@ -257,7 +257,7 @@ def test_vlm_puts_image_tokens_in_the_prompt(vlm, pictures):
 
 
 def test_vlm_keeps_images_in_message_order():
-    from imagine.engines.transformers_vision import render_vision_prompt
+    from imagine.engines.hf._vision import render_vision_prompt
 
     class Proc:
         chat_template = TEMPLATE

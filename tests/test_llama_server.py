@@ -26,7 +26,7 @@ pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[serve
 import imagine  # noqa: E402
 from imagine import InputError, ToolCall, UpstreamError  # noqa: E402
 from imagine.engines.llama_cpp import bundled_smollm2_path  # noqa: E402
-from imagine.engines.openai_compat import forget_response_formats  # noqa: E402
+from imagine.engines.cloud.openai import forget_response_formats  # noqa: E402
 
 from .helpers.cli import assert_one_line_error, run  # noqa: E402
 from .helpers.fake_http import unused_port  # noqa: E402

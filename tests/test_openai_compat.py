@@ -19,7 +19,7 @@ pytest.importorskip("openai", reason="needs the openai extra: pip install -e '.[
 import imagine  # noqa: E402
 from imagine import EngineUnavailable, InputError, Message, Request, Response, ToolCall, UpstreamError  # noqa: E402
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
-from imagine.engines._cloud import display_url, retry_after_seconds  # noqa: E402
+from imagine.engines.cloud._cloud import display_url, retry_after_seconds  # noqa: E402
 
 from .helpers.fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
 from .helpers.media import png_bytes, wav_bytes  # noqa: E402
@@ -495,7 +495,7 @@ def test_a_plain_text_error_body_becomes_one_line(server):
 
 
 def test_one_line():
-    from imagine.engines.openai_compat import one_line
+    from imagine.engines.cloud.openai import one_line
 
     assert one_line(TRACEBACK) == "ValueError: response_format.type: Input should be 'text' or 'json_object'"
     assert one_line("\n\n  first  line \nsecond") == "first line"

@@ -78,7 +78,7 @@ def reset_imagine() -> None:
     run_sync(imagine.registry.get_registry().aclose())  # close pools now, not whenever GC gets to them
     imagine.registry.reset_registry()
     # a fake server may reuse a port: what an earlier one took as response_format must not carry over
-    from imagine.engines.openai_compat import forget_response_formats
+    from imagine.engines.cloud.openai import forget_response_formats
 
     forget_response_formats()
 

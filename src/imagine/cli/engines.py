@@ -53,7 +53,7 @@ def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None,
         if value:
             lines.append(f"{key} = {json.dumps(value)}")
     # written down either way, so what leaves the device never hangs on a guess made from the URL
-    from ..engines._cloud import is_loopback
+    from ..engines.cloud._cloud import is_loopback
 
     if local is None:
         local = is_loopback(base_url)

@@ -18,11 +18,11 @@ import os
 import re
 from typing import Any, AsyncIterator
 
-from ..config import EndpointSettings
-from ..engine import Request
-from ..errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
-from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
-from ..parts import Data, MediaPart, Modality, Part, Text
+from ...config import EndpointSettings
+from ...engine import Request
+from ...errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
+from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
+from ...parts import Data, MediaPart, Modality, Part, Text
 from ._cloud import CloudEngine, PerLoop, alternating_turns, display_url, retry_after_seconds, scrub, transport_failure
 
 __all__ = ["GeminiEngine"]

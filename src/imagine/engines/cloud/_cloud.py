@@ -23,11 +23,11 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .._bridge import on_bridge_loop
-from ..config import EndpointSettings, ModelSpec
-from ..engine import Engine
-from ..errors import EngineUnavailable, InputError
-from ..parts import MediaPart, Modality, Part
+from ..._bridge import on_bridge_loop
+from ...config import EndpointSettings, ModelSpec
+from ...engine import Engine
+from ...errors import EngineUnavailable, InputError
+from ...parts import MediaPart, Modality, Part
 from ._catalog import catalog_specs, tier_models
 
 __all__ = ["CloudEngine", "CloudOptions", "data_url", "is_loopback"]
@@ -179,7 +179,7 @@ class CloudEngine(Engine):
         raise NotImplementedError
 
     def _models_cache(self) -> Path:
-        from ..config import imagine_home
+        from ...config import imagine_home
 
         return (self.cache_dir or imagine_home() / "cache") / f"models-{self.id}.json"
 
@@ -229,7 +229,7 @@ class CloudEngine(Engine):
     @staticmethod
     def media_counts(parts: list[Part]) -> tuple[int, float]:
         """(images, audio seconds) in a request, for pricing."""
-        from ..parts import Audio, Image
+        from ...parts import Audio, Image
 
         images = sum(isinstance(p, Image) for p in parts)
         seconds = 0.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineUnavailable, InputError
+from ...errors import EngineUnavailable, InputError
 from . import _hf
 
 __all__ = ["SCHEDULERS", "LoadedPipeline", "check_size", "default_size", "load_controlnet", "load_pipeline",

@@ -22,11 +22,11 @@ from typing import Any, AsyncIterator
 
 from pydantic import Field, field_validator
 
-from ..config import EndpointSettings
-from ..engine import Request
-from ..errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
-from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
-from ..parts import Data, Image, Modality, Part, Text
+from ...config import EndpointSettings
+from ...engine import Request
+from ...errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
+from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
+from ...parts import Data, Image, Modality, Part, Text
 from ._cloud import (CloudEngine, CloudOptions, PerLoop, alternating_turns, display_url, image_bytes,
                      json_schema_root_is_object, retry_after_seconds, scrub, transport_failure)
 

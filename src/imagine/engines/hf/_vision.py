@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..errors import InputError
-from ..parts import Image
+from ...errors import InputError
+from ...parts import Image
 from ._hf import transformers_dtype_kwarg
 
 __all__ = ["VLM_EXAMPLES", "config_is_vision", "fold_system", "load_vision", "looks_vision",

@@ -12,7 +12,7 @@ Compatible servers differ in what they take, and the engine copes instead of fai
 * a schema goes first as `response_format` json_schema; a server that rejects it (llama.cpp's and
   llama-cpp-python's servers, older vLLM) gets json_object with the schema (the schema in the
   instructions too), and one that rejects both gets the schema in the instructions only, the answer
-  checked against it and one repair turn (engines/_structured.py). What worked is remembered per
+  checked against it and one repair turn (engines/_support/structured.py). What worked is remembered per
   endpoint (engine id + base URL) for the life of the process, so later requests go straight to it;
 * a server that sends no usage gets token counts of None (unknown), never zeros;
 * a server's error body (sometimes a whole Python traceback) becomes one line: its meaningful line.
@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, cast
 
 from pydantic import Field
 
-from ..config import EndpointSettings, ModelSpec
-from ..engine import Request
-from ..errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, SchemaError, UpstreamError
-from ..errors import UpstreamTimeout
-from ..events import Done, Event, PartOut, TextDelta, ToolCall, Usage
-from ..parts import Audio, Data, Image, Modality, Part, Text, Video
+from ...config import EndpointSettings, ModelSpec
+from ...engine import Request
+from ...errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, SchemaError, UpstreamError
+from ...errors import UpstreamTimeout
+from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
+from ...parts import Audio, Data, Image, Modality, Part, Text, Video
+from .._support.structured import REPAIR_NOTE, check_json, schema_note
 from ._cloud import CloudEngine, CloudOptions, PerLoop, data_url, display_url, retry_after_seconds, scrub
-from ._structured import REPAIR_NOTE, check_json, schema_note
 
 if TYPE_CHECKING:
     import openai
@@ -154,7 +154,7 @@ class OpenAICompatEngine(CloudEngine):
     inputs = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO})
     outputs = frozenset({Modality.TEXT, Modality.AUDIO, Modality.DATA})
     features = frozenset(_FEATURES)
-    # Prices, context windows and modalities come from models.dev (engines/_catalog.py). It does not list
+    # Prices, context windows and modalities come from models.dev (cloud/_catalog.py). It does not list
     # the audio models; audio tokens are priced apart from text tokens, so their cost stays unknown.
     known_models = {"gpt-4o-audio-preview": _spec(["text", "audio"], None, None, outputs=("text", "audio"))}
     Options = OpenAIOptions
@@ -201,7 +201,7 @@ class OpenAICompatEngine(CloudEngine):
                    "audio/mp3": "mp3"}.get(part.mime)
             data = part.data
             if fmt is None:  # the API takes only WAV and MP3: decode anything else to WAV
-                from ..media import encode_wav
+                from ...media import encode_wav
 
                 data, fmt = encode_wav(*part.samples(rate=None)), "wav"
             return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode("ascii"),
@@ -209,7 +209,7 @@ class OpenAICompatEngine(CloudEngine):
         if isinstance(part, Data):
             return {"type": "text", "text": json.dumps(part.value)}
         if isinstance(part, Video):
-            from ..registry import get_registry
+            from ...registry import get_registry
 
             others = get_registry().capable({Modality.VIDEO}, Modality.TEXT)
             raise InputError(f"engine {self.id} does not take video",

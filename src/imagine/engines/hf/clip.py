@@ -21,10 +21,10 @@ from typing import Any, AsyncIterator, Sequence
 
 from pydantic import Field
 
-from ..engine import Engine, Request
-from ..errors import EngineUnavailable, ImagineError, InputError
-from ..events import Done, Event, PartOut, Usage
-from ..parts import DEFAULT_LIMITS, Data, Image, Limits, Modality, Text, Vector
+from ...engine import Engine, Request
+from ...errors import EngineUnavailable, ImagineError, InputError
+from ...events import Done, Event, PartOut, Usage
+from ...parts import DEFAULT_LIMITS, Data, Image, Limits, Modality, Text, Vector
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
                   model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
 

@@ -13,7 +13,7 @@ import functools
 import re
 from typing import Any, Iterable
 
-from ..config import ModelSpec
+from ...config import ModelSpec
 
 __all__ = ["catalog_specs", "newest_in_family", "tier_models"]
 

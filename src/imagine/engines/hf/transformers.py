@@ -8,7 +8,7 @@ a diffusers pipeline (the `diffusers` engine's), or pickle-only weights (refused
 
 Text models load as AutoTokenizer + AutoModelForCausalLM; the conversation goes through the tokenizer's
 chat template, or, for a tokenizer without one (a base model), plain `role: text` lines ending in
-`assistant:`. Vision-language models (transformers_vision.py) take Image parts in message order.
+`assistant:`. Vision-language models (_vision.py beside this file) take Image parts in message order.
 
 generate() runs in a worker thread and hands text to the event loop through a TextIteratorStreamer.
 Stop strings end generation at the token that completes them and are cut from the text. transformers
@@ -32,14 +32,14 @@ from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 from pydantic import Field, field_validator
 
-from ..engine import Engine, Request
-from ..errors import ImagineError, InputError, SchemaError, UpstreamError
-from ..events import Done, Event, TextDelta, Usage
-from ..parts import Image, Modality, Text
+from ...engine import Engine, Request
+from ...errors import ImagineError, InputError, SchemaError, UpstreamError
+from ...events import Done, Event, TextDelta, Usage
+from ...parts import Image, Modality, Text
+from .._support.structured import REPAIR_NOTE, check_json, schema_note
+from .._threaded import Finished, stream_from_thread
 from . import _hf
-from ._structured import REPAIR_NOTE, check_json, schema_note
-from ._threaded import Finished, stream_from_thread
-from .transformers_vision import (VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision,
+from ._vision import (VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision,
                                   looks_vision, vision_inputs)
 
 __all__ = ["Generated", "Loaded", "StopCutter", "TransformersEngine", "run_generation"]

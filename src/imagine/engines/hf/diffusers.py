@@ -26,13 +26,13 @@ from typing import Any, AsyncIterator, ClassVar
 
 from pydantic import BaseModel, Field
 
-from ..engine import Engine, Request
-from ..errors import ImagineError, InputError, UpstreamError
-from ..events import Done, Event, PartOut, Progress, Usage
-from ..parts import Image, Modality
-from . import _diffusers_support as sd
+from ...engine import Engine, Request
+from ...errors import ImagineError, InputError, UpstreamError
+from ...events import Done, Event, PartOut, Progress, Usage
+from ...parts import Image, Modality
+from .._threaded import Finished, stream_from_thread
+from . import _diffusers as sd
 from . import _hf
-from ._threaded import Finished, stream_from_thread
 
 __all__ = ["DiffusersEngine"]
 

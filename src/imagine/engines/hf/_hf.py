@@ -20,7 +20,7 @@ from typing import Any, Callable, Hashable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import EngineUnavailable, ImagineError, InputError
+from ...errors import EngineUnavailable, ImagineError, InputError
 
 __all__ = ["HFOptions", "ModelCache", "ModelSource", "describe_folder", "global_torch_rng", "hub_load_error", "hub_model_missing", "inspect_model",
            "model_cache", "pick_device", "pick_dtype", "torch_seed_generator", "transformers_dtype_kwarg",

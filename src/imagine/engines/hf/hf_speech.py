@@ -29,10 +29,10 @@ from typing import Any, AsyncIterator, Literal
 
 from pydantic import AliasChoices, Field
 
-from ..engine import Engine, Request
-from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
-from ..events import Done, Event, PartOut, TextDelta, Usage
-from ..parts import DEFAULT_LIMITS, Audio, Limits, Modality, Segment, Segments, Text, Video
+from ...engine import Engine, Request
+from ...errors import EngineUnavailable, ImagineError, InputError, UpstreamError
+from ...events import Done, Event, PartOut, TextDelta, Usage
+from ...parts import DEFAULT_LIMITS, Audio, Limits, Modality, Segment, Segments, Text, Video
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, global_torch_rng, hub_kwargs, hub_load_error,
                   hub_model_missing, inspect_model, model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
 

@@ -1,0 +1,1 @@
+"""Engine plumbing written once: what every engine needs and none should rewrite."""
