@@ -13,8 +13,8 @@ import wave
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import EngineUnavailable, InputError, LimitExceeded
-from .parts import DEFAULT_LIMITS, Limits
+from ..errors import EngineUnavailable, InputError, LimitExceeded
+from .limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     import numpy as np
