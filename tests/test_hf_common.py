@@ -12,7 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the hf extra: pip install -e '.[hf]'")
 
-from imagine.engines.hf._hf import ModelCache, inspect_model, pick_device, pick_dtype  # noqa: E402
+from imagine.engines._support.cache import ModelCache  # noqa: E402
+from imagine.engines.hf._hf import inspect_model, pick_device, pick_dtype  # noqa: E402
 from imagine.errors import InputError  # noqa: E402
 
 

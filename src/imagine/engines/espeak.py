@@ -32,6 +32,7 @@ from ..engine import Engine, Request
 from ..errors import EngineUnavailable, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Usage
 from ..parts import Audio, Modality
+from ._support.inputs import last_user
 
 __all__ = ["EspeakEngine"]
 
@@ -353,8 +354,8 @@ class EspeakEngine(Engine):
     # -- the one method ---------------------------------------------------------------------------
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options
-        last_user = next((m for m in reversed(request.messages) if m.role == "user"), request.messages[-1])
-        text = last_user.text.replace("\0", " ").strip()  # a NUL would end the C string early
+        message = last_user(request, or_last=True)
+        text = message.text.replace("\0", " ").strip() if message else ""  # a NUL would end the C string early
         if not text:
             raise InputError("nothing to speak: the text is empty")
         voice = await asyncio.to_thread(self.resolve_voice, opts.voice)

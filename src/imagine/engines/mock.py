@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..engine import Engine, Request
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality
+from ._support.inputs import last_user
 
 __all__ = ["MockEngine"]
 
@@ -54,8 +55,8 @@ class MockEngine(Engine):
         if self._queue:
             item = self._queue.popleft()
         else:
-            last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
-            item = last_user.text if last_user else ""
+            message = last_user(request)
+            item = message.text if message else ""
         if isinstance(item, BaseException):
             raise item
         if isinstance(item, str):

@@ -9,8 +9,8 @@ message, continued token by token. A system prompt and earlier turns are ignored
 client may send them); only text parts are accepted. Generation always runs to `max_tokens`
 (finish reason "length"): the models have no end-of-text token.
 
-Each checkpoint is loaded once per process (keyed by its resolved path and file times, so re-training
-into the same folder is picked up). torch runs in a worker thread that hands each token's text to the
+Each checkpoint is loaded once per process (the shared model cache, keyed by its resolved path and file
+times, so re-training into the same folder is picked up and the old weights dropped). torch runs in a worker thread that hands each token's text to the
 event loop, so streaming never blocks other work; leaving the stream stops generation.
 """
 
@@ -21,7 +21,6 @@ import codecs
 import json
 import secrets
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
 
@@ -31,12 +30,13 @@ from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality, Text
-from ._threaded import Finished, stream_from_thread
+from ._support.cache import model_bytes, model_cache
+from ._support.inputs import last_user, refuse_other_parts
+from ._support.threads import Finished, stream_from_thread
 
 __all__ = ["NativeEngine", "continuation", "start_ids"]
 
 TRAIN_HINT = "train one with `imagine lab train lm --preset imagine-cpu --data TEXT -O DIR`, then pass -m native:DIR"
-_CACHE_SIZE = 4  # checkpoints kept loaded; lab models are small, but a sweep may sample many
 
 
 def _checkpoint_folder(model: str) -> Path:
@@ -138,21 +138,18 @@ class NativeEngine(Engine):
         top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = off")
         seed: int | None = Field(default=None, ge=0, description="same seed, same text")
 
-    _models: OrderedDict[tuple[str, int, int], tuple[Any, Any]] = OrderedDict()
-    _load_lock = threading.Lock()
-
     def check_model(self, model: str) -> None:
         _checkpoint_folder(model)
 
     def load(self, model: str) -> tuple[Any, Any]:
-        """(LM in eval mode, tokenizer) for a checkpoint folder, loaded once per process."""
+        """(LM in eval mode, tokenizer) for a checkpoint folder, loaded once per process (the shared model
+        cache); a folder re-trained since drops its old weights."""
         folder = _checkpoint_folder(model).resolve()
-        key = (str(folder), (folder / "model.safetensors").stat().st_mtime_ns,
+        key = (self.id, str(folder), (folder / "model.safetensors").stat().st_mtime_ns,
                (folder / "config.json").stat().st_mtime_ns)
-        with self._load_lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
+        cache = model_cache()
+
+        def create() -> tuple[Any, Any]:
             try:
                 from ..arch.train import load_checkpoint
 
@@ -165,24 +162,19 @@ class NativeEngine(Engine):
             if tokenizer.vocab_size > lm.cfg.vocab_size:
                 raise InputError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                                  f"{lm.cfg.vocab_size}", hint="the checkpoint's config.json was edited or mixed up")
-            for stale in [k for k in self._models if k[0] == key[0]]:
-                del self._models[stale]  # the folder was re-trained: drop the old weights
-            self._models[key] = (lm, tokenizer)
-            while len(self._models) > _CACHE_SIZE:
-                self._models.popitem(last=False)
+            cache.discard(lambda k: isinstance(k, tuple) and k[:2] == key[:2] and k != key)  # re-trained: old weights go
             return lm, tokenizer
+
+        loaded: tuple[Any, Any] = cache.get(key, create, size=lambda pair: model_bytes(pair[0]))
+        return loaded
 
     @staticmethod
     def prompt(request: Request) -> str:
         """The last user message's text: what a raw continuation model continues."""
-        last = next((m for m in reversed(request.messages) if m.role == "user"), None)
-        if last is None:
-            return ""
-        other = sorted({p.modality.value for p in last.parts if not isinstance(p, Text)})
-        if other:
-            raise InputError(f"the native engine continues text and cannot take {', '.join(other)} input",
-                             hint="send text only")
-        return "".join(p.text for p in last.parts if isinstance(p, Text))
+        message = last_user(request)
+        refuse_other_parts(message, Text, engine="the native engine", verb="continues", takes="text only",
+                           hint="send text only")
+        return "".join(p.text for p in message.parts if isinstance(p, Text)) if message else ""
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options

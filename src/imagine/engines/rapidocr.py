@@ -6,7 +6,7 @@ on disk (other languages, other versions, a visualisation font, a character dict
 engine pins every model by explicit file path and hands rapidocr a local font: nothing it does here
 can reach the network.
 
-One `RapidOCR` object is built per process and reused; decoding and inference run in a worker
+One `RapidOCR` object is built per process (kept in the shared model cache) and reused; decoding and inference run in a worker
 thread, one image at a time (the object keeps per-call settings on itself, so calls are serialised).
 Output: the recognised lines in reading order as text, then one Data part per image with each line's
 text, confidence and box.
@@ -15,7 +15,6 @@ text, confidence and box.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import threading
 from pathlib import Path
@@ -27,6 +26,9 @@ from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, TextDelta, Usage
 from ..parts import Data, Image, Limits, Modality
+from ._support.assets import find_asset, package_dirs
+from ._support.cache import file_bytes, model_cache
+from ._support.inputs import user_parts
 
 __all__ = ["RapidOcrEngine", "bundled_model_files", "reading_order", "tidy_line"]
 
@@ -45,20 +47,14 @@ _FONT_CANDIDATES = (
 def bundled_model_files() -> dict[str, Path]:
     """The det / rec / cls ONNX files shipped in the installed rapidocr package, found without
     importing it (importing pulls in cv2 and onnxruntime)."""
-    spec = importlib.util.find_spec("rapidocr")
-    if spec is None or not spec.submodule_search_locations:
+    if not package_dirs("rapidocr"):
         raise EngineUnavailable("rapidocr is not installed", hint="pip install 'imagine[vision]'")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    found: dict[str, Path] = {}
-    for task in ("det", "rec", "cls"):
-        matches = sorted(folder.glob(f"*_{task}_*.onnx"))
-        if matches:
-            found[task] = matches[0]
-    missing = [t for t in ("det", "rec", "cls") if t not in found]
+    found = {task: find_asset("rapidocr", f"models/*_{task}_*.onnx") for task in ("det", "rec", "cls")}
+    missing = [task for task, path in found.items() if path is None]
     if missing:
-        raise EngineUnavailable(f"rapidocr is installed but {folder} lacks the {'/'.join(missing)} model",
+        raise EngineUnavailable(f"rapidocr is installed but its models folder lacks the {'/'.join(missing)} model",
                                 hint="reinstall rapidocr (pip install --force-reinstall 'rapidocr>=3')")
-    return found
+    return {task: path for task, path in found.items() if path is not None}
 
 
 def _local_font() -> str | None:
@@ -137,9 +133,7 @@ class RapidOcrEngine(Engine):
         use_angle_cls: bool = Field(default=False, description="detect and fix upside-down text lines "
                                     "(slower; only helps with rotated scans)")
 
-    _ocr: Any = None  # the process-wide RapidOCR object
-    _load_lock = threading.Lock()
-    _run_lock = threading.Lock()
+    _run_lock = threading.Lock()  # the RapidOCR object keeps per-call settings on itself: one call at a time
 
     def check_model(self, model: str) -> None:
         if model != MODEL:
@@ -150,37 +144,39 @@ class RapidOcrEngine(Engine):
     # -- the OCR object -------------------------------------------------------------------------
     @classmethod
     def load(cls) -> Any:
-        """The process-wide `RapidOCR`, built once, configured to use only the shipped files."""
-        with cls._load_lock:
-            if cls._ocr is None:
-                files = bundled_model_files()
-                params: dict[str, Any] = {
-                    # explicit paths skip rapidocr's resolve-by-language-then-download step
-                    "Det.model_path": str(files["det"]),
-                    "Rec.model_path": str(files["rec"]),
-                    "Cls.model_path": str(files["cls"]),
-                    # rapidocr's default scales every image up to a 736 px short side; an 8x blow-up
-                    # of a one-line screenshot splits words into overlapping boxes ("Quarterly" +
-                    # "y report"). PaddleOCR 3's own default, min side 64, keeps native resolution.
-                    "Det.limit_type": "min",
-                    "Det.limit_side_len": 64,
-                    "Global.use_cls": False,
-                    "Global.log_level": "error",
-                }
-                font = _local_font()
-                if font:
-                    params["Global.font_path"] = font  # else drawing results would download one
-                try:
-                    from rapidocr import RapidOCR
+        """The process-wide `RapidOCR`, built once (the shared model cache), configured to use only the
+        shipped files."""
+        files = bundled_model_files()
 
-                    cls._ocr = RapidOCR(params=params)
-                except ImportError as exc:
-                    raise EngineUnavailable(f"rapidocr cannot be imported: {exc}",
-                                            hint="pip install 'imagine[vision]'") from None
-                except Exception as exc:
-                    raise UpstreamError(f"rapidocr could not start: {type(exc).__name__}: {exc}",
-                                        hint="reinstall rapidocr and onnxruntime") from None
-            return cls._ocr
+        def create() -> Any:
+            params: dict[str, Any] = {
+                # explicit paths skip rapidocr's resolve-by-language-then-download step
+                "Det.model_path": str(files["det"]),
+                "Rec.model_path": str(files["rec"]),
+                "Cls.model_path": str(files["cls"]),
+                # rapidocr's default scales every image up to a 736 px short side; an 8x blow-up
+                # of a one-line screenshot splits words into overlapping boxes ("Quarterly" +
+                # "y report"). PaddleOCR 3's own default, min side 64, keeps native resolution.
+                "Det.limit_type": "min",
+                "Det.limit_side_len": 64,
+                "Global.use_cls": False,
+                "Global.log_level": "error",
+            }
+            font = _local_font()
+            if font:
+                params["Global.font_path"] = font  # else drawing results would download one
+            try:
+                from rapidocr import RapidOCR
+
+                return RapidOCR(params=params)
+            except ImportError as exc:
+                raise EngineUnavailable(f"rapidocr cannot be imported: {exc}",
+                                        hint="pip install 'imagine[vision]'") from None
+            except Exception as exc:
+                raise UpstreamError(f"rapidocr could not start: {type(exc).__name__}: {exc}",
+                                    hint="reinstall rapidocr and onnxruntime") from None
+
+        return model_cache().get((cls.id, MODEL), create, size=sum(file_bytes(path) for path in files.values()))
 
     def _ocr_image(self, part: Image, limits: Limits, opts: Any) -> list[dict[str, Any]]:
         """Runs in a worker thread: decode one image (limit-checked) and return its lines in order."""
@@ -207,12 +203,8 @@ class RapidOcrEngine(Engine):
     # -- the one method -------------------------------------------------------------------------
     @staticmethod
     def _images(request: Request) -> list[Image]:
-        users = [m for m in request.messages if m.role == "user"]
-        images = [p for p in users[-1].parts if isinstance(p, Image)] if users else []
-        if not images:
-            raise InputError("rapidocr reads text from images, and the last user message has none",
-                             hint="attach an image (PNG, JPEG, GIF, WebP), e.g. -a scan.png")
-        return images
+        return user_parts(request, Image, engine="rapidocr", needs="images",
+                          hint="attach an image (PNG, JPEG, GIF, WebP), e.g. -a scan.png")
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         opts: Any = request.options

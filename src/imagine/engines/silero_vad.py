@@ -16,7 +16,6 @@ are split at a pause, and each segment is padded by `speech_pad_ms`.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
 import threading
 from pathlib import Path
@@ -25,9 +24,13 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import Engine, Request
-from ..errors import EngineUnavailable, InputError
+from ..errors import InputError
 from ..events import Done, Event, PartOut, Usage
 from ..parts import Audio, Modality, Segment, Segments, Video
+from ._support.assets import require_asset
+from ._support.cache import file_bytes, model_cache
+from ._support.inputs import user_parts
+from ._support.model_refs import parse_model_ref
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,14 +47,9 @@ MAX_SPLIT_PAUSE = RATE * 98 // 1000  # a pause this long is a place to split an 
 
 def bundled_model_path() -> Path:
     """faster-whisper's copy of the Silero VAD v6 model, found without importing faster-whisper."""
-    spec = importlib.util.find_spec("faster_whisper")
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in folders:
-        path = Path(folder) / "assets" / "silero_vad_v6.onnx"
-        if path.is_file():
-            return path
-    raise EngineUnavailable("the bundled Silero VAD model comes with faster-whisper, which is not installed",
-                            hint="pip install 'imagine[speech]', or give a path to a Silero VAD .onnx file")
+    return require_asset("faster_whisper", "assets/silero_vad_v6.onnx", accept=Path.is_file,
+                         what="the bundled Silero VAD model",
+                         install="pip install 'imagine[speech]', or give a path to a Silero VAD .onnx file")
 
 
 FRAME = RATE // 100  # 10 ms energy frames for edge tightening
@@ -221,13 +219,11 @@ class SileroVadEngine(Engine):
                                                         "the background (Silero's ends lag in noise)")
         max_speech_s: float | None = Field(default=None, gt=0, description="split longer segments at a pause")
 
-    _sessions: dict[str, _Model] = {}
-    _load_lock = threading.Lock()
-
     def _path(self, model: str) -> Path:
-        if model == BUNDLED:
+        ref = parse_model_ref(model, bundled=(BUNDLED,), hub=False, bare="path")
+        if ref.is_bundled:
             return bundled_model_path()
-        path = Path(model).expanduser()
+        path = ref.path
         if not path.exists():
             raise InputError(f"Silero VAD model not found: {path}",
                              hint=f"use {BUNDLED} (the default) or a path to a Silero VAD .onnx file")
@@ -239,33 +235,31 @@ class SileroVadEngine(Engine):
         self.load(model)
 
     def load(self, model: str) -> _Model:
-        """The onnxruntime session for `model`, created once per process (it is small: ~2 MB)."""
+        """The onnxruntime session for `model`, created once per process (the shared model cache; it is
+        small: ~2 MB)."""
         path = self._path(model).resolve()
-        with self._load_lock:
-            if str(path) not in self._sessions:
-                import onnxruntime
 
-                opts = onnxruntime.SessionOptions()
-                opts.intra_op_num_threads = 1  # a tiny sequential model: threads only add overhead
-                opts.inter_op_num_threads = 1
-                opts.log_severity_level = 3
-                try:
-                    session = onnxruntime.InferenceSession(str(path), sess_options=opts,
-                                                           providers=["CPUExecutionProvider"])
-                except Exception as exc:  # onnxruntime raises its own types for bad files
-                    raise InputError(f"{path} is not a loadable ONNX model: {exc}",
-                                     hint="give a Silero VAD .onnx file") from None
-                self._sessions[str(path)] = _Model(session, path)
-            return self._sessions[str(path)]
+        def create() -> _Model:
+            import onnxruntime
+
+            opts = onnxruntime.SessionOptions()
+            opts.intra_op_num_threads = 1  # a tiny sequential model: threads only add overhead
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            try:
+                session = onnxruntime.InferenceSession(str(path), sess_options=opts,
+                                                       providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own types for bad files
+                raise InputError(f"{path} is not a loadable ONNX model: {exc}",
+                                 hint="give a Silero VAD .onnx file") from None
+            return _Model(session, path)
+
+        return model_cache().get((self.id, str(path)), create, size=file_bytes(path))
 
     @staticmethod
     def _input(request: Request) -> Audio | Video:
-        message = next((m for m in reversed(request.messages) if m.role == "user"), None)
-        media = [p for p in message.parts if isinstance(p, (Audio, Video))] if message else []
-        if len(media) != 1:
-            got = f"{len(media)} audio/video parts" if media else "no audio or video"
-            raise InputError(f"silero-vad needs one audio or video part in the last user message, got {got}",
-                             hint="attach one audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
+        media = user_parts(request, (Audio, Video), engine="silero-vad", needs="audio or video", one=True,
+                           hint="attach one audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
         return media[0]
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:

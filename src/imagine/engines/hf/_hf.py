@@ -1,5 +1,6 @@
-"""Shared ground for the Hugging Face engines (transformers, diffusers, CLIP): where a model comes from,
-what it is, which device and dtype it runs in, and which loaded models stay in memory.
+"""Shared ground for the Hugging Face engines (transformers, diffusers, CLIP, hf-speech): where a model
+comes from, what it is, and which device and dtype it runs in. Loaded models stay in the one model cache
+of every engine (`_support/cache.py`).
 
 A model is a local folder or a hub id (`OWNER/NAME`, downloaded once into the hub cache through the
 libraries' own `from_pretrained`, with their progress bars; HF_HUB_OFFLINE=1 keeps it to the cache).
@@ -12,18 +13,18 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import EngineUnavailable, ImagineError, InputError
+from .._support.model_refs import parse_model_ref
 
-__all__ = ["HFOptions", "ModelCache", "ModelSource", "describe_folder", "global_torch_rng", "hub_load_error", "hub_model_missing", "inspect_model",
-           "model_cache", "pick_device", "pick_dtype", "torch_seed_generator", "transformers_dtype_kwarg",
+__all__ = ["HFOptions", "ModelSource", "describe_folder", "global_torch_rng", "hub_load_error", "hub_model_missing",
+           "inspect_model", "pick_device", "pick_dtype", "torch_seed_generator", "transformers_dtype_kwarg",
            "PICKLE_SUFFIXES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -47,10 +48,6 @@ class ModelSource:
     kind: str                    # "pipeline" (diffusers model_index.json), "model" (config.json), "unknown"
     model_type: str | None       # config.json's model_type, or the pipeline class name
     config: dict[str, Any]
-
-
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
 def describe_folder(folder: Path) -> tuple[str, str | None, dict[str, Any]]:
@@ -85,9 +82,12 @@ def check_weights(folder: Path, allow_pickle: bool) -> None:
 def inspect_model(ref: str, *, allow_pickle: bool = False) -> ModelSource:
     """Resolve a model reference without loading it: a local folder is checked now (not a model, pickle
     only) so errors come before any heavy import; a hub id is passed through to from_pretrained."""
-    if _looks_local(ref):
-        folder = Path(ref).expanduser()
+    parsed = parse_model_ref(ref)
+    if parsed.is_local:
+        folder = parsed.path
         if not folder.exists():
+            if not parsed.explicit:  # only a slash made it a path: it may as well have been a bad hub id
+                raise InputError(f"{ref!r} is neither a local folder nor a hub id", hint="use OWNER/NAME or a path")
             raise InputError(f"model folder not found: {folder}", hint="pass a folder made by save_pretrained, or a hub id OWNER/NAME")
         if not folder.is_dir():
             raise InputError(f"{folder} is a file; a Hugging Face model is a folder (config.json or model_index.json)",
@@ -98,9 +98,9 @@ def inspect_model(ref: str, *, allow_pickle: bool = False) -> ModelSource:
                              hint="pass a folder made by save_pretrained, or a hub id OWNER/NAME")
         check_weights(folder, allow_pickle)
         return ModelSource(str(folder.resolve()), True, kind, model_type, config)
-    if ref.count("/") != 1 or not all(ref.split("/")):
+    if not parsed.is_hub:
         raise InputError(f"{ref!r} is neither a local folder nor a hub id", hint="use OWNER/NAME or a path")
-    return ModelSource(ref, False, "unknown", None, {})
+    return ModelSource(parsed.text, False, "unknown", None, {})
 
 
 def hub_kwargs(source: ModelSource, allow_pickle: bool) -> dict[str, Any]:
@@ -223,65 +223,3 @@ def torch_seed_generator(seed: int | None, device: str) -> Any:
     else:
         gen.manual_seed(seed)
     return gen
-
-
-# -- loaded models ------------------------------------------------------------------------------------
-
-def model_bytes(obj: Any) -> int:
-    """Parameter bytes of a torch module or of every module a diffusers pipeline holds."""
-    modules = [obj] if hasattr(obj, "parameters") else [c for c in getattr(obj, "components", {}).values()
-                                                        if hasattr(c, "parameters")]
-    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
-
-
-class ModelCache:
-    """Loaded models kept per process: least recently used first out, within a memory budget.
-
-    The newest model always stays, even when it alone is over budget (the budget bounds what is *kept*,
-    not what can run). Loading happens under a per-key lock, so two requests for the same model load it once."""
-
-    def __init__(self, budget_bytes: int = 8 << 30) -> None:
-        self.budget = budget_bytes
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[Hashable, threading.Lock] = {}
-
-    def get(self, key: Hashable, load: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key][0]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._items:
-                    return self._items[key][0]
-            obj = load()
-            size = model_bytes(obj)
-            with self._lock:
-                self._items[key] = (obj, size)
-                while len(self._items) > 1 and sum(s for _, s in self._items.values()) > self.budget:
-                    self._items.popitem(last=False)
-            return obj
-
-    def keys(self) -> list[Hashable]:
-        with self._lock:
-            return list(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-_cache: ModelCache | None = None
-
-
-def model_cache() -> ModelCache:
-    """The process-wide cache; IMAGINE_HF_MEMORY_GB sets its budget (default 8)."""
-    global _cache
-    if _cache is None:
-        import os
-
-        gb = float(os.environ.get("IMAGINE_HF_MEMORY_GB", "8"))
-        _cache = ModelCache(int(gb * (1 << 30)))
-    return _cache

@@ -25,8 +25,10 @@ from ...engine import Engine, Request
 from ...errors import EngineUnavailable, ImagineError, InputError
 from ...events import Done, Event, PartOut, Usage
 from ...parts import DEFAULT_LIMITS, Data, Image, Limits, Modality, Text, Vector
+from .._support.cache import model_cache
+from .._support.inputs import last_user, refuse_other_parts
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
-                  model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
+                  pick_device, pick_dtype, transformers_dtype_kwarg)
 
 __all__ = ["ClipEngine", "DEFAULT_MODEL"]
 
@@ -232,12 +234,10 @@ class ClipEngine(Engine):
     # -- the one method ---------------------------------------------------------------------------
     @staticmethod
     def _parts(request: Request) -> list[Text | Image]:
-        users = [m for m in request.messages if m.role == "user"]
-        parts = list(users[-1].parts) if users else []
-        other = sorted({p.modality.value for p in parts if not isinstance(p, (Text, Image))})
-        if other:
-            raise InputError(f"clip embeds text and images, not {', '.join(other)}",
-                             hint="send texts and images (PNG, JPEG, GIF, WebP)")
+        message = last_user(request)
+        refuse_other_parts(message, (Text, Image), engine="clip", verb="embeds", takes="text and images",
+                           hint="send texts and images (PNG, JPEG, GIF, WebP)")
+        parts = message.parts if message else ()
         kept = [p for p in parts if isinstance(p, Image) or (isinstance(p, Text) and p.text.strip())]
         if not kept:
             raise InputError("clip embeds text and images, and the last user message has none",

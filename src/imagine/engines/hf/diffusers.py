@@ -30,7 +30,8 @@ from ...engine import Engine, Request
 from ...errors import ImagineError, InputError, UpstreamError
 from ...events import Done, Event, PartOut, Progress, Usage
 from ...parts import Image, Modality
-from .._threaded import Finished, stream_from_thread
+from .._support.inputs import last_user
+from .._support.threads import Finished, stream_from_thread
 from . import _diffusers as sd
 from . import _hf
 
@@ -112,7 +113,7 @@ class DiffusersEngine(Engine):
     @staticmethod
     def _inputs(request: Request) -> tuple[str, Image | None, Image | None, Image | None]:
         """(prompt, init image, mask, control image) from the last user message."""
-        message = next((m for m in reversed(request.messages) if m.role == "user"), None)
+        message = last_user(request)
         if message is None:
             raise InputError("the diffusers engine needs a user message with a prompt")
         roles: dict[str, list[Image]] = {"init": [], MASK: [], CONTROL: []}

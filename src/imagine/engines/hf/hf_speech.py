@@ -33,8 +33,10 @@ from ...engine import Engine, Request
 from ...errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ...events import Done, Event, PartOut, TextDelta, Usage
 from ...parts import DEFAULT_LIMITS, Audio, Limits, Modality, Segment, Segments, Text, Video
+from .._support.cache import model_cache
+from .._support.inputs import last_user, refuse_other_parts, user_parts
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, global_torch_rng, hub_kwargs, hub_load_error,
-                  hub_model_missing, inspect_model, model_cache, pick_device, pick_dtype, transformers_dtype_kwarg)
+                  hub_model_missing, inspect_model, pick_device, pick_dtype, transformers_dtype_kwarg)
 
 __all__ = ["TransformersSpeechEngine", "speech_kinds"]
 
@@ -204,25 +206,20 @@ class TransformersSpeechEngine(Engine):
     @staticmethod
     def _inputs(request: Request, kind: str) -> Audio | Video | str:
         """The one audio/video part to transcribe, or the text to speak, from the last user message."""
-        message = next((m for m in reversed(request.messages) if m.role == "user"), None)
-        parts = list(message.parts) if message else []
-        other = sorted({p.modality.value for p in parts if not isinstance(p, (Audio, Video, Text))})
-        if other:
-            raise InputError(f"hf-speech takes audio (to transcribe) or text (to speak), not {', '.join(other)}",
-                             hint="attach an audio or video file, or give text")
-        media = [p for p in parts if isinstance(p, (Audio, Video))]
+        message = last_user(request)
+        refuse_other_parts(message, (Audio, Video, Text), engine="hf-speech",
+                           takes="audio (to transcribe) or text (to speak)",
+                           hint="attach an audio or video file, or give text")
         if kind == TTS:
-            if media:
+            if message is not None and any(isinstance(p, (Audio, Video)) for p in message.parts):
                 raise InputError("speech synthesis takes text, but the request holds audio",
                                  hint="use transcribe for audio, speak for text")
             text = message.text.strip() if message else ""
             if not text:
                 raise InputError("nothing to speak: the text is empty")
             return text
-        if len(media) != 1:
-            raise InputError(f"speech recognition takes one audio or video part, got {len(media)}",
-                             hint="attach an audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
-        return media[0]
+        return user_parts(request, (Audio, Video), engine="hf-speech", needs="audio or video", one=True,
+                          hint="attach an audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")[0]
 
     # -- recognition ------------------------------------------------------------------------------
     def _transcribe(self, loaded: _Loaded, part: Audio | Video, opts: Any,

@@ -36,11 +36,11 @@ from ...engine import Engine, Request
 from ...errors import ImagineError, InputError, SchemaError, UpstreamError
 from ...events import Done, Event, TextDelta, Usage
 from ...parts import Image, Modality, Text
+from .._support.cache import model_cache
 from .._support.structured import REPAIR_NOTE, check_json, schema_note
-from .._threaded import Finished, stream_from_thread
+from .._support.threads import Finished, stream_from_thread
 from . import _hf
-from ._vision import (VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision,
-                                  looks_vision, vision_inputs)
+from ._vision import VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision, looks_vision, vision_inputs
 
 __all__ = ["Generated", "Loaded", "StopCutter", "TransformersEngine", "run_generation"]
 
@@ -308,7 +308,7 @@ class TransformersEngine(Engine):
         dtype = _hf.pick_dtype(opts.dtype, device)
         stamp = (Path(source.ref) / "config.json").stat().st_mtime_ns if source.local else 0
         key = ("transformers", source.ref, stamp, device, str(dtype), opts.allow_pickle, opts.trust_remote_code)
-        loaded: Loaded = _hf.model_cache().get(key, lambda: self._load(source, device, dtype, opts))
+        loaded: Loaded = model_cache().get(key, lambda: self._load(source, device, dtype, opts))
         return loaded
 
     def _load(self, source: _hf.ModelSource, device: str, dtype: Any, opts: Any) -> Loaded:
