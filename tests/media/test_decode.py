@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from imagine import Audio, Image, InputError, LimitExceeded, Video, load_part
 from imagine.parts import Limits
 
-from .helpers.media import make_video, slide
+from ..helpers.media import make_video, slide
 
 
 def tone(seconds: float, rate: int = 16000, freq: float = 440.0) -> np.ndarray:

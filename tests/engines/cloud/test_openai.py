@@ -21,8 +21,8 @@ from imagine import EngineUnavailable, InputError, Message, Request, Response, T
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
 from imagine.engines.cloud._cloud import display_url, retry_after_seconds  # noqa: E402
 
-from .helpers.fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
-from .helpers.media import png_bytes, wav_bytes  # noqa: E402
+from ...helpers.fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
+from ...helpers.media import png_bytes, wav_bytes  # noqa: E402
 
 KEY = "sk-test-SECRET-key-4242"
 
@@ -486,7 +486,7 @@ def test_a_multi_line_server_error_becomes_one_line(server):
 
 
 def test_a_plain_text_error_body_becomes_one_line(server):
-    from .helpers.fake_http import Reply
+    from ...helpers.fake_http import Reply
 
     server.reply(Reply(502, {"content-type": "text/html"}, b"<html>\n<h1>502 Bad Gateway</h1>\n</html>\n"))
     with pytest.raises(UpstreamError) as info:

@@ -20,7 +20,7 @@ from imagine import InputError, OptionsError, tasks  # noqa: E402
 from imagine.events import Progress  # noqa: E402
 from imagine.parts import Image, Message, Modality  # noqa: E402
 
-from .helpers.cli import assert_one_line_error, run  # noqa: E402
+from ...helpers.cli import assert_one_line_error, run  # noqa: E402
 
 SIZE = 16  # the pipeline's default: UNet sample_size 8 x VAE factor 2
 

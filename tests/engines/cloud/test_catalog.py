@@ -15,7 +15,7 @@ import imagine  # noqa: E402
 from imagine.engines.cloud import _catalog  # noqa: E402
 from imagine.engines.cloud._catalog import catalog_specs, newest_in_family, tier_models  # noqa: E402
 
-from .helpers.fake_http import reset_imagine  # noqa: E402
+from ...helpers.fake_http import reset_imagine  # noqa: E402
 
 
 def test_prices_and_windows_are_models_dev_s(monkeypatch):
@@ -108,7 +108,7 @@ def test_the_providers_own_list_is_fetched_once_a_day_and_narrows_auto(engine_id
 
     from imagine.cli import cli
 
-    from .helpers.fake_http import FakeServer, json_reply
+    from ...helpers.fake_http import FakeServer, json_reply
 
     key_env, url_env, suffix, path, body = PROVIDERS[engine_id]
     monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)

@@ -14,7 +14,7 @@ from imagine.config import get_settings
 from imagine.engine import Request, Response
 from imagine.parts import Segment, Segments
 
-from .helpers.speech import RATE, needs_espeak, noise, speech, trim, video_with_sound, wav_part
+from ..helpers.speech import RATE, needs_espeak, noise, speech, trim, video_with_sound, wav_part
 
 pytest.importorskip("onnxruntime", reason="needs the speech extra: pip install -e '.[speech]'")
 

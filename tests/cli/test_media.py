@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from .helpers.cli import assert_one_line_error, run
-from .helpers.media import make_video, slide
+from ..helpers.cli import assert_one_line_error, run
+from ..helpers.media import make_video, slide
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from imagine.config import get_settings
 from imagine.engine import Request, Response
 from imagine.parts import Data, Segments
 
-from .helpers.speech import RATE, needs_espeak, speech, trim, video_with_sound, wav_part, wer
+from ..helpers.speech import RATE, needs_espeak, speech, trim, video_with_sound, wav_part, wer
 
 pytest.importorskip("faster_whisper", reason="needs the speech extra: pip install -e '.[speech]'")
 pytestmark = needs_espeak

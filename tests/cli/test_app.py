@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from .helpers.cli import assert_one_line_error, run
-from .helpers.media import png_bytes
+from ..helpers.cli import assert_one_line_error, run
+from ..helpers.media import png_bytes
 
 
 def test_ask_streams_and_logs(imagine_home):

@@ -20,8 +20,8 @@ import imagine  # noqa: E402
 from imagine import EngineUnavailable, InputError, OptionsError, ToolCall, UpstreamError  # noqa: E402
 from imagine.errors import RateLimited, Refused, UpstreamTimeout  # noqa: E402
 
-from .helpers.fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
-from .helpers.media import png_bytes  # noqa: E402
+from ...helpers.fake_http import FakeServer, json_reply, reset_imagine as reset, sse_reply, unused_port  # noqa: E402
+from ...helpers.media import png_bytes  # noqa: E402
 
 KEY = "sk-ant-test-SECRET-4242"
 MODEL = "claude-3-5-haiku-latest"

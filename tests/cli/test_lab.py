@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result  # noqa: E402
 
 from imagine.cli import cli  # noqa: E402
 
-from .helpers.cli import assert_one_line_error, run  # noqa: E402
-from .helpers.native import TEXT, VOCAB, make_checkpoint  # noqa: E402
+from ..helpers.cli import assert_one_line_error, run  # noqa: E402
+from ..helpers.native import TEXT, VOCAB, make_checkpoint  # noqa: E402
 
 # A tiny run of the real nanogpt-cpu recipe: one thread (a loaded 2-core box thrashes with more),
 # a 1-layer 32-wide model, 16-token blocks, 2 evaluation batches, no plot unless a test wants one.

@@ -18,7 +18,7 @@ from imagine.engines._support.model_refs import parse_model_ref
 from imagine.errors import EngineUnavailable, InputError
 from imagine.parts import Audio, Image, Message, Text, Video
 
-from .helpers.media import png_bytes, wav_bytes
+from ..helpers.media import png_bytes, wav_bytes
 
 LLAMA = {"bundled": ("smollm2",), "hub_file": True, "bare": "path"}    # llama-cpp: OWNER/REPO/FILE.gguf
 REPO = {"bundled": ("tiny.en",)}                                        # whisper, minilm, the HF engines

@@ -128,7 +128,7 @@ def test_hub_reference_offline_is_a_clear_error(monkeypatch):
 
 
 def test_image_input_is_refused_naming_capable_engines(tmp_path):
-    from .helpers.media import png_bytes
+    from ..helpers.media import png_bytes
 
     img = tmp_path / "x.png"
     img.write_bytes(png_bytes())

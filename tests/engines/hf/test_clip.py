@@ -23,7 +23,7 @@ from imagine.engine import Request, Response  # noqa: E402
 from imagine.engines.hf.clip import ClipEngine  # noqa: E402
 from imagine.parts import Data  # noqa: E402
 
-from .helpers.cli import run  # noqa: E402
+from ...helpers.cli import run  # noqa: E402
 
 PROJECTION = 16  # the tiny CLIP's projection_dim
 SIGLIP_DIM = 24  # the tiny SigLIP embeds in its hidden size (text head projects to it too)

@@ -7,7 +7,7 @@ import json
 import imagine
 from imagine import config, registry
 
-from .helpers.cli import assert_one_line_error, run
+from ..helpers.cli import assert_one_line_error, run
 
 
 def test_engines_add_list_remove(imagine_home):
