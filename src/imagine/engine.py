@@ -1,9 +1,11 @@
 """Engine contract, Request, and Response: the one request -> response path.
 
-An engine is a class with capability flags and a nested pydantic `Options`; it implements one method,
-`async def stream(request) -> AsyncIterator[Event]`. A `Response` drives that stream lazily: iterate it
-(sync or async) to stream text, or ask for `.text()` / `.parsed` to run it to the end. When it ends —
-normally, on error, or cancelled — it calls its `on_finish` hook once (the log), so nothing computed is lost.
+An engine is a class with capability flags, generic over its pydantic options model
+(`class FooEngine(Engine[FooOptions])` with `Options = FooOptions`); it implements one method,
+`async def stream(request: Request[FooOptions]) -> AsyncIterator[Event]`. A `Response` drives that stream
+lazily: iterate it (sync or async) to stream text, or ask for `.text()` / `.parsed` to run it to the end.
+When it ends — normally, on error, or cancelled — it calls its `on_finish` hook once (the log), so nothing
+computed is lost.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, ClassVar, Iterator, Literal
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, ClassVar, Generic, Iterator, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -29,9 +31,11 @@ from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part
 if TYPE_CHECKING:
     from .config import EndpointSettings, ModelSpec
 
-__all__ = ["Engine", "Locality", "Request", "Response", "new_id", "normalize_tools"]
+__all__ = ["Engine", "Locality", "NoOptions", "OptionsT", "Request", "Response", "new_id", "normalize_tools"]
 
 Locality = Literal["local", "cloud"]
+# An engine's options model: `Engine[OptionsT]` validates into it, `Request[OptionsT]` carries it.
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 def new_id() -> str:
@@ -39,8 +43,16 @@ def new_id() -> str:
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
-class Engine:
-    """Base class of every backend. Subclasses set the class attributes and implement `stream`."""
+class NoOptions(BaseModel):
+    """The options of an engine that takes none (the default `Engine.Options`): any option is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Engine(Generic[OptionsT]):
+    """Base class of every backend. Subclasses name their options model as the type parameter and as
+    `Options` (`class FooEngine(Engine[FooOptions])`, `Options = FooOptions`), set the class attributes
+    and implement `stream`."""
 
     id: ClassVar[str]
     locality: ClassVar[Locality] = "local"
@@ -58,9 +70,9 @@ class Engine:
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the engine needs
     extra: ClassVar[str | None] = None  # the pip extra that installs them
     package: ClassVar[str | None] = None  # distribution whose version identifies the backend
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    # The options model, the same class as the type parameter (a ClassVar cannot name a TypeVar): what
+    # `parse_options` validates into and what `imagine models ENGINE` lists.
+    Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, settings: dict[str, Any] | None = None, *, cache_dir: "Path | None" = None) -> None:
         self.settings = dict(settings or {})
@@ -135,14 +147,14 @@ class Engine:
 
     # -- options --------------------------------------------------------------------------------
     @classmethod
-    def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> BaseModel:
+    def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> OptionsT:
         """Validate options against `Options`; the error names the field and what it accepts."""
         if isinstance(raw, cls.Options):
-            return raw
+            return cast(OptionsT, raw)  # `Options` is the class OptionsT stands for
         if isinstance(raw, BaseModel):
             raw = raw.model_dump(exclude_unset=True)
         try:
-            return cls.Options(**(raw or {}))
+            return cast(OptionsT, cls.Options(**(raw or {})))
         except ValidationError as exc:
             err = exc.errors()[0]
             name = ".".join(str(p) for p in err["loc"]) or "options"
@@ -154,7 +166,7 @@ class Engine:
                                f"(got {err.get('input')!r})") from None
 
     # -- the one method -------------------------------------------------------------------------
-    async def stream(self, request: "Request") -> AsyncIterator[Event]:
+    async def stream(self, request: "Request[OptionsT]") -> AsyncIterator[Event]:
         raise NotImplementedError
         yield  # pragma: no cover  (makes this an async generator for type checkers)
 
@@ -164,12 +176,13 @@ class Engine:
 
 
 @dataclass(frozen=True)
-class Request:
-    """Everything an engine needs for one call. `options` is already validated by the engine."""
+class Request(Generic[OptionsT]):
+    """Everything an engine needs for one call. `options` is already validated by the engine: an
+    `Engine[FooOptions]` streams a `Request[FooOptions]` (a bare `Request` holds any options model)."""
 
     messages: tuple[Message, ...]
     model: str
-    options: BaseModel
+    options: OptionsT
     schema: dict[str, Any] | None = None
     want: Modality = Modality.TEXT
     tools: tuple[dict[str, Any], ...] = ()  # {"name", "description", "parameters": JSON schema}

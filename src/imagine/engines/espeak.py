@@ -34,7 +34,7 @@ from ..events import Done, Event, PartOut, Usage
 from ..parts import Audio, Modality
 from ._support.inputs import last_user
 
-__all__ = ["EspeakEngine"]
+__all__ = ["EspeakEngine", "EspeakOptions"]
 
 MODEL = "espeak-ng"
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -255,7 +255,17 @@ class _Helper:
         return self.proc.poll() is None
 
 
-class EspeakEngine(Engine):
+class EspeakOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    voice: str = Field(default="en-us", min_length=1, max_length=50,
+                       description="name, identifier or language code, optionally +variant (en-us+f3)")
+    rate: int = Field(default=175, ge=80, le=450, description="words per minute")
+    pitch: int = Field(default=50, ge=0, le=99, description="base pitch, 50 = the voice's normal")
+    volume: int = Field(default=100, ge=0, le=200, description="amplitude, 100 = normal")
+    gap_ms: int = Field(default=0, ge=0, le=10_000, description="extra pause between words, in ms")
+
+
+class EspeakEngine(Engine[EspeakOptions]):
     id = "espeak"
     locality = "local"
     inputs = frozenset({Modality.TEXT})
@@ -267,14 +277,7 @@ class EspeakEngine(Engine):
     extra = "speech"
     package = "espeakng-loader"
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        voice: str = Field(default="en-us", min_length=1, max_length=50,
-                           description="name, identifier or language code, optionally +variant (en-us+f3)")
-        rate: int = Field(default=175, ge=80, le=450, description="words per minute")
-        pitch: int = Field(default=50, ge=0, le=99, description="base pitch, 50 = the voice's normal")
-        volume: int = Field(default=100, ge=0, le=200, description="amplitude, 100 = normal")
-        gap_ms: int = Field(default=0, ge=0, le=10_000, description="extra pause between words, in ms")
+    Options = EspeakOptions
 
     _lock: ClassVar[threading.Lock] = threading.Lock()  # one request at a time: the library is not thread-safe
     _helper: ClassVar[_Helper | None] = None
@@ -352,8 +355,8 @@ class EspeakEngine(Engine):
         return InputError(message, hint=f"{hint}run `imagine speak --voices` to list them all")
 
     # -- the one method ---------------------------------------------------------------------------
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[EspeakOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         message = last_user(request, or_last=True)
         text = message.text.replace("\0", " ").strip() if message else ""  # a NUL would end the C string early
         if not text:

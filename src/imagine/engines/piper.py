@@ -38,7 +38,7 @@ from ._support.inputs import last_user
 from ._support.model_refs import parse_model_ref
 from ._support.threads import Finished, stream_from_thread
 
-__all__ = ["BUNDLED", "HUB_REPO", "PiperEngine", "SpeechChunk", "bundled_voice_path"]
+__all__ = ["BUNDLED", "HUB_REPO", "PiperEngine", "PiperOptions", "SpeechChunk", "bundled_voice_path"]
 
 BUNDLED = "joe"
 BUNDLED_NAME = "en_US-joe-medium"
@@ -121,7 +121,26 @@ class SpeechChunk:
     total: int  # sentences in the request
 
 
-class PiperEngine(Engine):
+class PiperOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    voice: str | None = Field(default=None, min_length=1, max_length=1000,
+                              description="a Piper voice to use instead of the model: joe, a .onnx path or a "
+                                          "hub name such as en_US-lessac-medium")
+    speaker: str | int | None = Field(default=None, description="speaker name or number (multi-speaker "
+                                      "voices only); None = the voice's default speaker")
+    length_scale: float | None = Field(default=None, ge=0.25, le=4.0, description="phoneme duration: above "
+                                       "1 slower, below 1 faster; None = the voice's own (usually 1)")
+    noise_scale: float | None = Field(default=None, ge=0.0, le=2.0, description="generator noise (voice "
+                                      "default ~0.667); 0 here and in noise_w_scale = same request, same audio")
+    noise_w_scale: float | None = Field(default=None, ge=0.0, le=2.0,
+                                        description="phoneme-duration noise (voice default ~0.8)")
+    sentence_silence: float = Field(default=0.2, ge=0.0, le=10.0,
+                                    description="seconds of silence between sentences")
+    volume: float = Field(default=1.0, ge=0.0, le=2.0, description="gain after peak-normalising each "
+                          "sentence; 1 = full scale, above 1 clips")
+
+
+class PiperEngine(Engine[PiperOptions]):
     id = "piper"
     locality = "local"
     inputs = frozenset({Modality.TEXT})
@@ -133,23 +152,7 @@ class PiperEngine(Engine):
     extra = "speech"
     package = "piper-tts"
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        voice: str | None = Field(default=None, min_length=1, max_length=1000,
-                                  description="a Piper voice to use instead of the model: joe, a .onnx path or a "
-                                              "hub name such as en_US-lessac-medium")
-        speaker: str | int | None = Field(default=None, description="speaker name or number (multi-speaker "
-                                          "voices only); None = the voice's default speaker")
-        length_scale: float | None = Field(default=None, ge=0.25, le=4.0, description="phoneme duration: above "
-                                           "1 slower, below 1 faster; None = the voice's own (usually 1)")
-        noise_scale: float | None = Field(default=None, ge=0.0, le=2.0, description="generator noise (voice "
-                                          "default ~0.667); 0 here and in noise_w_scale = same request, same audio")
-        noise_w_scale: float | None = Field(default=None, ge=0.0, le=2.0,
-                                            description="phoneme-duration noise (voice default ~0.8)")
-        sentence_silence: float = Field(default=0.2, ge=0.0, le=10.0,
-                                        description="seconds of silence between sentences")
-        volume: float = Field(default=1.0, ge=0.0, le=2.0, description="gain after peak-normalising each "
-                              "sentence; 1 = full scale, above 1 clips")
+    Options = PiperOptions
 
     # -- voice names ------------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
@@ -262,7 +265,7 @@ class PiperEngine(Engine):
         raise InputError(f"the Piper voice {name} has no speaker {wanted!r}",
                          hint=f"give a number from 0 to {count - 1}" + (f" or a name: {listed}" if listed else ""))
 
-    def _synthesize(self, name: str, text: str, opts: Any, emit: Any, stop: threading.Event) -> int:
+    def _synthesize(self, name: str, text: str, opts: PiperOptions, emit: Any, stop: threading.Event) -> int:
         """Worker thread: emit one SpeechChunk per sentence; returns the sample rate."""
         import numpy as np
         from piper import SynthesisConfig
@@ -293,10 +296,10 @@ class PiperEngine(Engine):
             raise InputError("nothing to speak: the text is empty")
         return text
 
-    async def stream_audio(self, request: Request) -> AsyncIterator[SpeechChunk]:
+    async def stream_audio(self, request: Request[PiperOptions]) -> AsyncIterator[SpeechChunk]:
         """The speech of `request` one sentence at a time, each as soon as it is made: for callers that
         play as they go. Leaving early stops synthesis after the sentence under way."""
-        opts: Any = request.options
+        opts = request.options
         text = self._text(request)
         name = opts.voice or request.model
         items = stream_from_thread(lambda emit, stop: self._synthesize(name, text, opts, emit, stop))
@@ -307,7 +310,7 @@ class PiperEngine(Engine):
         finally:  # leaving early must stop the worker now, not whenever GC closes `items`
             await items.aclose()  # type: ignore[attr-defined]
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request[PiperOptions]) -> AsyncIterator[Event]:
         import numpy as np
 
         text = self._text(request)

@@ -30,7 +30,7 @@ from ._support.assets import find_asset, package_dirs
 from ._support.cache import file_bytes, model_cache
 from ._support.inputs import user_parts
 
-__all__ = ["RapidOcrEngine", "bundled_model_files", "reading_order", "tidy_line"]
+__all__ = ["RapidOcrEngine", "RapidOcrOptions", "bundled_model_files", "reading_order", "tidy_line"]
 
 MODEL = "pp-ocr"
 
@@ -114,7 +114,15 @@ def reading_order(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for _, _, row in rows for line in sorted(row, key=lambda item: span(item)[2])]
 
 
-class RapidOcrEngine(Engine):
+class RapidOcrOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_confidence: float = Field(default=0.5, ge=0, le=1,
+                                  description="drop lines the recogniser is less sure of")
+    use_angle_cls: bool = Field(default=False, description="detect and fix upside-down text lines "
+                                "(slower; only helps with rotated scans)")
+
+
+class RapidOcrEngine(Engine[RapidOcrOptions]):
     id = "rapidocr"
     locality = "local"
     inputs = frozenset({Modality.IMAGE})
@@ -126,12 +134,7 @@ class RapidOcrEngine(Engine):
     extra = "vision"
     package = "rapidocr"
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        min_confidence: float = Field(default=0.5, ge=0, le=1,
-                                      description="drop lines the recogniser is less sure of")
-        use_angle_cls: bool = Field(default=False, description="detect and fix upside-down text lines "
-                                    "(slower; only helps with rotated scans)")
+    Options = RapidOcrOptions
 
     _run_lock = threading.Lock()  # the RapidOCR object keeps per-call settings on itself: one call at a time
 
@@ -178,7 +181,7 @@ class RapidOcrEngine(Engine):
 
         return model_cache().get((cls.id, MODEL), create, size=sum(file_bytes(path) for path in files.values()))
 
-    def _ocr_image(self, part: Image, limits: Limits, opts: Any) -> list[dict[str, Any]]:
+    def _ocr_image(self, part: Image, limits: Limits, opts: RapidOcrOptions) -> list[dict[str, Any]]:
         """Runs in a worker thread: decode one image (limit-checked) and return its lines in order."""
         pixels = _to_bgr(part.pil(limits))
         height, width = pixels.shape[:2]
@@ -206,8 +209,8 @@ class RapidOcrEngine(Engine):
         return user_parts(request, Image, engine="rapidocr", needs="images",
                           hint="attach an image (PNG, JPEG, GIF, WebP), e.g. -a scan.png")
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[RapidOcrOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         images = self._images(request)
         limits = request.limits
         for index, image in enumerate(images):

@@ -35,7 +35,8 @@ from ._support.model_refs import parse_model_ref
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["SileroVadEngine", "bundled_model_path", "speech_probabilities", "speech_spans", "tighten_edges"]
+__all__ = ["SileroVadEngine", "SileroVadOptions", "bundled_model_path", "speech_probabilities", "speech_spans",
+           "tighten_edges"]
 
 BUNDLED = "silero-vad-v6"
 RATE = 16000
@@ -197,7 +198,18 @@ def speech_spans(probs: "np.ndarray", total: int, *, threshold: float = 0.5, min
     return padded
 
 
-class SileroVadEngine(Engine):
+class SileroVadOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="speech probability that starts speech")
+    min_speech_ms: int = Field(default=250, ge=0, description="shorter bursts are dropped")
+    min_silence_ms: int = Field(default=300, ge=0, description="a pause this long ends a segment")
+    speech_pad_ms: int = Field(default=30, ge=0, description="added before and after each segment")
+    tighten: bool = Field(default=True, description="pull edges in to where the signal rises above "
+                                                    "the background (Silero's ends lag in noise)")
+    max_speech_s: float | None = Field(default=None, gt=0, description="split longer segments at a pause")
+
+
+class SileroVadEngine(Engine[SileroVadOptions]):
     id = "silero-vad"
     locality = "local"
     inputs = frozenset({Modality.AUDIO, Modality.VIDEO})
@@ -209,15 +221,7 @@ class SileroVadEngine(Engine):
     extra = "speech"
     package = "onnxruntime"
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        threshold: float = Field(default=0.5, ge=0, le=1, description="speech probability that starts speech")
-        min_speech_ms: int = Field(default=250, ge=0, description="shorter bursts are dropped")
-        min_silence_ms: int = Field(default=300, ge=0, description="a pause this long ends a segment")
-        speech_pad_ms: int = Field(default=30, ge=0, description="added before and after each segment")
-        tighten: bool = Field(default=True, description="pull edges in to where the signal rises above "
-                                                        "the background (Silero's ends lag in noise)")
-        max_speech_s: float | None = Field(default=None, gt=0, description="split longer segments at a pause")
+    Options = SileroVadOptions
 
     def _path(self, model: str) -> Path:
         ref = parse_model_ref(model, bundled=(BUNDLED,), hub=False, bare="path")
@@ -262,10 +266,10 @@ class SileroVadEngine(Engine):
                            hint="attach one audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")
         return media[0]
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request[SileroVadOptions]) -> AsyncIterator[Event]:
         import numpy as np
 
-        opts: Any = request.options
+        opts = request.options
         part = self._input(request)
         model = await asyncio.to_thread(self.load, request.model)
         samples, _ = await asyncio.to_thread(part.samples, RATE, limits=request.limits)

@@ -36,7 +36,7 @@ from ._support.inputs import last_user, user_parts
 from ._support.model_refs import ModelRef, parse_model_ref
 from ._support.threads import Finished, stream_from_thread
 
-__all__ = ["WhisperEngine", "bundled_tiny_en_path"]
+__all__ = ["WhisperEngine", "WhisperOptions", "bundled_tiny_en_path"]
 
 BUNDLED = "tiny.en"
 SAMPLE_RATE = 16000  # what every Whisper model expects
@@ -91,7 +91,25 @@ def _check_folder(path: Path) -> None:
                          hint="convert one with ct2-transformers-converter, or use " + _CHOICES)
 
 
-class WhisperEngine(Engine):
+class WhisperOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    language: str | None = Field(default=None, description="ISO code such as 'de'; None detects it "
+                                 "('en' for English-only .en models)")
+    beam_size: int = Field(default=5, ge=1, le=10, description="1 = greedy (fastest); 5 as faster-whisper")
+    temperature: float = Field(default=0.0, ge=0, le=1, description="0 = deterministic")
+    word_timestamps: bool = Field(default=False, description="add per-word times to each segment")
+    vad_gate: bool = Field(default=True, description="keep only what the bundled Silero VAD calls speech: "
+                           "audio without speech is not decoded, and segments that overlap no speech are "
+                           "dropped (off, Whisper may invent words in silence, noise and music)")
+    vad_filter: bool = Field(default=False, description="also cut the non-speech out before decoding (faster "
+                             "over long pauses; a segment may then run across a pause)")
+    vad_min_silence_ms: int = Field(default=500, ge=0, description="silence that splits speech (vad_gate, "
+                                    "vad_filter)")
+    initial_prompt: str | None = Field(default=None, description="vocabulary or style hint for the decoder; "
+                                       "a text part in the message is used when this is unset")
+
+
+class WhisperEngine(Engine[WhisperOptions]):
     id = "whisper"
     locality = "local"
     inputs = frozenset({Modality.AUDIO, Modality.VIDEO, Modality.TEXT})  # text: a prompt for the decoder
@@ -104,22 +122,7 @@ class WhisperEngine(Engine):
     extra = "speech"
     package = "faster-whisper"
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        language: str | None = Field(default=None, description="ISO code such as 'de'; None detects it "
-                                     "('en' for English-only .en models)")
-        beam_size: int = Field(default=5, ge=1, le=10, description="1 = greedy (fastest); 5 as faster-whisper")
-        temperature: float = Field(default=0.0, ge=0, le=1, description="0 = deterministic")
-        word_timestamps: bool = Field(default=False, description="add per-word times to each segment")
-        vad_gate: bool = Field(default=True, description="keep only what the bundled Silero VAD calls speech: "
-                               "audio without speech is not decoded, and segments that overlap no speech are "
-                               "dropped (off, Whisper may invent words in silence, noise and music)")
-        vad_filter: bool = Field(default=False, description="also cut the non-speech out before decoding (faster "
-                                 "over long pauses; a segment may then run across a pause)")
-        vad_min_silence_ms: int = Field(default=500, ge=0, description="silence that splits speech (vad_gate, "
-                                        "vad_filter)")
-        initial_prompt: str | None = Field(default=None, description="vocabulary or style hint for the decoder; "
-                                           "a text part in the message is used when this is unset")
+    Options = WhisperOptions
 
     # settings from [engines.whisper] in config.toml
     class Settings(BaseModel):
@@ -202,8 +205,8 @@ class WhisperEngine(Engine):
                              hint="give an ISO 639-1 code such as en, de, fr, or leave it unset to detect it")
         return requested
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[WhisperOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         part, text = self._inputs(request)
         whisper = await asyncio.to_thread(self.load, request.model)
         language = self._language(whisper, opts.language, request.model)

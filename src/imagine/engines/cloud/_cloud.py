@@ -30,7 +30,7 @@ from ...errors import EngineUnavailable, InputError
 from ...parts import MediaPart, Modality, Part
 from ._catalog import catalog_specs, tier_models
 
-__all__ = ["CloudEngine", "CloudOptions", "data_url", "is_loopback"]
+__all__ = ["CloudEngine", "CloudOptions", "CloudOptionsT", "data_url", "is_loopback"]
 
 
 def is_loopback(url: str | None) -> bool:
@@ -68,12 +68,17 @@ class CloudOptions(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
+# The options model of one API engine: CloudOptions or a subclass (OpenAIOptions, AnthropicOptions).
+CloudOptionsT = TypeVar("CloudOptionsT", bound=CloudOptions)
+
+
 def _modalities(names: list[str]) -> frozenset[Modality]:
     return frozenset(Modality(n) for n in names)
 
 
-class CloudEngine(Engine):
-    """Base of the API engines. Subclasses set `kind`, `sdk`, `known_models` and implement `stream`."""
+class CloudEngine(Engine[CloudOptionsT]):
+    """Base of the API engines, generic over their options (`class FooEngine(CloudEngine[FooOptions])`).
+    Subclasses set `kind`, `sdk`, `known_models`, `Options` and implement `stream`."""
 
     locality = "cloud"
     locality_reason: ClassVar[str] = ""  # why it counts as local or cloud (set per endpoint; shown by `imagine models`)
@@ -85,7 +90,7 @@ class CloudEngine(Engine):
     catalog_provider: ClassVar[str | None] = None  # the provider's id in models.dev (built-in engines)
     catalog_families: ClassVar[tuple[str, ...]] = ()  # model families offered by default; the first is the default
     featured: ClassVar[tuple[str, ...]] = ()  # the models `auto` and `cloud` consider besides configured ones
-    Options = CloudOptions  # type: ignore[assignment]
+    Options = CloudOptions
 
     # -- endpoints --------------------------------------------------------------------------------
     @classmethod
@@ -156,8 +161,9 @@ class CloudEngine(Engine):
         raise EngineUnavailable(f"engine {self.id} has no API key",
                                 hint=f"set {self.endpoint.key_env or 'the key'} in the environment")
 
-    def timeout(self, options: Any) -> float:
-        return float(getattr(options, "timeout", None) or self.endpoint.timeout)
+    def timeout(self, options: CloudOptions) -> float:
+        """Seconds to wait for the API: the request's `timeout` option, else the endpoint's."""
+        return float(options.timeout or self.endpoint.timeout)
 
     # -- models -------------------------------------------------------------------------------------
     def spec(self, model: str) -> ModelSpec | None:

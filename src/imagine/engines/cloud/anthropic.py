@@ -68,7 +68,7 @@ class _Block:
     json_parts: list[str] = field(default_factory=list)
 
 
-class AnthropicEngine(CloudEngine):
+class AnthropicEngine(CloudEngine[AnthropicOptions]):
     id = "anthropic"
     kind = "anthropic"
     sdk = "anthropic"
@@ -130,9 +130,9 @@ class AnthropicEngine(CloudEngine):
                                  hint="Claude reads text and images; transcribe audio first")
         return blocks
 
-    def build_params(self, request: Request) -> dict[str, Any]:
+    def build_params(self, request: Request[AnthropicOptions]) -> dict[str, Any]:
         """The keyword arguments of `messages.create`: system apart, roles alternating, options mapped."""
-        opts: Any = request.options
+        opts = request.options
         system, turns = alternating_turns(request.messages, self._content, engine="Claude")
         messages = [{"role": role, "content": blocks} for role, blocks in turns]
         params: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True,
@@ -167,7 +167,7 @@ class AnthropicEngine(CloudEngine):
         return {"type": "object", "properties": {"value": inner}, "required": ["value"], **defs}
 
     # -- the stream ---------------------------------------------------------------------------------
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request[AnthropicOptions]) -> AsyncIterator[Event]:
         params = self.build_params(request)
         async with self._clients.use() as client:
             schema_mode = request.schema is not None
@@ -269,7 +269,7 @@ class AnthropicEngine(CloudEngine):
                      cost=self.estimate_cost(model, input_tokens, output_tokens))
 
     # -- errors -------------------------------------------------------------------------------------
-    def _error(self, exc: Exception, request: Request) -> ImagineError:
+    def _error(self, exc: Exception, request: Request[AnthropicOptions]) -> ImagineError:
         """The SDK's exception as the documented imagine error (never echoing the key)."""
         import anthropic
 

@@ -23,7 +23,8 @@ from ...engine import Request
 from ...errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
 from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
 from ...parts import Data, MediaPart, Modality, Part, Text
-from ._cloud import CloudEngine, PerLoop, alternating_turns, display_url, retry_after_seconds, scrub, transport_failure
+from ._cloud import (CloudEngine, CloudOptions, PerLoop, alternating_turns, display_url, retry_after_seconds, scrub,
+                     transport_failure)
 
 __all__ = ["GeminiEngine"]
 
@@ -53,7 +54,7 @@ def _retry_delay(details: Any) -> float | None:
     return None
 
 
-class GeminiEngine(CloudEngine):
+class GeminiEngine(CloudEngine[CloudOptions]):
     id = "gemini"
     kind = "gemini"
     sdk = "google.genai"
@@ -66,6 +67,7 @@ class GeminiEngine(CloudEngine):
     inputs = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO})
     outputs = frozenset({Modality.TEXT, Modality.DATA})
     features = frozenset(_FEATURES)
+    Options = CloudOptions  # the shared API options, nothing Gemini-only
 
     @classmethod
     def default_endpoint(cls) -> EndpointSettings:
@@ -113,11 +115,11 @@ class GeminiEngine(CloudEngine):
                                  hint="Gemini reads text, images, audio and video")
         return out
 
-    def build_call(self, request: Request) -> dict[str, Any]:
+    def build_call(self, request: Request[CloudOptions]) -> dict[str, Any]:
         """Keyword arguments of `generate_content_stream`: contents with roles user/model, and the config."""
         from google.genai import types
 
-        opts: Any = request.options
+        opts = request.options
         system, turns = alternating_turns(request.messages, self._parts, engine="Gemini")
         contents = [types.Content(role="model" if role == "assistant" else "user", parts=parts)
                     for role, parts in turns]
@@ -147,7 +149,7 @@ class GeminiEngine(CloudEngine):
         return {"model": request.model, "contents": contents, "config": types.GenerateContentConfig(**config)}
 
     # -- the stream ---------------------------------------------------------------------------------
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request[CloudOptions]) -> AsyncIterator[Event]:
         call = self.build_call(request)
         async with self._clients.use() as client:
             text: list[str] = []
@@ -203,7 +205,7 @@ class GeminiEngine(CloudEngine):
                      cost=self.estimate_cost(model, input_tokens, output_tokens))
 
     # -- errors -------------------------------------------------------------------------------------
-    def _error(self, exc: Exception, request: Request) -> ImagineError:
+    def _error(self, exc: Exception, request: Request[CloudOptions]) -> ImagineError:
         """The SDK's exception as the documented imagine error (never echoing the key)."""
         from google.genai import errors
 

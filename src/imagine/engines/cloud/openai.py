@@ -28,7 +28,7 @@ import os
 import re
 import wave
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from pydantic import Field
 
@@ -141,7 +141,7 @@ class OpenAIOptions(CloudOptions):
                                                               "the tool to call")
 
 
-class OpenAICompatEngine(CloudEngine):
+class OpenAICompatEngine(CloudEngine[OpenAIOptions]):
     id = "openai"
     kind = "openai"
     sdk = "openai"
@@ -217,7 +217,7 @@ class OpenAICompatEngine(CloudEngine):
                              + "; or send frames (Video.frames) as images and the sound track (Video.audio)")
         raise InputError(f"engine {self.id} cannot send a {part.modality.value} part")
 
-    def messages(self, request: Request, note: str | None = None) -> list[dict[str, Any]]:
+    def messages(self, request: Request[OpenAIOptions], note: str | None = None) -> list[dict[str, Any]]:
         """Chat messages; text-only ones as plain strings, which every compatible server accepts. `note`
         (the schema instruction) joins the system message, or becomes one."""
         out: list[dict[str, Any]] = []
@@ -236,10 +236,10 @@ class OpenAICompatEngine(CloudEngine):
                 out.append({"role": role, "content": [self._content(p) for p in msg.parts]})
         return out
 
-    def body(self, request: Request, response_format: str = "json_schema") -> dict[str, Any]:
+    def body(self, request: Request[OpenAIOptions], response_format: str = "json_schema") -> dict[str, Any]:
         """Keyword arguments of `chat.completions.create`: only what was set, so servers see their defaults.
         With a schema, `response_format` (one of FORMATS) says how it is sent."""
-        opts = cast(OpenAIOptions, request.options)
+        opts = request.options
         note = schema_note(request.schema) if request.schema is not None and response_format != "json_schema" \
             else None  # json_object does not carry the schema everywhere (OpenAI, vLLM): say it in words too
         body: dict[str, Any] = {"model": request.model, "messages": self.messages(request, note), "stream": True,
@@ -269,7 +269,7 @@ class OpenAICompatEngine(CloudEngine):
             body["audio"] = {"voice": opts.voice or "alloy", "format": "pcm16"}  # streaming needs pcm16
         return body
 
-    def _tool_choice(self, choice: str, request: Request) -> Any:
+    def _tool_choice(self, choice: str, request: Request[OpenAIOptions]) -> Any:
         names = [t["name"] for t in request.tools]
         if not names:
             raise InputError("option tool_choice needs tools", hint="pass tools=[...] too, or drop tool_choice")
@@ -285,7 +285,7 @@ class OpenAICompatEngine(CloudEngine):
     def _endpoint_key(self) -> tuple[str, str]:
         return self.id, self.endpoint.base_url or DEFAULT_URL
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
+    async def stream(self, request: Request[OpenAIOptions]) -> AsyncIterator[Event]:
         if request.schema is None:
             reply = _Reply()
             async for delta in self._exchange(request, self.body(request), reply):
@@ -315,7 +315,7 @@ class OpenAICompatEngine(CloudEngine):
             _format_that_worked[self._endpoint_key] = fmt
             return
 
-    async def _exchange(self, request: Request, body: dict[str, Any], reply: _Reply, *,
+    async def _exchange(self, request: Request[OpenAIOptions], body: dict[str, Any], reply: _Reply, *,
                         fallback: bool = False) -> AsyncIterator[TextDelta]:
         """One streamed chat completion: text deltas as they come, everything else gathered in `reply`.
         With `fallback`, a server refusing the response_format before answering raises _FormatRejected."""
@@ -357,7 +357,7 @@ class OpenAICompatEngine(CloudEngine):
                     raise _FormatRejected(error) from None
                 raise error from None
 
-    async def _ending(self, request: Request, reply: _Reply, text: list[str], extra: dict[str, Any] | None = None,
+    async def _ending(self, request: Request[OpenAIOptions], reply: _Reply, text: list[str], extra: dict[str, Any] | None = None,
                       usage: Usage | None = None) -> AsyncIterator[Event]:
         """The events after the text: tool calls, audio, data, usage (`usage` when given, else the reply's),
         Done; or the error the reply was."""
@@ -384,7 +384,7 @@ class OpenAICompatEngine(CloudEngine):
         yield Usage(usage.input_tokens, usage.output_tokens, usage.cost, {**usage.extra, **(extra or {})})
         yield Done(reply.finish)
 
-    async def _prompted(self, request: Request, extra: dict[str, Any]) -> AsyncIterator[Event]:
+    async def _prompted(self, request: Request[OpenAIOptions], extra: dict[str, Any]) -> AsyncIterator[Event]:
         """The last resort for a schema: ask in words, check the answer, repair once; only valid JSON is
         streamed (as one piece)."""
         assert request.schema is not None
@@ -428,7 +428,7 @@ class OpenAICompatEngine(CloudEngine):
             raise UpstreamError(f"{self.id} gave tool {slot['name']!r} arguments that are not a JSON object")
         return ToolCall(id=slot["id"], name=slot["name"], arguments=arguments)
 
-    def _usage(self, request: Request, usage: Any, logprobs: list[float]) -> Usage:
+    def _usage(self, request: Request[OpenAIOptions], usage: Any, logprobs: list[float]) -> Usage:
         """Tokens and cost from the final usage chunk; the mean log-probability serves as a confidence.
         A server that sends no usage (it ignores stream_options) leaves the counts unknown: None, not 0."""
         extra: dict[str, Any] = {}
@@ -452,7 +452,7 @@ class OpenAICompatEngine(CloudEngine):
         return Usage(input_tokens=prompt, output_tokens=completion, cost=cost, extra=extra)
 
     # -- errors ---------------------------------------------------------------------------------
-    def error(self, exc: openai.OpenAIError, request: Request) -> ImagineError:
+    def error(self, exc: openai.OpenAIError, request: Request[OpenAIOptions]) -> ImagineError:
         """The imagine error for an SDK failure. The key is never echoed, even if the server did."""
         import openai
 

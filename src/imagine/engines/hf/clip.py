@@ -30,7 +30,7 @@ from .._support.inputs import last_user, refuse_other_parts
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, hub_kwargs, hub_load_error, hub_model_missing, inspect_model,
                   pick_device, pick_dtype, transformers_dtype_kwarg)
 
-__all__ = ["ClipEngine", "DEFAULT_MODEL"]
+__all__ = ["ClipEngine", "ClipOptions", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 SIGLIP_TYPES = frozenset({"siglip", "siglip2"})
@@ -67,7 +67,14 @@ def _check_type(model_type: str | None, ref: str) -> None:
                               + "); use -m transformers:MODEL for other models")
 
 
-class ClipEngine(Engine):
+class ClipOptions(HFOptions):
+    normalize: bool = Field(default=True, description="scale each vector to unit length")
+    batch_size: int = Field(default=16, ge=1, le=1024, description="texts or images per forward pass")
+    score: bool = Field(default=False, description="add a Data part: image x text similarity and "
+                                                    "per-image probabilities (needs images and texts)")
+
+
+class ClipEngine(Engine[ClipOptions]):
     id = "clip"
     locality = "local"
     inputs = frozenset({Modality.TEXT, Modality.IMAGE})
@@ -82,11 +89,7 @@ class ClipEngine(Engine):
     # `embed` picks it by name for images (tasks.TASK_DEFAULTS).
     auto_select = False
 
-    class Options(HFOptions):
-        normalize: bool = Field(default=True, description="scale each vector to unit length")
-        batch_size: int = Field(default=16, ge=1, le=1024, description="texts or images per forward pass")
-        score: bool = Field(default=False, description="add a Data part: image x text similarity and "
-                                                        "per-image probabilities (needs images and texts)")
+    Options = ClipOptions
 
     # -- models -----------------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
@@ -244,8 +247,8 @@ class ClipEngine(Engine):
                              hint="pass one or more texts or images; each becomes one vector")
         return kept
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[ClipOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         parts = self._parts(request)
         images = [p for p in parts if isinstance(p, Image)]
         texts = [p for p in parts if isinstance(p, Text)]

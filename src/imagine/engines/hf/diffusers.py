@@ -35,7 +35,7 @@ from .._support.threads import Finished, stream_from_thread
 from . import _diffusers as sd
 from . import _hf
 
-__all__ = ["DiffusersEngine"]
+__all__ = ["DiffusersEngine", "DiffusersOptions"]
 
 MASK, CONTROL = "mask", "control"  # the part names tasks.draw/edit give (tasks.MASK, tasks.CONTROL)
 MODEL_HINT = ("name a diffusers pipeline: -m diffusers:FOLDER (save_pretrained output with model_index.json) "
@@ -49,7 +49,30 @@ class _Stopped(Exception):
     """Raised from the step callback when the caller left the stream: ends denoising at once."""
 
 
-def check_options(opts: Any) -> None:
+class DiffusersOptions(_hf.HFOptions):
+    steps: int = Field(default=25, ge=1, le=1000, description="denoising steps (an edit runs steps x strength)")
+    guidance: float = Field(default=7.0, ge=0, le=50, description="classifier-free guidance; <= 1 turns it off")
+    width: int | None = Field(default=None, ge=8, le=4096, description="pixels, divisible by 8; default: the "
+                              "pipeline's sample size (an edit: the input image's size)")
+    height: int | None = Field(default=None, ge=8, le=4096, description="pixels, divisible by 8 (as width)")
+    seed: int | None = Field(default=None, ge=0, le=2**64 - 1, description="same seed, same images; unset: "
+                             "a random one, reported in usage")
+    negative_prompt: str | None = Field(default=None, description="what the image should not show")
+    n: int = Field(default=1, ge=1, le=8, description="images to make")
+    strength: float | None = Field(default=None, ge=0, le=1, description="edit: how far from the input to go; "
+                                   "default 0.75, or 1.0 when inpainting")
+    keep_unmasked: bool = Field(default=True, description="inpainting: paste the input back outside the mask "
+                                "(the VAE round trip would otherwise soften it)")
+    scheduler: str | None = Field(default=None, description="sampler: " + ", ".join(sd.SCHEDULERS) +
+                                  "; default: the pipeline's own")
+    lora: str | None = Field(default=None, description="LoRA weights: a folder, .safetensors file or hub id")
+    lora_scale: float = Field(default=1.0, ge=-10, le=10, description="how strongly the LoRA applies")
+    controlnet: str | None = Field(default=None, description="ControlNetModel folder or hub id (needs a "
+                                   "control image)")
+    controlnet_scale: float = Field(default=1.0, ge=0, le=5, description="how strongly the control image steers")
+
+
+def check_options(opts: DiffusersOptions) -> None:
     """The checks that need no inputs and no model, so a bad option fails before anything loads."""
     sd.check_size("width", opts.width)
     sd.check_size("height", opts.height)
@@ -62,7 +85,7 @@ def check_options(opts: Any) -> None:
                          hint="add -o controlnet=FOLDER_OR_HUB_ID and a control image")
 
 
-class DiffusersEngine(Engine):
+class DiffusersEngine(Engine[DiffusersOptions]):
     id = "diffusers"
     locality = "local"
     inputs = frozenset({Modality.TEXT, Modality.IMAGE})
@@ -76,30 +99,10 @@ class DiffusersEngine(Engine):
     package = "diffusers"
     auto_select = False  # no default model: only when named
 
-    class Options(_hf.HFOptions):
-        steps: int = Field(default=25, ge=1, le=1000, description="denoising steps (an edit runs steps x strength)")
-        guidance: float = Field(default=7.0, ge=0, le=50, description="classifier-free guidance; <= 1 turns it off")
-        width: int | None = Field(default=None, ge=8, le=4096, description="pixels, divisible by 8; default: the "
-                                  "pipeline's sample size (an edit: the input image's size)")
-        height: int | None = Field(default=None, ge=8, le=4096, description="pixels, divisible by 8 (as width)")
-        seed: int | None = Field(default=None, ge=0, le=2**64 - 1, description="same seed, same images; unset: "
-                                 "a random one, reported in usage")
-        negative_prompt: str | None = Field(default=None, description="what the image should not show")
-        n: int = Field(default=1, ge=1, le=8, description="images to make")
-        strength: float | None = Field(default=None, ge=0, le=1, description="edit: how far from the input to go; "
-                                       "default 0.75, or 1.0 when inpainting")
-        keep_unmasked: bool = Field(default=True, description="inpainting: paste the input back outside the mask "
-                                    "(the VAE round trip would otherwise soften it)")
-        scheduler: str | None = Field(default=None, description="sampler: " + ", ".join(sd.SCHEDULERS) +
-                                      "; default: the pipeline's own")
-        lora: str | None = Field(default=None, description="LoRA weights: a folder, .safetensors file or hub id")
-        lora_scale: float = Field(default=1.0, ge=-10, le=10, description="how strongly the LoRA applies")
-        controlnet: str | None = Field(default=None, description="ControlNetModel folder or hub id (needs a "
-                                       "control image)")
-        controlnet_scale: float = Field(default=1.0, ge=0, le=5, description="how strongly the control image steers")
+    Options = DiffusersOptions
 
     @classmethod
-    def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> BaseModel:
+    def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> DiffusersOptions:
         opts = super().parse_options(raw)
         check_options(opts)
         return opts
@@ -130,7 +133,7 @@ class DiffusersEngine(Engine):
         return prompt, first["init"], first[MASK], first[CONTROL]
 
     @staticmethod
-    def _task(opts: Any, init: Image | None, mask: Image | None, control: Image | None) -> tuple[str, float]:
+    def _task(opts: DiffusersOptions, init: Image | None, mask: Image | None, control: Image | None) -> tuple[str, float]:
         """("text" | "image" | "inpaint", strength), refusing combinations that cannot work."""
         if mask is not None and init is None:
             raise InputError("a mask needs the image to inpaint", hint="imagine edit IMAGE PROMPT --mask MASK")
@@ -151,8 +154,8 @@ class DiffusersEngine(Engine):
                              hint=f"raise {need}")
         return task, strength
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[DiffusersOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         check_options(opts)
         prompt, init, mask, control = self._inputs(request)
         task, strength = self._task(opts, init, mask, control)
@@ -206,7 +209,7 @@ class DiffusersEngine(Engine):
             raise UpstreamError(f"diffusers failed: {type(exc).__name__}: {exc}".splitlines()[0],
                                 hint="lower width/height or n, or try -o dtype=float16 on a GPU") from None
 
-    def _run(self, ready: dict[str, Any], opts: Any, prompt: str, task: str, strength: float,
+    def _run(self, ready: dict[str, Any], opts: DiffusersOptions, prompt: str, task: str, strength: float,
              emit: Any, stop: Any) -> tuple[list[bytes], int, int] | None:
         """Worker thread: denoise with one Progress per step; None when the caller left mid-way."""
         loaded: sd.LoadedPipeline = ready["loaded"]

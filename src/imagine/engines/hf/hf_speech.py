@@ -38,7 +38,7 @@ from .._support.inputs import last_user, refuse_other_parts, user_parts
 from ._hf import (HF_EXTRA_HINT, HFOptions, ModelSource, global_torch_rng, hub_kwargs, hub_load_error,
                   hub_model_missing, inspect_model, pick_device, pick_dtype, transformers_dtype_kwarg)
 
-__all__ = ["TransformersSpeechEngine", "speech_kinds"]
+__all__ = ["TransformersSpeechEngine", "TransformersSpeechOptions", "speech_kinds"]
 
 ASR, TTS = "asr", "tts"
 PIPELINE_TASK = {ASR: "automatic-speech-recognition", TTS: "text-to-speech"}
@@ -98,7 +98,23 @@ class _Loaded:
         return {"model": self.pipe.model}
 
 
-class TransformersSpeechEngine(Engine):
+class TransformersSpeechOptions(HFOptions):
+    language: str | None = Field(default=None, max_length=40,
+                                 description="Whisper: spoken language (en, de, ...); unset = detect")
+    task: Literal["transcribe", "translate"] | None = Field(
+        default=None, description="Whisper: transcribe, or translate into English")
+    timestamps: bool = Field(default=True, description="segments with times (Whisper phrases, CTC words)")
+    word_timestamps: bool = Field(default=False, description="Whisper: one segment per word (needs the "
+                                  "model's alignment_heads); CTC models always give words")
+    chunk_length_s: float | None = Field(default=None, gt=0, le=600,
+                                         description="split long audio into chunks of this many seconds")
+    max_tokens: int | None = Field(default=None, ge=1, le=4096,
+                                   validation_alias=AliasChoices("max_tokens", "max_new_tokens"),
+                                   description="seq2seq recognisers: tokens to generate at most")
+    seed: int | None = Field(default=None, ge=0, description="synthesis: same seed, same audio")
+
+
+class TransformersSpeechEngine(Engine[TransformersSpeechOptions]):
     id = "hf-speech"
     locality = "local"
     inputs = frozenset({Modality.AUDIO, Modality.VIDEO, Modality.TEXT})
@@ -112,20 +128,7 @@ class TransformersSpeechEngine(Engine):
     package = "transformers"
     auto_select = False  # no default model: only when named
 
-    class Options(HFOptions):
-        language: str | None = Field(default=None, max_length=40,
-                                     description="Whisper: spoken language (en, de, ...); unset = detect")
-        task: Literal["transcribe", "translate"] | None = Field(
-            default=None, description="Whisper: transcribe, or translate into English")
-        timestamps: bool = Field(default=True, description="segments with times (Whisper phrases, CTC words)")
-        word_timestamps: bool = Field(default=False, description="Whisper: one segment per word (needs the "
-                                      "model's alignment_heads); CTC models always give words")
-        chunk_length_s: float | None = Field(default=None, gt=0, le=600,
-                                             description="split long audio into chunks of this many seconds")
-        max_tokens: int | None = Field(default=None, ge=1, le=4096,
-                                       validation_alias=AliasChoices("max_tokens", "max_new_tokens"),
-                                       description="seq2seq recognisers: tokens to generate at most")
-        seed: int | None = Field(default=None, ge=0, description="synthesis: same seed, same audio")
+    Options = TransformersSpeechOptions
 
     # -- models -----------------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
@@ -222,7 +225,7 @@ class TransformersSpeechEngine(Engine):
                           hint="attach an audio (WAV, FLAC, MP3, OGG) or video (MP4, WebM) file")[0]
 
     # -- recognition ------------------------------------------------------------------------------
-    def _transcribe(self, loaded: _Loaded, part: Audio | Video, opts: Any,
+    def _transcribe(self, loaded: _Loaded, part: Audio | Video, opts: TransformersSpeechOptions,
                     limits: Limits = DEFAULT_LIMITS) -> tuple[str, list[Segment], float]:
         """(text, segments, seconds of audio). Blocking: runs in a worker thread."""
         pipe = loaded.pipe
@@ -295,8 +298,8 @@ class TransformersSpeechEngine(Engine):
         return samples, int(out["sampling_rate"])
 
     # -- the one method ---------------------------------------------------------------------------
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[TransformersSpeechOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         kind = self._kind(request)
         source = self._inputs(request, kind)
         loaded = await asyncio.to_thread(self.load, request.model, kind, opts.device, opts.dtype, opts.allow_pickle)

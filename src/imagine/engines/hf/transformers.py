@@ -42,7 +42,7 @@ from .._support.threads import Finished, stream_from_thread
 from . import _hf
 from ._vision import VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision, looks_vision, vision_inputs
 
-__all__ = ["Generated", "Loaded", "StopCutter", "TransformersEngine", "run_generation"]
+__all__ = ["Generated", "Loaded", "StopCutter", "TransformersEngine", "TransformersOptions", "run_generation"]
 
 MODEL_HINT = ("name a model: -m transformers:OWNER/NAME (a hub id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct) "
               "or -m transformers:./folder (made by save_pretrained)")
@@ -159,8 +159,8 @@ def _eos_ids(loaded: Loaded) -> set[int]:
     return set(ids if isinstance(ids, (list, tuple)) else [] if ids is None else [ids])
 
 
-def run_generation(loaded: Loaded, turns: Sequence[Turn], opts: Any, *, on_text: Callable[[str], None],
-                   cancel: threading.Event) -> Generated:
+def run_generation(loaded: Loaded, turns: Sequence[Turn], opts: TransformersOptions, *,
+                   on_text: Callable[[str], None], cancel: threading.Event) -> Generated:
     """Generate one answer to `turns`, passing each piece of (stop-cut) text to `on_text` as it comes."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -247,7 +247,23 @@ def with_schema(turns: list[Turn], schema: dict[str, Any]) -> list[Turn]:
 
 # -- the engine ------------------------------------------------------------------------------------------
 
-class TransformersEngine(Engine):
+class TransformersOptions(_hf.HFOptions):
+    max_tokens: int = Field(default=256, gt=0, le=100_000, description="most tokens to generate")
+    temperature: float = Field(default=0.7, ge=0, le=5, description="0 = greedy")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = the model's default")
+    top_k: int | None = Field(default=None, ge=0, description="keep the k likeliest tokens; null = the model's default")
+    seed: int | None = Field(default=None, ge=0, description="same seed, same text")
+    stop: list[str] | None = Field(default=None, description="strings that end the answer (not included)")
+    repetition_penalty: float | None = Field(default=None, gt=0, description="1.0 = off")
+    trust_remote_code: bool = Field(default=False, description="run the model repo's own Python code")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class TransformersEngine(Engine[TransformersOptions]):
     id = "transformers"
     locality = "local"
     inputs = frozenset({Modality.TEXT, Modality.IMAGE})
@@ -261,20 +277,7 @@ class TransformersEngine(Engine):
     package = "transformers"
     auto_select = False  # no default model: used when named
 
-    class Options(_hf.HFOptions):
-        max_tokens: int = Field(default=256, gt=0, le=100_000, description="most tokens to generate")
-        temperature: float = Field(default=0.7, ge=0, le=5, description="0 = greedy")
-        top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = the model's default")
-        top_k: int | None = Field(default=None, ge=0, description="keep the k likeliest tokens; null = the model's default")
-        seed: int | None = Field(default=None, ge=0, description="same seed, same text")
-        stop: list[str] | None = Field(default=None, description="strings that end the answer (not included)")
-        repetition_penalty: float | None = Field(default=None, gt=0, description="1.0 = off")
-        trust_remote_code: bool = Field(default=False, description="run the model repo's own Python code")
-
-        @field_validator("stop", mode="before")
-        @classmethod
-        def _one_stop(cls, value: Any) -> Any:
-            return [value] if isinstance(value, str) else value
+    Options = TransformersOptions
 
     # -- models ---------------------------------------------------------------------------------------
     def _source(self, model: str, allow_pickle: bool) -> _hf.ModelSource:
@@ -302,7 +305,7 @@ class TransformersEngine(Engine):
             return frozenset({Modality.TEXT}), self.outputs, self.features
         return self.inputs, self.outputs, self.features
 
-    def load(self, source: _hf.ModelSource, opts: Any) -> Loaded:
+    def load(self, source: _hf.ModelSource, opts: TransformersOptions) -> Loaded:
         """The model for `source`, loaded once per process through the shared HF model cache."""
         device = _hf.pick_device(opts.device)
         dtype = _hf.pick_dtype(opts.dtype, device)
@@ -311,7 +314,7 @@ class TransformersEngine(Engine):
         loaded: Loaded = model_cache().get(key, lambda: self._load(source, device, dtype, opts))
         return loaded
 
-    def _load(self, source: _hf.ModelSource, device: str, dtype: Any, opts: Any) -> Loaded:
+    def _load(self, source: _hf.ModelSource, device: str, dtype: Any, opts: TransformersOptions) -> Loaded:
         import transformers
 
         common = {"trust_remote_code": opts.trust_remote_code}
@@ -368,8 +371,8 @@ class TransformersEngine(Engine):
         return InputError(f"{model} is a text-only model: it has no vision tower to look at images",
                           hint=f"use a vision-language model, e.g. -m transformers:{VLM_EXAMPLES.split(' or ')[0]}")
 
-    async def stream(self, request: Request) -> AsyncIterator[Event]:
-        opts: Any = request.options
+    async def stream(self, request: Request[TransformersOptions]) -> AsyncIterator[Event]:
+        opts = request.options
         source = self._source(request.model, opts.allow_pickle)
         turns = self.turns(request)
         has_images = any(isinstance(p, Image) for _, parts in turns for p in parts)
@@ -389,7 +392,7 @@ class TransformersEngine(Engine):
         async for event in self._structured(loaded, turns, opts, request.schema):
             yield event
 
-    async def _structured(self, loaded: Loaded, turns: list[Turn], opts: Any,
+    async def _structured(self, loaded: Loaded, turns: list[Turn], opts: TransformersOptions,
                           schema: dict[str, Any]) -> AsyncIterator[Event]:
         """Generate, check against the schema, and on failure repair once; stream only valid JSON."""
         turns = with_schema(turns, schema)
@@ -417,7 +420,7 @@ class TransformersEngine(Engine):
                           f"(answer began {excerpt!r})",
                           hint="use a stronger (instruction-tuned) model, simplify the schema, or raise max_tokens")
 
-    async def _generate(self, loaded: Loaded, turns: list[Turn], opts: Any, *,
+    async def _generate(self, loaded: Loaded, turns: list[Turn], opts: TransformersOptions, *,
                         stream: bool) -> AsyncIterator[str | Generated]:
         """Pieces of text as they come (when `stream`), then the Generated summary."""
 
