@@ -140,7 +140,7 @@ class Oracle(Engine):
     locality = "cloud"
     features = frozenset({"stream", "json_schema"})
     default_model = "exact"
-    Options = CloudOptions  # type: ignore[assignment]  (accepts temperature, seed, max_tokens like an API)
+    Options = CloudOptions  # accepts temperature, seed, max_tokens like an API
 
     def estimate_cost(self, model: str, input_tokens: int, output_tokens: int, images: int = 0,
                       audio_seconds: float = 0.0) -> float | None:

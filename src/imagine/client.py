@@ -20,7 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .config import Settings, get_settings, load_settings
-from .engine import Request, Response, new_id, normalize_tools
+from .engine import NoOptions, Request, Response, new_id, normalize_tools
 from .errors import InputError
 from .parts import Message, Modality
 from .registry import Registry, get_registry
@@ -113,7 +113,7 @@ class Client:
         first = decision.plan[0] if decision.plan else None
         engine = self.registry.engine(first.engine_id) if first else None
         request = Request(messages=tuple(messages), model=first.model if first else "",
-                          options=engine.parse_options(options) if engine else _no_options(),
+                          options=engine.parse_options(options) if engine else NoOptions(),
                           schema=json_schema, want=want, tools=tuple(tools), limits=settings.part_limits())
         execution = self.router.build(decision, request)  # raises, naming why, when nothing can take it
         assert engine is not None and first is not None
@@ -182,16 +182,6 @@ class Client:
         from . import timeline
 
         return timeline.watch(*args, client=self, **kwargs)
-
-
-def _no_options() -> Any:
-    """Options of a plan with no candidate (the executor refuses it, naming why, before any use)."""
-    from pydantic import BaseModel
-
-    class NoOptions(BaseModel):
-        pass
-
-    return NoOptions()
 
 
 # -- the default client: IMAGINE_HOME, and the process-wide registry, router and store --------------------
