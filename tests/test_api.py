@@ -12,6 +12,8 @@ EXPECTED = {
     "__version__", "aask", "ask", "get_registry", "get_settings", "get_store", "load_part", "load_settings",
     # the Client and the multimodal half of the API
     "Client", "default_client", "PartDelta", "Restart", "transcribe", "speak", "detect_speech", "read_text", "embed", "see", "draw", "edit", "watch",
+    # tool calls and results kept in the conversation
+    "ToolUse", "ToolResult",
 }
 
 

@@ -115,3 +115,46 @@ def test_message_builds_interleaved_parts():
 def test_sniff_never_crashes(data):
     result = sniff_mime(data)
     assert result is None or "/" in result
+
+
+def test_tool_use_and_result_parts():
+    from imagine import ToolResult, ToolUse
+
+    args = {"city": "Oslo"}
+    use = ToolUse("call_1", "get_weather", args)
+    args["city"] = "Bergen"  # the part keeps its own copy: its hash cannot change under it
+    assert use.arguments == {"city": "Oslo"} and use == ToolUse("call_1", "get_weather", {"city": "Oslo"})
+    assert use != ToolUse("call_2", "get_weather", {"city": "Oslo"}) and hash(use) == hash(ToolUse(
+        "call_1", "get_weather", {"city": "Oslo"}))
+    with pytest.raises(AttributeError):
+        use.name = "x"  # type: ignore[misc]
+    assert use.modality is Modality.DATA
+    assert use.to_record() == {"kind": "data", "mime": "application/x-imagine-tool-use+json", "sha256": use.sha256,
+                               "size": len(use.content_bytes()), "type": "tool_use", "id": "call_1",
+                               "name": "get_weather", "arguments": {"city": "Oslo"}}
+    result = ToolResult("call_1", {"temp_c": 12}, name="get_weather")
+    assert result.text == '{"temp_c": 12}' and not result.is_error
+    assert ToolResult("call_1", "boom", is_error=True).text == "boom"
+    record = result.to_record()
+    assert record["type"] == "tool_result" and record["call_id"] == "call_1" and record["content"] == {"temp_c": 12}
+    assert record["is_error"] is False and record["name"] == "get_weather"
+    assert result != ToolResult("call_1", {"temp_c": 12}, name="get_weather", is_error=True)
+    with pytest.raises(InputError, match="JSON"):
+        ToolResult("call_1", object())
+    with pytest.raises(InputError, match="call id"):
+        ToolUse("", "get_weather", {})
+    with pytest.raises(InputError, match="dict"):
+        ToolUse("call_1", "get_weather", [1])  # type: ignore[arg-type]
+
+
+def test_message_tool_result_and_its_modalities():
+    from imagine import ToolResult, ToolUse
+
+    msg = Message.tool_result("call_1", "12 C", name="get_weather")
+    assert msg.role == "tool" and msg.parts == (ToolResult("call_1", "12 C", name="get_weather"),)
+    assert msg.tool_results == list(msg.parts) and msg.text == ""
+    # tool parts read as text: every text engine can take them (natively or as text)
+    assert msg.modalities == {Modality.TEXT}
+    asked = Message("assistant", ["Let me check.", ToolUse("call_1", "get_weather", {"city": "Oslo"})])
+    assert asked.modalities == {Modality.TEXT} and asked.text == "Let me check."
+    assert asked.tool_uses == [ToolUse("call_1", "get_weather", {"city": "Oslo"})]

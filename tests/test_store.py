@@ -80,3 +80,30 @@ def test_conversation_round_trips_media(tmp_path):
     assert [m.role for m in rebuilt] == ["user", "assistant"]
     assert rebuilt[0].parts[1] == image and rebuilt[1].text == "a red square"
     assert store.last_conversation_id() == "c1"
+
+
+def test_a_conversation_with_tool_calls_and_results_is_logged_and_reloaded(mock_engine):
+    """Turn 1 asks for a tool; turn 2 continues the logged conversation with the tool's result. The log keeps
+    the call (as the answer's ToolUse) and the result (ToolResult), and a text-only engine (mock) reads the
+    result as text."""
+    import imagine
+    from imagine import Done, TextDelta, ToolCall, ToolResult, ToolUse, Usage
+
+    call = ToolCall(id="call_1", name="get_weather", arguments={"city": "Oslo"})
+    mock_engine.enqueue([TextDelta("Let me check."), call, Usage(3, 4), Done("tool_calls")])
+    first = imagine.ask("weather in Oslo?", "mock")
+    assert first.tool_calls == [call]
+    assert first.as_message() == Message("assistant", ["Let me check.", ToolUse("call_1", "get_weather",
+                                                                                 {"city": "Oslo"})])
+
+    second = imagine.ask(Message.tool_result("call_1", {"temp_c": 12}, name="get_weather"), "mock",
+                         conversation=first.conversation_id)
+    assert second.text() == '[tool get_weather returned] {"temp_c": 12}'  # the echo of what the model read
+    sent = mock_engine.requests[-1].messages
+    assert [m.role for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1].parts == (Text("Let me check."), ToolUse("call_1", "get_weather", {"city": "Oslo"}))
+    assert sent[2].parts == (ToolResult("call_1", {"temp_c": 12}, name="get_weather"),)
+
+    rebuilt = imagine.get_store().conversation(first.conversation_id)
+    assert rebuilt == [*sent, Message.assistant('[tool get_weather returned] {"temp_c": 12}')]
+    assert not list((imagine.get_store().blobs.root).glob("*/*"))  # tool records hold their values: no blobs

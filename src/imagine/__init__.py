@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
         UpstreamTimeout,
     )
     from .events import Done, Error, Event, PartDelta, PartOut, Progress, Restart, TextDelta, ToolCall, Usage
-    from .parts import Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, Vector, Video, load_part
+    from .parts import (Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, ToolResult, ToolUse, Vector,
+                        Video, load_part)
     from .registry import Registry, get_registry
     from .store import Store
     from .tasks import (aask, ask, detect_speech, draw, edit, embed, get_store, read_text, see, speak,
@@ -49,8 +50,8 @@ _HOMES = {
                "UpstreamTimeout"),
     "events": ("Done", "Error", "Event", "PartDelta", "PartOut", "Progress", "Restart", "TextDelta", "ToolCall",
                "Usage"),
-    "parts": ("Audio", "Data", "Image", "Message", "Modality", "Part", "Segment", "Segments", "Text", "Vector",
-              "Video", "load_part"),
+    "parts": ("Audio", "Data", "Image", "Message", "Modality", "Part", "Segment", "Segments", "Text", "ToolResult",
+              "ToolUse", "Vector", "Video", "load_part"),
     "registry": ("Registry", "get_registry"),
     "store": ("Store",),
     "tasks": ("aask", "ask", "detect_speech", "draw", "edit", "embed", "get_store", "read_text", "see", "speak",
@@ -123,6 +124,8 @@ __all__ = [
     "Text",
     "TextDelta",
     "ToolCall",
+    "ToolResult",
+    "ToolUse",
     "UpstreamError",
     "UpstreamTimeout",
     "Usage",

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import errors
 from ._bridge import iterate_sync, run_sync
 from .errors import ImagineError, InputError, OptionsError, SchemaError, UpstreamError
-from .events import Done, Error, Event, PartOut, Restart, TextDelta, Usage
-from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part
+from .events import Done, Error, Event, PartOut, Restart, TextDelta, ToolCall, Usage
+from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part, Text, ToolUse
 
 if TYPE_CHECKING:
     from .config import EndpointSettings, ModelSpec
@@ -413,6 +413,20 @@ class Response:
     def parts(self) -> list[Part]:
         self.complete()
         return [e.part for e in self._current() if isinstance(e, PartOut)]
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tools the model asked to run (empty when it answered outright)."""
+        self.complete()
+        return [e for e in self._current() if isinstance(e, ToolCall)]
+
+    def as_message(self) -> Message:
+        """The answer as the assistant turn of a conversation: its text, then one `ToolUse` per tool call,
+        so an agent loop can go on with `history += [resp.as_message(), Message.tool_result(...)]`."""
+        text = self.text()
+        parts: list[Part] = [Text(text)] if text else []
+        parts += [ToolUse(call.id, call.name, call.arguments) for call in self.tool_calls]
+        return Message("assistant", parts)
 
     @property
     def usage(self) -> Usage:

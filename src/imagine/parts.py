@@ -34,6 +34,8 @@ __all__ = [
     "Segment",
     "Segments",
     "Text",
+    "ToolResult",
+    "ToolUse",
     "Vector",
     "Video",
     "load_part",
@@ -348,6 +350,94 @@ class Data(Part):
         return f"Data({self.value!r:.40})"
 
 
+class ToolUse(Part):
+    """The assistant asked for a tool: a `ToolCall` event kept in the conversation, so the next request
+    carries the call its result answers. Engines with tool support send it in their API's own form."""
+
+    modality = Modality.DATA
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def __init__(self, id: str, name: str, arguments: dict[str, Any] | None = None) -> None:
+        if not isinstance(id, str) or not id or not isinstance(name, str) or not name:
+            raise InputError("ToolUse needs a call id and a tool name (non-empty strings)")
+        arguments = {} if arguments is None else arguments
+        if not isinstance(arguments, dict):
+            raise InputError(f"ToolUse arguments must be a dict, got {type(arguments).__name__}")
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "arguments", _json_copy(arguments, "ToolUse arguments"))
+
+    @property
+    def mime(self) -> str:
+        return "application/x-imagine-tool-use+json"
+
+    def content_bytes(self) -> bytes:
+        return json.dumps({"id": self.id, "name": self.name, "arguments": self.arguments}, sort_keys=True).encode()
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "type": "tool_use", "id": self.id, "name": self.name,
+                "arguments": self.arguments}
+
+    def __repr__(self) -> str:
+        return f"ToolUse({self.id!r}, {self.name!r}, {self.arguments!r:.40})"
+
+
+class ToolResult(Part):
+    """What a tool returned for the call `call_id` (a str, or any JSON value); `is_error` when it failed.
+    Travels in a message of role "tool" (`Message.tool_result`)."""
+
+    modality = Modality.DATA
+
+    call_id: str
+    name: str | None
+    content: Any
+    is_error: bool
+
+    def __init__(self, call_id: str, content: Any, *, name: str | None = None, is_error: bool = False) -> None:
+        if not isinstance(call_id, str) or not call_id:
+            raise InputError("ToolResult needs the id of the call it answers (a non-empty string)")
+        if name is not None and not isinstance(name, str):
+            raise InputError(f"ToolResult name must be a str, got {type(name).__name__}")
+        object.__setattr__(self, "call_id", call_id)
+        object.__setattr__(self, "name", name or None)
+        object.__setattr__(self, "content", _json_copy(content, "ToolResult content"))
+        object.__setattr__(self, "is_error", bool(is_error))
+
+    @property
+    def text(self) -> str:
+        """The content as text: a str as it is, any other value as JSON."""
+        return self.content if isinstance(self.content, str) else json.dumps(self.content)
+
+    @property
+    def mime(self) -> str:
+        return "application/x-imagine-tool-result+json"
+
+    def content_bytes(self) -> bytes:
+        return json.dumps({"call_id": self.call_id, "name": self.name, "content": self.content,
+                           "is_error": self.is_error}, sort_keys=True).encode()
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "type": "tool_result", "call_id": self.call_id, "name": self.name,
+                "content": self.content, "is_error": self.is_error}
+
+    def __repr__(self) -> str:
+        return f"ToolResult({self.call_id!r}, {self.text!r:.40}{', error' if self.is_error else ''})"
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    """A private copy of a JSON value (so the part cannot change under its hash), or an InputError."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+TOOL_PARTS = (ToolUse, ToolResult)
+
+
 # --- loading from files --------------------------------------------------------------------------
 
 
@@ -440,14 +530,29 @@ class Message:
     def assistant(cls, *parts: PartLike) -> "Message":
         return cls("assistant", parts)
 
+    @classmethod
+    def tool_result(cls, call_id: str, content: Any, name: str | None = None, is_error: bool = False) -> "Message":
+        """A "tool" message answering the tool call `call_id` (its `ToolCall.id`) with `content`."""
+        return cls("tool", [ToolResult(call_id, content, name=name, is_error=is_error)])
+
     @property
     def text(self) -> str:
         """The text parts joined; what a text-only engine sees."""
         return "\n".join(p.text for p in self.parts if isinstance(p, Text))
 
     @property
+    def tool_uses(self) -> list[ToolUse]:
+        return [p for p in self.parts if isinstance(p, ToolUse)]
+
+    @property
+    def tool_results(self) -> list[ToolResult]:
+        return [p for p in self.parts if isinstance(p, ToolResult)]
+
+    @property
     def modalities(self) -> set[Modality]:
-        return {p.modality for p in self.parts}
+        """What an engine must read to take this message. Tool calls and results count as text: engines
+        with tool support send them natively, every other text engine reads them as text."""
+        return {Modality.TEXT if isinstance(p, TOOL_PARTS) else p.modality for p in self.parts}
 
     def to_record(self) -> dict[str, Any]:
         return {"role": self.role, "parts": [p.to_record() for p in self.parts]}

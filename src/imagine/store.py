@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import InputError, StoreError
 from .events import Usage
-from .parts import Audio, Data, Image, MediaPart, Message, Part, Segment, Segments, Text, Vector, Video
+from .parts import (Audio, Data, Image, MediaPart, Message, Part, Segment, Segments, Text, ToolResult, ToolUse, Vector,
+                    Video)
 
 if TYPE_CHECKING:
     from .engine import Response
@@ -169,7 +170,7 @@ class Store:
     def put_part(self, part: Part) -> dict[str, Any]:
         """Record for a part; media bodies go to the blob store (once)."""
         record = part.to_record()
-        if not isinstance(part, (Text, Data)):
+        if not isinstance(part, (Text, Data, ToolUse, ToolResult)):  # these records hold their whole value
             data = part.content_bytes()
             if self.blobs.put(data, part.sha256):
                 self._execute("INSERT OR IGNORE INTO blobs (sha256, mime, size, created) VALUES (?, ?, ?, ?)",
@@ -208,6 +209,8 @@ class Store:
         usage = response.usage if response.done and reported else None  # a cancelled stream reports none
         prov = response.provenance
         outputs = [self.put_part(p) for p in response.parts] if response.done and not response.error else []
+        if response.done and not response.error:  # the tools it asked for, so the conversation can go on
+            outputs += [self.put_part(ToolUse(c.id, c.name, c.arguments)) for c in response.tool_calls]
         return self.log({
             "id": response.id,
             "conversation_id": response.conversation_id,
@@ -297,6 +300,11 @@ class Store:
 
     def part_from_record(self, record: dict[str, Any]) -> Part:
         kind = record["kind"]
+        if record.get("type") == "tool_use":
+            return ToolUse(record["id"], record["name"], record.get("arguments") or {})
+        if record.get("type") == "tool_result":
+            return ToolResult(record["call_id"], record.get("content"), name=record.get("name"),
+                              is_error=bool(record.get("is_error")))
         if kind == "text":
             return Text(record["text"])
         if kind == "data":
@@ -311,15 +319,18 @@ class Store:
         raise StoreError(f"unknown part kind {kind!r} in the log")
 
     def conversation(self, conversation_id: str) -> list[Message]:
-        """Rebuild a conversation (inputs and answers, oldest first) to continue it."""
-        rows = self.conn.execute("SELECT input, output_text FROM responses WHERE conversation_id = ? "
+        """Rebuild a conversation (inputs and answers, oldest first) to continue it. An answer is its text
+        and the tool calls it made (`ToolUse`), so the next turn can carry their results."""
+        rows = self.conn.execute("SELECT input, output_text, output_parts FROM responses WHERE conversation_id = ? "
                                  "ORDER BY created, id", (conversation_id,))
         messages: list[Message] = []
         for row in rows:
             for msg in json.loads(row["input"]):
                 messages.append(Message(msg["role"], [self.part_from_record(p) for p in msg["parts"]]))
-            if row["output_text"]:
-                messages.append(Message.assistant(row["output_text"]))
+            calls = [self.part_from_record(p) for p in json.loads(row["output_parts"] or "[]")
+                     if isinstance(p, dict) and p.get("type") == "tool_use"]
+            if row["output_text"] or calls:
+                messages.append(Message("assistant", [*([row["output_text"]] if row["output_text"] else []), *calls]))
         return messages
 
     def iter_all(self) -> Iterator[dict[str, Any]]:

@@ -137,3 +137,22 @@ def test_a_failed_load_caches_nothing_and_other_keys_do_not_wait() -> None:
     release.set()
     worker.join()
     assert set(cache.keys()) == {"slow", "fast"}
+
+
+def test_tool_calls_and_results_read_as_text_for_engines_without_tools():
+    from imagine.engines._support.tool_text import with_tools_as_text
+    from imagine.engines.llama_cpp import LlamaCppEngine
+    from imagine.parts import ToolResult, ToolUse
+
+    history = (Message.system("be brief"), Message.user("weather in Oslo?"),
+               Message("assistant", ["Checking.", ToolUse("c1", "get_weather", {"city": "Oslo"})]),
+               Message("tool", [ToolResult("c1", {"temp_c": 12}), ToolResult("c2", "no such city", is_error=True)]))
+    flat = with_tools_as_text(history)
+    assert flat[:2] == history[:2]  # untouched
+    assert flat[2] == Message.assistant("Checking.", '[called tool get_weather with {"city": "Oslo"}]')
+    # a result that does not name its tool is named after its call; one without a call, by its id
+    assert flat[3] == Message.user('[tool get_weather returned] {"temp_c": 12}', "[tool c2 failed] no such city")
+    request = Request(messages=history, model="m", options=LlamaCppEngine.parse_options({}))
+    assert LlamaCppEngine._chat_messages(request)[2:] == [
+        {"role": "assistant", "content": 'Checking.\n[called tool get_weather with {"city": "Oslo"}]'},
+        {"role": "user", "content": '[tool get_weather returned] {"temp_c": 12}\n[tool c2 failed] no such city'}]

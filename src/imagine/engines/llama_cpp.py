@@ -31,6 +31,7 @@ from ._support.assets import require_asset
 from ._support.cache import file_bytes, model_cache
 from ._support.model_refs import ModelRef, parse_model_ref
 from ._support.threads import Finished, stream_from_thread
+from ._support.tool_text import with_tools_as_text
 
 __all__ = ["LlamaCppEngine", "LlamaCppOptions", "bundled_smollm2_path"]
 
@@ -211,7 +212,7 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
     @staticmethod
     def _chat_messages(request: Request) -> list[dict[str, str]]:
         out = []
-        for msg in request.messages:
+        for msg in with_tools_as_text(request.messages):  # no tool slot: calls and results read as text
             role = msg.role if msg.role in ("system", "user", "assistant") else "user"
             out.append({"role": role, "content": msg.text})
         return out

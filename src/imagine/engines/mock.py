@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import replace
 from typing import Any, AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +18,7 @@ from ..engine import Engine, Request
 from ..events import Done, Event, TextDelta, Usage
 from ..parts import Modality
 from ._support.inputs import last_user
+from ._support.tool_text import with_tools_as_text
 
 __all__ = ["MockEngine", "MockOptions"]
 
@@ -57,8 +59,8 @@ class MockEngine(Engine[MockOptions]):
         item: Queued
         if self._queue:
             item = self._queue.popleft()
-        else:
-            message = last_user(request)
+        else:  # the echo reads tool calls and results as text, as a text-only model would
+            message = last_user(replace(request, messages=with_tools_as_text(request.messages)))
             item = message.text if message else ""
         if isinstance(item, BaseException):
             raise item
@@ -88,4 +90,4 @@ class MockEngine(Engine[MockOptions]):
 
 
 def _count(request: Request) -> int:
-    return sum(len(m.text.split()) for m in request.messages)
+    return sum(len(m.text.split()) for m in with_tools_as_text(request.messages))

@@ -320,3 +320,44 @@ def test_a_data_request_gets_the_json_as_a_data_part(server):
     resp = respond([imagine.Message.user("give json")], f"anthropic:{MODEL}", want=imagine.Modality.DATA,
                    schema={"type": "object"})
     assert [p.value for p in resp.parts] == [{"a": 1}]
+
+
+def test_a_tool_call_and_its_result_travel_back_in_the_next_request(server):
+    """Turn 1 asks for a tool; turn 2 carries the assistant's tool_use block and a user turn whose
+    tool_result blocks come first, merged with the user's text that follows (turns must alternate)."""
+    from imagine import Message, ToolUse
+
+    tools = [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    server.reply(sse_reply([start(), *text_block(0, "Let me check."),
+                            *tool_block(1, "toolu_9", "get_weather", '{"city": "Oslo"}'), *stop("tool_use")]))
+    history = [Message.user("weather in Oslo?")]
+    first = imagine.ask(history, f"anthropic:{MODEL}", tools=tools)
+    assert first.tool_calls == [ToolCall("toolu_9", "get_weather", {"city": "Oslo"})]
+    assert first.as_message() == Message("assistant", ["Let me check.", ToolUse("toolu_9", "get_weather",
+                                                                                {"city": "Oslo"})])
+    history += [first.as_message(), Message.tool_result("toolu_9", {"temp_c": 12}),
+                Message.user("in Celsius, please")]
+
+    server.reply(answer("12 C in Oslo."))
+    second = imagine.ask(history, f"anthropic:{MODEL}", tools=tools)
+    assert second.text() == "12 C in Oslo."
+    assert server.requests[-1].json["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "weather in Oslo?"}]},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_9", "content": '{"temp_c": 12}', "is_error": False},
+            {"type": "text", "text": "in Celsius, please"}]}]
+
+
+def test_tool_results_go_first_in_their_user_turn(server):
+    from imagine import Message, ToolUse
+
+    server.reply(answer("ok"))
+    history = [Message.user("hi"), Message("assistant", [ToolUse("t1", "f", {})]),
+               Message("tool", ["a note", imagine.ToolResult("t1", "failed badly", is_error=True)])]
+    assert imagine.ask(history, f"anthropic:{MODEL}").text() == "ok"
+    assert server.requests[-1].json["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "t1", "content": "failed badly", "is_error": True},
+        {"type": "text", "text": "a note"}]

@@ -298,3 +298,48 @@ def test_a_data_request_gets_the_json_as_a_data_part(server):
     resp = respond([imagine.Message.user("give json")], f"gemini:{MODEL}", want=imagine.Modality.DATA,
                    schema={"type": "object"})
     assert [p.value for p in resp.parts] == [{"a": 1}]
+
+
+def test_a_function_call_and_its_response_travel_back_in_the_next_request(server):
+    """Turn 1 asks for a function; turn 2 carries a model turn with the function_call and a user turn with
+    the function_response (named after the call when the result does not say; a non-object wrapped)."""
+    from imagine import Message
+
+    tools = [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    call = {"functionCall": {"id": "fc_1", "name": "get_weather", "args": {"city": "Oslo"}}}
+    server.reply(sse_reply([chunk({"text": "Checking."}), chunk(call, finish="STOP", usage=(20, 4))]))
+    history = [Message.user("weather in Oslo?")]
+    first = imagine.ask(history, f"gemini:{MODEL}", tools=tools)
+    assert first.tool_calls == [ToolCall("fc_1", "get_weather", {"city": "Oslo"})]
+    history += [first.as_message(), Message.tool_result("fc_1", "12 C")]
+
+    server.reply(answer("It is 12 C."))
+    second = imagine.ask(history, f"gemini:{MODEL}", tools=tools)
+    assert second.text() == "It is 12 C."
+    contents = server.requests[-1].json["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user"]
+    assert contents[1]["parts"] == [{"text": "Checking."}, {"functionCall": {"id": "fc_1", "name": "get_weather",
+                                                                             "args": {"city": "Oslo"}}}]
+    assert contents[2]["parts"] == [{"functionResponse": {"id": "fc_1", "name": "get_weather",
+                                                          "response": {"result": "12 C"}}}]
+
+
+def test_a_function_response_without_a_known_name_is_refused_before_sending(server):
+    from imagine import Message
+
+    with pytest.raises(InputError, match="name of the tool"):
+        imagine.ask([Message.user("hi"), Message.tool_result("fc_9", {"ok": True})], f"gemini:{MODEL}").text()
+    assert server.requests == []
+
+
+def test_dict_and_error_results_as_function_responses(server):
+    from imagine import Message, ToolUse
+
+    server.reply(answer("ok"))
+    history = [Message.user("hi"), Message("assistant", [ToolUse("a", "f", {}), ToolUse("b", "g", {"x": 1})]),
+               Message.tool_result("a", {"temp": 3}), Message.tool_result("b", "boom", name="g", is_error=True)]
+    assert imagine.ask(history, f"gemini:{MODEL}").text() == "ok"
+    contents = server.requests[-1].json["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user"]  # the two results: one user turn
+    assert contents[2]["parts"] == [{"functionResponse": {"id": "a", "name": "f", "response": {"temp": 3}}},
+                                    {"functionResponse": {"id": "b", "name": "g", "response": {"error": "boom"}}}]

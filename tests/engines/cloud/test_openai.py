@@ -623,3 +623,41 @@ def test_a_200_with_an_empty_stream_says_the_server_failed(server):
     with pytest.raises(UpstreamError, match=r"accepted the request but sent no answer") as info:
         imagine.ask("hi", "openai:gpt-4o-mini").text()
     assert "\n" not in str(info.value) and "log says why" in str(info.value)
+
+
+def test_a_tool_call_and_its_result_travel_back_in_the_next_request(server):
+    """Turn 1 asks for a tool; the caller runs it and sends the call and its result back as history:
+    an assistant message with `tool_calls`, then a `tool` message with the call's id."""
+    tools = [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    call = [{"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
+    server.reply(sse_reply([chunk("Let me check."), chunk(tool_calls=call), chunk(finish="tool_calls"),
+                            usage_chunk(20, 9)]))
+    history = [Message.user("weather in Oslo?")]
+    first = imagine.ask(history, "openai:gpt-4o-mini", tools=tools)
+    assert first.tool_calls == [ToolCall("call_1", "get_weather", {"city": "Oslo"})]
+    history += [first.as_message(), Message.tool_result("call_1", {"temp_c": 12}, name="get_weather"),
+                Message.tool_result("call_2", "no such city", is_error=True)]
+
+    server.reply(answer("It is 12 C in Oslo."))
+    second = imagine.ask(history, "openai:gpt-4o-mini", tools=tools)
+    assert second.text() == "It is 12 C in Oslo." and second.tool_calls == []
+    assert server.requests[-1].json["messages"] == [
+        {"role": "user", "content": "weather in Oslo?"},
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 12}'},
+        {"role": "tool", "tool_call_id": "call_2", "content": "error: no such city"}]
+    assert second.as_message() == Message.assistant("It is 12 C in Oslo.")
+
+
+def test_an_assistant_turn_of_only_tool_calls_has_null_content(server):
+    from imagine import ToolUse
+
+    server.reply(answer("ok"))
+    history = [Message.user("hi"), Message("assistant", [ToolUse("c1", "f", {})]), Message.tool_result("c1", "done")]
+    assert imagine.ask(history, "openai:gpt-4o-mini").text() == "ok"
+    sent = server.requests[-1].json["messages"]
+    assert sent[1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    assert sent[2] == {"role": "tool", "tool_call_id": "c1", "content": "done"}

@@ -26,7 +26,7 @@ from ...config import EndpointSettings
 from ...engine import Request
 from ...errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
 from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
-from ...parts import Data, Image, Modality, Part, Text
+from ...parts import Data, Image, Modality, Part, Text, ToolResult, ToolUse
 from ._cloud import (CloudEngine, CloudOptions, PerLoop, alternating_turns, display_url, image_bytes,
                      json_schema_root_is_object, retry_after_seconds, scrub, transport_failure)
 
@@ -125,6 +125,11 @@ class AnthropicEngine(CloudEngine[AnthropicOptions]):
                                                            "data": base64.b64encode(data).decode("ascii")}})
             elif isinstance(part, Data):
                 blocks.append({"type": "text", "text": json.dumps(part.value)})
+            elif isinstance(part, ToolUse):
+                blocks.append({"type": "tool_use", "id": part.id, "name": part.name, "input": part.arguments})
+            elif isinstance(part, ToolResult):
+                blocks.append({"type": "tool_result", "tool_use_id": part.call_id, "content": part.text,
+                               "is_error": part.is_error})
             else:
                 raise InputError(f"engine {self.id} does not take {part.modality.value} input",
                                  hint="Claude reads text and images; transcribe audio first")
@@ -133,7 +138,12 @@ class AnthropicEngine(CloudEngine[AnthropicOptions]):
     def build_params(self, request: Request[AnthropicOptions]) -> dict[str, Any]:
         """The keyword arguments of `messages.create`: system apart, roles alternating, options mapped."""
         opts = request.options
+        # tool results travel as user turns of tool_result blocks, merged with the user content around them;
+        # the API wants a user turn's tool results first, before its text (a stable sort keeps the rest)
         system, turns = alternating_turns(request.messages, self._content, engine="Claude")
+        for role, blocks in turns:
+            if role == "user":
+                blocks.sort(key=lambda block: block["type"] != "tool_result")
         messages = [{"role": role, "content": blocks} for role, blocks in turns]
         params: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True,
                                   "max_tokens": opts.max_tokens or DEFAULT_MAX_TOKENS,

@@ -22,7 +22,8 @@ from ...config import EndpointSettings
 from ...engine import Request
 from ...errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, UpstreamError, UpstreamTimeout
 from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
-from ...parts import Data, MediaPart, Modality, Part, Text
+from ...parts import Data, MediaPart, Modality, Part, Text, ToolResult, ToolUse
+from .._support.tool_text import tool_names
 from ._cloud import (CloudEngine, CloudOptions, PerLoop, alternating_turns, display_url, retry_after_seconds, scrub,
                      transport_failure)
 
@@ -98,7 +99,8 @@ class GeminiEngine(CloudEngine[CloudOptions]):
 
     # -- the request --------------------------------------------------------------------------------
     @staticmethod
-    def _parts(parts: tuple[Part, ...]) -> list[Any]:
+    def _parts(parts: tuple[Part, ...], names: dict[str, str] | None = None) -> list[Any]:
+        """Gemini parts; `names` (call id -> tool name) names a function response whose result did not."""
         from google.genai import types
 
         out = []
@@ -110,6 +112,21 @@ class GeminiEngine(CloudEngine[CloudOptions]):
                 out.append(types.Part.from_bytes(data=part.data, mime_type=part.mime))
             elif isinstance(part, Data):
                 out.append(types.Part.from_text(text=json.dumps(part.value)))
+            elif isinstance(part, ToolUse):
+                out.append(types.Part(function_call=types.FunctionCall(id=part.id, name=part.name,
+                                                                       args=part.arguments)))
+            elif isinstance(part, ToolResult):
+                name = part.name or (names or {}).get(part.call_id)
+                if not name:
+                    raise InputError(f"Gemini needs the name of the tool that returned the result for call "
+                                     f"{part.call_id!r}",
+                                     hint="pass name= to Message.tool_result, or keep the call (ToolUse) in the history")
+                content = part.content
+                # the response must be an object: any other value is wrapped, a failure goes under "error"
+                response = {"error": content} if part.is_error else \
+                    content if isinstance(content, dict) else {"result": content}
+                out.append(types.Part(function_response=types.FunctionResponse(id=part.call_id, name=name,
+                                                                               response=response)))
             else:
                 raise InputError(f"engine gemini does not take {part.modality.value} input",
                                  hint="Gemini reads text, images, audio and video")
@@ -120,7 +137,9 @@ class GeminiEngine(CloudEngine[CloudOptions]):
         from google.genai import types
 
         opts = request.options
-        system, turns = alternating_turns(request.messages, self._parts, engine="Gemini")
+        names = tool_names(request.messages)
+        # model function_call parts, and user function_response parts (a "tool" message is a user turn)
+        system, turns = alternating_turns(request.messages, lambda parts: self._parts(parts, names), engine="Gemini")
         contents = [types.Content(role="model" if role == "assistant" else "user", parts=parts)
                     for role, parts in turns]
         fields = types.GenerateContentConfig.model_fields

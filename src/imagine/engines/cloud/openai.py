@@ -37,7 +37,7 @@ from ...engine import Request
 from ...errors import EngineUnavailable, ImagineError, InputError, RateLimited, Refused, SchemaError, UpstreamError
 from ...errors import UpstreamTimeout
 from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
-from ...parts import Audio, Data, Image, Modality, Part, Text, Video
+from ...parts import Audio, Data, Image, Message, Modality, Part, Text, ToolResult, ToolUse, Video
 from .._support.structured import REPAIR_NOTE, check_json, schema_note
 from ._cloud import CloudEngine, CloudOptions, PerLoop, data_url, display_url, retry_after_seconds, scrub
 
@@ -228,12 +228,34 @@ class OpenAICompatEngine(CloudEngine[OpenAIOptions]):
             if note is not None and msg.role == "system":
                 continue  # folded into the one system message above
             role = msg.role if msg.role in ("system", "user", "assistant") else "user"
-            if all(isinstance(p, Text) for p in msg.parts):
+            if any(isinstance(p, (ToolUse, ToolResult)) for p in msg.parts):
+                out.extend(self._tool_messages(msg))
+            elif all(isinstance(p, Text) for p in msg.parts):
                 out.append({"role": role, "content": msg.text})
             elif role != "user":
                 raise InputError(f"engine {self.id} takes only text in {role} messages")
             else:
                 out.append({"role": role, "content": [self._content(p) for p in msg.parts]})
+        return out
+
+    def _tool_messages(self, msg: Message) -> list[dict[str, Any]]:
+        """A message holding tool calls or results: an assistant message with `tool_calls` (its text as
+        content), or one "tool" message per result (the API has no error flag: a failure says so first)."""
+        if msg.role == "assistant":
+            others = [p for p in msg.parts if not isinstance(p, (Text, ToolUse))]
+            if others:
+                raise InputError(f"engine {self.id} takes only text and tool calls in assistant messages")
+            return [{"role": "assistant", "content": msg.text or None, "tool_calls": [
+                {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": json.dumps(p.arguments)}}
+                for p in msg.tool_uses]}]
+        if msg.tool_uses:
+            raise InputError(f"a tool call (ToolUse) belongs in an assistant message, not a {msg.role} one")
+        out: list[dict[str, Any]] = [
+            {"role": "tool", "tool_call_id": r.call_id, "content": f"error: {r.text}" if r.is_error else r.text}
+            for r in msg.tool_results]
+        rest = [p for p in msg.parts if not isinstance(p, ToolResult)]
+        if rest:  # anything beside the results (a note, an image) follows as a user message
+            out.append({"role": "user", "content": [self._content(p) for p in rest]})
         return out
 
     def body(self, request: Request[OpenAIOptions], response_format: str = "json_schema") -> dict[str, Any]:

@@ -39,6 +39,7 @@ from ...parts import Image, Modality, Text
 from .._support.cache import model_cache
 from .._support.structured import REPAIR_NOTE, check_json, schema_note
 from .._support.threads import Finished, stream_from_thread
+from .._support.tool_text import with_tools_as_text
 from . import _hf
 from ._vision import VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision, looks_vision, vision_inputs
 
@@ -352,7 +353,7 @@ class TransformersEngine(Engine[TransformersOptions]):
     def turns(request: Request) -> list[Turn]:
         """The conversation as (role, ordered text and image parts); other roles read as user turns."""
         out: list[Turn] = []
-        for msg in request.messages:
+        for msg in with_tools_as_text(request.messages):  # no tool slot: calls and results read as text
             parts: list[str | Image] = []
             for part in msg.parts:
                 if isinstance(part, Text):
