@@ -7,6 +7,7 @@ single daemon-thread loop. Engines and their loaded models therefore live on one
 from __future__ import annotations
 
 import asyncio
+import time
 import threading
 from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
 
@@ -66,10 +67,17 @@ def _wait_cancelled(holder: list[asyncio.Task[Any]], loop: asyncio.AbstractEvent
             holder[0].cancel()
             await asyncio.wait([holder[0]])
 
-    try:
-        asyncio.run_coroutine_threadsafe(cancel(), loop).result(timeout=60)
-    except Exception:  # best effort: the interrupt itself is what matters to the caller
-        pass
+    future = asyncio.run_coroutine_threadsafe(cancel(), loop)
+    deadline = time.monotonic() + 60
+    while True:  # a second Ctrl-C (or SIGTERM) while the clean-up runs must not lose the log row
+        try:
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
+            return
+        except KeyboardInterrupt:
+            if time.monotonic() >= deadline:
+                return
+        except Exception:  # best effort: the interrupt itself is what matters to the caller
+            return
 
 
 def _run(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:

@@ -38,6 +38,11 @@ Locality = Literal["local", "cloud"]
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
+# Called with a Response whose log could not be written (its `log_error` says why): the CLI registers
+# one that prints a single `warning: not logged: ...` line for every command.
+LOG_FAILURE_HOOKS: list[Callable[["Response"], None]] = []
+
+
 def new_id() -> str:
     """Time-sortable unique id: 12 hex digits of milliseconds + 12 random hex digits."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
@@ -268,7 +273,8 @@ class Response:
     started_at: float | None = field(default=None, init=False)  # wall clock (time.time)
     latency_s: float | None = field(default=None, init=False)
     ttft_s: float | None = field(default=None, init=False)
-    log_error: str | None = field(default=None, init=False)
+    _log_error: str | None = field(default=None, init=False)
+    _log_error_read: bool = field(default=False, init=False)
     _parsed: Any = field(default=None, init=False)
     _state: str = field(default="new", init=False)  # new -> running -> done
 
@@ -327,8 +333,21 @@ class Response:
         if self.on_finish is not None:
             try:
                 self.on_finish(self)
-            except ImagineError as exc:  # a failing log must not lose the answer
-                self.log_error = str(exc)
+            except Exception as exc:  # a failing log (full disk, bad database) must not lose the answer
+                self.log_error = str(exc) if isinstance(exc, ImagineError) else f"{type(exc).__name__}: {exc}"
+                for hook in LOG_FAILURE_HOOKS:
+                    hook(self)
+
+    @property
+    def log_error(self) -> str | None:
+        """Why this response could not be logged (None when it was, or logging is off). Reading it counts
+        as reporting it: the CLI warns about the log failures no command has read."""
+        self._log_error_read = True
+        return self._log_error
+
+    @log_error.setter
+    def log_error(self, value: str | None) -> None:
+        self._log_error = value
 
     def _validate_schema(self) -> Any:
         import jsonschema

@@ -4,18 +4,30 @@ Every finished response becomes one row: what went in (parts by hash), who answe
 options, routing decision), what came out (text, parts), usage, latency, time to first token, cost, error.
 Media bodies are stored once under `blobs/ab/cdef...` whatever number of rows refer to them.
 Several processes may write at once: each insert is its own IMMEDIATE transaction under a busy timeout.
+
+Failure rules: every OSError or sqlite3 error leaves this module as a `StoreError` (one line), so a caller
+that keeps answers when logging fails never loses one. Reading opens the file read-only (no write access
+needed; a missing log reads as empty). A corrupt file (found by `PRAGMA quick_check` when it is opened, for
+files up to QUICK_CHECK_MAX_BYTES, or by the first "malformed" error later) is moved aside to
+`logs.db.corrupt-<time>` and a fresh log is started, with one warning line; nothing else is touched. Blob
+hashes read back from the database are checked (64 lowercase hex digits) before they become paths.
+`Store.gc` removes blobs no row refers to and writers' leftover temporary files, both only once older than
+a grace period, so concurrent writers are never raced.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sqlite3
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+from urllib.parse import quote
 
 from .errors import InputError, StoreError
 from .events import Usage
@@ -25,7 +37,33 @@ from .parts import (Audio, Data, Image, MediaPart, Message, Part, Segment, Segme
 if TYPE_CHECKING:
     from .engine import Response
 
-__all__ = ["MIGRATIONS", "BlobStore", "Store"]
+__all__ = ["MIGRATIONS", "BlobStore", "Store", "valid_sha256"]
+
+_log = logging.getLogger("imagine.store")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# `PRAGMA quick_check` costs about 0.6 ms per MB (measured: 1 MB 0.7 ms, 22 MB 15 ms, 110 MB 62 ms, warm
+# cache); bigger logs skip it on open and are caught by the first "malformed" error instead.
+QUICK_CHECK_MAX_BYTES = 16 * 1024 * 1024
+GC_GRACE_SECONDS = 3600.0
+# Called with a one-line notice (a corrupt log moved aside); the CLI prints it as `warning: ...`. Without
+# a hook the notice goes to the "imagine.store" logger.
+NOTICE_HOOKS: list[Callable[[str], None]] = []
+
+
+def valid_sha256(value: Any) -> str:
+    """`value` when it is a sha256 hex digest (64 lowercase hex digits), else StoreError: a hash read
+    from the database must never become a path outside the blob store."""
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        shown = repr(value)[:40]
+        raise StoreError(f"the log names a blob by an invalid hash {shown} (not 64 lowercase hex digits)",
+                         hint="the log was edited or damaged; that row cannot be read back")
+    return value
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        "malformed" in text or "not a database" in text or "disk image" in text or "corrupt" in text)
 
 # A plain list: migration N brings the database from user_version N to N+1. Only ever append.
 MIGRATIONS: list[str] = [
@@ -75,21 +113,31 @@ class BlobStore:
         self.root = Path(root)
 
     def path(self, sha256: str) -> Path:
+        sha256 = valid_sha256(sha256)
         return self.root / sha256[:2] / sha256[2:]
 
     def put(self, data: bytes, sha256: str) -> bool:
         """Store `data` under its hash; returns False when it was already there (deduplicated)."""
         target = self.path(sha256)
         if target.exists():
+            try:  # fresh again: `gc` spares blobs younger than its grace period, so a row about to name it is safe
+                os.utime(target)
+            except OSError:
+                pass
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except OSError as exc:
+            raise StoreError(f"cannot write to the blob store {self.root}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot write to the blob store {self.root}: {exc.strerror or exc}") from None
             raise
         return True
 
@@ -98,6 +146,27 @@ class BlobStore:
             return self.path(sha256).read_bytes()
         except FileNotFoundError:
             raise StoreError(f"blob {sha256[:12]} is missing from {self.root}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {sha256[:12]} from {self.root}: {exc.strerror or exc}") from None
+
+
+def _estimated_cost(response: "Response") -> float | None:
+    """What a response that reported no usage (cancelled before the engine's count came) may have cost:
+    the engine's price for the whole request in and the text so far out, at about 4 characters a token,
+    so interrupted cloud spend still counts against a daily budget. None when the engine cannot price it."""
+    if response.finish_reason != "cancelled":
+        return None
+    try:
+        engine, model = response.answered_by
+        if engine.locality == "local":
+            return None
+        messages = response.request.messages
+        tokens_in = max(1, sum(len(m.text) for m in messages) // 4 + 8 * len(messages))
+        tokens_out = len(response.text_so_far()) // 4
+        images = sum(isinstance(p, Image) for m in messages for p in m.parts)
+        return engine.estimate_cost(model, tokens_in, tokens_out, images=images)
+    except Exception:  # a price is a best effort; the row matters more
+        return None
 
 
 def _now() -> str:
@@ -105,30 +174,155 @@ def _now() -> str:
 
 
 class Store:
-    """The response log. Cheap to create; opens its connection lazily and migrates on first use."""
+    """The response log. Cheap to create; opens its connection lazily and migrates on first use.
+    Reads go through a read-only connection until this store has written (then through the writer's)."""
 
     def __init__(self, db_path: Path, blob_dir: Path | None = None) -> None:
         self.db_path = Path(db_path)
         self.blobs = BlobStore(blob_dir or self.db_path.parent / "blobs")
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._checked = False
+        self.notice: str | None = None  # the one line said when a corrupt log was moved aside
 
     # -- connection and migrations --------------------------------------------------------------
     @property
     def conn(self) -> sqlite3.Connection:
+        """The writing connection (creates and migrates the log)."""
         if self._conn is None:
+            self._close_reader()
+            self._check_integrity()
             try:
-                self.db_path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
+                self._conn = self._open_writer()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corrupt(exc):
+                    raise StoreError(f"cannot open the log at {self.db_path}: {exc}",
+                                     hint="check IMAGINE_HOME points to a writable folder") from None
+                self._recover(exc)
+                self._conn = self._open_writer_or_fail()
+            except OSError as exc:
+                raise StoreError(f"cannot open the log at {self.db_path}: {exc.strerror or exc}",
+                                 hint="check IMAGINE_HOME points to a writable folder") from None
+        return self._conn
+
+    def _open_writer_or_fail(self) -> sqlite3.Connection:
+        try:
+            return self._open_writer()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the log at {self.db_path}: {exc}",
+                             hint="check IMAGINE_HOME points to a writable folder") from None
+
+    def _open_writer(self) -> sqlite3.Connection:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 60000")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _read_conn(self) -> sqlite3.Connection | None:
+        """The connection reads use: the writer's when open, else a read-only one; None when there is no
+        log yet (reads see an empty log, and nothing is created)."""
+        if self._conn is not None:
+            return self._conn
+        if self._reader is None:
+            if not self.db_path.exists():
+                return None
+            self._check_integrity()
+            if not self.db_path.exists():  # moved aside just now
+                return None
+            try:
+                conn = sqlite3.connect(f"file:{quote(str(self.db_path.resolve()))}?mode=ro", uri=True, timeout=60,
+                                       isolation_level=None, check_same_thread=False)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA busy_timeout = 60000")
-                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-                conn.execute("PRAGMA synchronous = NORMAL")
-                self._migrate(conn)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open the log at {self.db_path}: {exc}",
-                                 hint="check IMAGINE_HOME points to a writable folder") from None
-            self._conn = conn
-        return self._conn
+                conn.execute("PRAGMA user_version").fetchone()
+            except sqlite3.DatabaseError as exc:
+                if _is_corrupt(exc):
+                    self._recover(exc)
+                    return None
+                raise StoreError(f"cannot read the log at {self.db_path}: {exc}",
+                                 hint="check the file and its folder can be read") from None
+            self._reader = conn
+        return self._reader
+
+    def _check_integrity(self) -> None:
+        """Once per store: a quick check of a small log file; a corrupt one is moved aside."""
+        if self._checked:
+            return
+        self._checked = True
+        try:
+            size = self.db_path.stat().st_size
+        except OSError:
+            return
+        if size > QUICK_CHECK_MAX_BYTES:
+            return
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(self.db_path.resolve()))}?mode=ro", uri=True, timeout=60)
+            try:
+                conn.execute("PRAGMA busy_timeout = 60000")
+                result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                self._recover(exc)
+            return  # anything else (a locked or unreadable file) is for the real open to report
+        if result != "ok":
+            self._recover(sqlite3.DatabaseError(str(result)))
+
+    def _recover(self, exc: BaseException) -> None:
+        """Move a corrupt log (and its -wal/-shm) aside and start a new one; say so in one line."""
+        self._close_reader()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}")
+        reason = " ".join(str(exc).replace("*** in database main ***", "").split())[:120] or type(exc).__name__
+        try:
+            os.replace(self.db_path, target)
+        except FileNotFoundError:
+            return  # another process moved it already
+        except OSError as err:
+            raise StoreError(f"{self.db_path} is corrupt ({reason}) and could not be moved aside: "
+                             f"{err.strerror or err}",
+                             hint=f"move {self.db_path.name} away yourself; a new log starts on the next run") from None
+        for suffix in ("-wal", "-shm"):
+            side = self.db_path.with_name(self.db_path.name + suffix)
+            try:
+                os.replace(side, target.with_name(target.name + suffix))
+            except OSError:
+                pass
+        self.notice = (f"{self.db_path.name} is corrupt ({reason}); moved it to {target.name} and started a new "
+                       f"log (the blobs are untouched)")
+        for hook in NOTICE_HOOKS:
+            hook(self.notice)
+        if not NOTICE_HOOKS:
+            _log.warning("warning: %s", self.notice)
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run a read; corruption found here moves the log aside (and the read sees the new, empty log)."""
+        for attempt in (0, 1):
+            conn = self._read_conn()
+            if conn is None:
+                return []
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if _is_corrupt(exc) and attempt == 0:
+                    self._recover(exc)
+                    continue
+                if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+                    return []  # a log created but never migrated: nothing logged
+                raise StoreError(f"cannot read the log at {self.db_path}: {exc}") from None
+        return []
 
     @staticmethod
     def _retry(fn: Any, attempts: int = 50) -> Any:
@@ -161,7 +355,13 @@ class Store:
     def schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def close(self) -> None:
+        self._close_reader()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -178,17 +378,23 @@ class Store:
         return record
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        for attempt in (0, 1):
+            conn = self.conn
             try:
-                conn.execute(sql, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot write to the log at {self.db_path}: {exc}") from None
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(sql, params)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return
+            except sqlite3.Error as exc:
+                if _is_corrupt(exc) and attempt == 0:
+                    self._recover(exc)
+                    continue
+                raise StoreError(f"cannot write to the log at {self.db_path}: {exc}") from None
 
     def log(self, row: dict[str, Any]) -> str:
         """Insert one response row (dict of column -> value; JSON columns given as Python values)."""
@@ -204,10 +410,13 @@ class Store:
 
     def log_response(self, response: "Response", new_messages: list[Message],
                      routing: dict[str, Any] | None = None) -> str:
-        """Log a finished response; `new_messages` are the ones this turn added to the conversation."""
+        """Log a finished response; `new_messages` are the ones this turn added to the conversation.
+        A cancelled response keeps what it got: its text so far and the usage (and cost) the engine had
+        reported by then."""
         reported = any(isinstance(e, Usage) for e in response.events_seen)
-        usage = response.usage if response.done and reported else None  # a cancelled stream reports none
+        usage = response.usage if response.done and reported else None  # a cancelled stream may report none
         prov = response.provenance
+        estimated = None if usage is not None else _estimated_cost(response)
         outputs = [self.put_part(p) for p in response.parts] if response.done and not response.error else []
         if response.done and not response.error:  # the tools it asked for, so the conversation can go on
             outputs += [self.put_part(ToolUse(c.id, c.name, c.arguments)) for c in response.tool_calls]
@@ -224,12 +433,13 @@ class Store:
             "schema": response.request.schema,
             "output_text": response.text_so_far(),
             "output_parts": outputs,
-            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens} if usage else {},
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens} if usage else
+            ({"estimated_cost": estimated} if estimated is not None else {}),
             "input_tokens": usage.input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
             "latency_ms": None if response.latency_s is None else round(response.latency_s * 1000, 2),
             "ttft_ms": None if response.ttft_s is None else round(response.ttft_s * 1000, 2),
-            "cost": usage.cost if usage else None,
+            "cost": usage.cost if usage else estimated,
             "routing": routing or response.routing or {
                 "strategy": "direct", "requested": response.model_ref or prov["model"],
                 "chosen": f"{prov['engine']}:{prov['model']}"},
@@ -238,30 +448,47 @@ class Store:
         })
 
     # -- reading --------------------------------------------------------------------------------
-    @staticmethod
-    def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    _JSON_COLUMNS: dict[str, Any] = {"options": {}, "input": [], "output_parts": [], "usage": {}, "routing": {},
+                                     "schema": None}
+
+    @classmethod
+    def _decode(cls, row: sqlite3.Row) -> dict[str, Any]:
+        """A row as a dict. A JSON cell that does not parse becomes its empty value and is named in
+        `bad_columns`, so one damaged row is shown as damaged instead of breaking a listing."""
         out = dict(row)
-        for key in ("options", "input", "output_parts", "usage", "routing", "schema"):
+        bad: list[str] = []
+        for key, empty in cls._JSON_COLUMNS.items():
             if out.get(key):
-                out[key] = json.loads(out[key])
+                try:
+                    out[key] = json.loads(out[key])
+                except (TypeError, ValueError):
+                    out[key] = empty
+                    bad.append(key)
+        if bad:
+            out["bad_columns"] = bad
         return out
 
     def recent(self, limit: int = 10, conversation_id: str | None = None) -> list[dict[str, Any]]:
         """Newest first."""
         if conversation_id:
-            rows = self.conn.execute("SELECT * FROM responses WHERE conversation_id = ? "
-                                     "ORDER BY created DESC, id DESC LIMIT ?", (conversation_id, limit))
+            rows = self._query("SELECT * FROM responses WHERE conversation_id = ? "
+                               "ORDER BY created DESC, id DESC LIMIT ?", (conversation_id, limit))
         else:
-            rows = self.conn.execute("SELECT * FROM responses ORDER BY created DESC, id DESC LIMIT ?", (limit,))
+            rows = self._query("SELECT * FROM responses ORDER BY created DESC, id DESC LIMIT ?", (limit,))
         return [self._decode(r) for r in rows]
 
     def count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        rows = self._query("SELECT COUNT(*) FROM responses")
+        return int(rows[0][0]) if rows else 0
 
     def get(self, response_id: str) -> dict[str, Any]:
         """One row by id or unique id prefix."""
-        rows = self.conn.execute("SELECT * FROM responses WHERE id LIKE ? ORDER BY id LIMIT 2",
-                                 (response_id.replace("%", "").replace("_", "") + "%",)).fetchall()
+        if not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", response_id or ""):
+            shown = response_id if len(response_id) <= 40 else response_id[:40] + "…"
+            raise InputError(f"{shown!r} is not a response id (up to 64 letters, digits, - or _)",
+                             hint="see `imagine logs` for ids")
+        rows = self._query("SELECT * FROM responses WHERE id LIKE ? ORDER BY id LIMIT 2",
+                           (response_id.replace("%", "").replace("_", "") + "%",))
         if not rows:
             raise InputError(f"no logged response with id {response_id!r}", hint="see `imagine logs` for ids")
         if len(rows) > 1:
@@ -271,13 +498,13 @@ class Store:
     def cost_since_midnight(self) -> float:
         """US dollars logged today (UTC): what a daily budget counts against."""
         today = datetime.now(timezone.utc).date().isoformat()
-        row = self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM responses WHERE created >= ?", (today,)).fetchone()
-        return float(row[0])
+        rows = self._query("SELECT COALESCE(SUM(cost), 0) FROM responses WHERE created >= ?", (today,))
+        return float(rows[0][0]) if rows else 0.0
 
     def cost_by_engine_and_day(self, days: int = 30) -> list[dict[str, Any]]:
         """Spend per (day, engine), newest day first: `imagine logs --cost`. Token sums cover the responses
         whose counts are known; `uncounted` says how many were not (NULL: the engine could not say)."""
-        rows = self.conn.execute(
+        rows = self._query(
             "SELECT substr(created, 1, 10) AS day, engine, COUNT(*) AS responses, "
             "COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, "
             "COALESCE(SUM(cost), 0) AS cost, SUM(cost IS NULL) AS unpriced, "
@@ -286,17 +513,20 @@ class Store:
         return [dict(r) for r in rows]
 
     def conversation_is_local_only(self, conversation_id: str) -> bool:
-        """True when any turn of the conversation was routed under local_only."""
-        for (routing,) in self.conn.execute("SELECT routing FROM responses WHERE conversation_id = ?",
-                                            (conversation_id,)):
-            if json.loads(routing or "{}").get("policy", {}).get("local_only"):
+        """True when any turn of the conversation was routed under local_only (or its routing cannot be
+        read: a damaged row keeps the conversation local)."""
+        for (routing,) in self._query("SELECT routing FROM responses WHERE conversation_id = ?", (conversation_id,)):
+            try:
+                if json.loads(routing or "{}").get("policy", {}).get("local_only"):
+                    return True
+            except (ValueError, AttributeError):
                 return True
         return False
 
     def last_conversation_id(self) -> str | None:
-        row = self.conn.execute("SELECT conversation_id FROM responses WHERE conversation_id IS NOT NULL "
-                                "ORDER BY created DESC, id DESC LIMIT 1").fetchone()
-        return row[0] if row else None
+        rows = self._query("SELECT conversation_id FROM responses WHERE conversation_id IS NOT NULL "
+                           "ORDER BY created DESC, id DESC LIMIT 1")
+        return rows[0][0] if rows else None
 
     def part_from_record(self, record: dict[str, Any]) -> Part:
         kind = record["kind"]
@@ -309,7 +539,7 @@ class Store:
             return Text(record["text"])
         if kind == "data":
             return Data(record["value"])
-        body = self.blobs.get(record["sha256"])
+        body = self.blobs.get(valid_sha256(record.get("sha256")))
         if kind in _MEDIA_KINDS:
             return _MEDIA_KINDS[kind](body, mime=record["mime"], name=record.get("name"))
         if kind == "vector":
@@ -321,18 +551,94 @@ class Store:
     def conversation(self, conversation_id: str) -> list[Message]:
         """Rebuild a conversation (inputs and answers, oldest first) to continue it. An answer is its text
         and the tool calls it made (`ToolUse`), so the next turn can carry their results."""
-        rows = self.conn.execute("SELECT input, output_text, output_parts FROM responses WHERE conversation_id = ? "
-                                 "ORDER BY created, id", (conversation_id,))
+        rows = self._query("SELECT id, input, output_text, output_parts FROM responses WHERE conversation_id = ? "
+                           "ORDER BY created, id", (conversation_id,))
         messages: list[Message] = []
         for row in rows:
-            for msg in json.loads(row["input"]):
-                messages.append(Message(msg["role"], [self.part_from_record(p) for p in msg["parts"]]))
-            calls = [self.part_from_record(p) for p in json.loads(row["output_parts"] or "[]")
-                     if isinstance(p, dict) and p.get("type") == "tool_use"]
+            try:
+                for msg in json.loads(row["input"]):
+                    messages.append(Message(msg["role"], [self.part_from_record(p) for p in msg["parts"]]))
+                calls = [self.part_from_record(p) for p in json.loads(row["output_parts"] or "[]")
+                         if isinstance(p, dict) and p.get("type") == "tool_use"]
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise StoreError(f"logged response {row['id']} of conversation {conversation_id} is damaged "
+                                 f"({type(exc).__name__}); it cannot be continued",
+                                 hint="start a new conversation") from None
             if row["output_text"] or calls:
                 messages.append(Message("assistant", [*([row["output_text"]] if row["output_text"] else []), *calls]))
         return messages
 
     def iter_all(self) -> Iterator[dict[str, Any]]:
-        for row in self.conn.execute("SELECT * FROM responses ORDER BY created, id"):
+        for row in self._query("SELECT * FROM responses ORDER BY created, id"):
             yield self._decode(row)
+
+    # -- garbage collection ---------------------------------------------------------------------
+    def referenced_blobs(self, after_rowid: int | None = None) -> set[str]:
+        """Every blob hash some row's input or output refers to (rows inserted after `after_rowid` only)."""
+        found: set[str] = set()
+
+        def walk(value: Any) -> None:
+            if isinstance(value, dict):
+                sha = value.get("sha256")
+                if isinstance(sha, str) and _SHA256.fullmatch(sha):
+                    found.add(sha)
+                for item in value.values():
+                    walk(item)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+        rows = (self._query("SELECT input, output_parts FROM responses WHERE rowid > ?", (after_rowid,))
+                if after_rowid is not None else self._query("SELECT input, output_parts FROM responses"))
+        for row in rows:
+            for cell in row:
+                try:
+                    walk(json.loads(cell or "[]"))
+                except ValueError:
+                    continue
+        return found
+
+    def gc(self, grace_s: float = GC_GRACE_SECONDS, dry_run: bool = False) -> dict[str, Any]:
+        """Remove blobs no row refers to and writers' leftover `.tmp-*` files, each only when older than
+        `grace_s` (a writer stores blobs before it inserts the row that names them, so a young blob may be
+        about to be referenced). Returns what was (or would be) removed: counts and bytes."""
+        now = time.time()
+        last = self._query("SELECT MAX(rowid) FROM responses")
+        start = int(last[0][0] or 0) if last else 0
+        removed = {"blobs": 0, "tmp": 0, "bytes": 0, "kept_young": 0}
+        if not self.blobs.root.is_dir():
+            return removed
+        referenced = self.referenced_blobs()  # read before listing: a row inserted later names a young blob
+        gone: list[str] = []
+        for folder in sorted(self.blobs.root.iterdir()):
+            if not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", folder.name):
+                continue
+            for file in folder.iterdir():
+                try:
+                    info = file.lstat()
+                except FileNotFoundError:
+                    continue
+                is_tmp = file.name.startswith(".tmp-")
+                sha = folder.name + file.name
+                if not is_tmp and (not _SHA256.fullmatch(sha) or sha in referenced):
+                    continue
+                if now - info.st_mtime < grace_s:
+                    removed["kept_young"] += 1
+                    continue
+                if not is_tmp and not dry_run and sha in self.referenced_blobs(after_rowid=start):
+                    continue  # a row written while gc ran names it
+                if not dry_run:
+                    try:
+                        file.unlink()
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise StoreError(f"cannot remove {file}: {exc.strerror or exc}") from None
+                removed["tmp" if is_tmp else "blobs"] += 1
+                removed["bytes"] += info.st_size
+                if not is_tmp:
+                    gone.append(sha)
+        if gone and not dry_run and self.db_path.exists():
+            for sha in gone:
+                self._execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
+        return removed

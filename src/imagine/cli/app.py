@@ -59,18 +59,57 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def _say_notice(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 class ImagineGroup(click.Group):
     """Turns ImagineError (and Ctrl-C) into one clear line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from ..errors import ImagineError
 
+        if ctx.parent is None:  # the root: every command's log failures are said, once each
+            return self._invoke_root(ctx)
+        return self._invoke(ctx, ImagineError)
+
+    def _invoke_root(self, ctx: click.Context) -> Any:
+        import signal
+
+        from .. import engine, store
+        from ..errors import ImagineError
+
+        failed: list[Any] = []
+        hook = failed.append
+        engine.LOG_FAILURE_HOOKS.append(hook)
+        store.NOTICE_HOOKS.append(_say_notice)
+        previous = None
+        try:  # SIGTERM takes Ctrl-C's way out: the interrupted response is still logged
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread
+            pass
+        try:
+            return self._invoke(ctx, ImagineError)
+        finally:
+            engine.LOG_FAILURE_HOOKS.remove(hook)
+            store.NOTICE_HOOKS.remove(_say_notice)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            for response in failed:
+                if not response._log_error_read and not sys.stderr.closed:
+                    click.echo(f"warning: not logged: {response.log_error}", err=True)
+
+    def _invoke(self, ctx: click.Context, ImagineError: type[Exception]) -> Any:
         try:
             return super().invoke(ctx)
         except ImagineError as exc:
             if _debug(ctx):
                 raise
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), getattr(exc, "exit_code", 1))
         except KeyboardInterrupt:
             click.echo("\ninterrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)

@@ -44,11 +44,14 @@ def logs(ctx: click.Context, count: int, as_json: bool, cost: bool) -> None:
         table.add_column(column, no_wrap=True, justify="right" if column in ("tokens", "ms") else "left")
     room = max(16, console.width - 24 - 14 - 20 - 7 - 6 - 19)
     for row in rows:
-        text = (row["error"] or row["output_text"]).replace("\n", " ")
+        text = (row["error"] or row["output_text"] or "").replace("\n", " ")
+        if row.get("bad_columns"):  # a damaged row is shown as one, not a failed listing
+            text = f"[bad row: {', '.join(row['bad_columns'])} unreadable] {text}"
         text = text if len(text) <= room else text[: room - 1] + "…"
-        out = f"[red]{escape(text)}[/]" if row["error"] else escape(text)
+        out = f"[red]{escape(text)}[/]" if row["error"] or row.get("bad_columns") else escape(text)
         model = f"{row['engine']}:{row['model']}"
-        table.add_row(row["id"], row["created"][5:19].replace("T", " "), model if len(model) <= 20 else model[:19] + "…",
+        table.add_row(str(row["id"]), str(row["created"])[5:19].replace("T", " "),
+                      model if len(model) <= 20 else model[:19] + "…",
                       f"{_count(row['input_tokens'])}/{_count(row['output_tokens'])}",
                       f"{row['latency_ms'] or 0:.0f}", out)
     console.print(table)
@@ -97,10 +100,31 @@ def logs_show(response_id: str, as_json: bool) -> None:
                f"cost {row['cost']}")
     click.echo(f"latency:       {row['latency_ms']} ms (first token {row['ttft_ms']} ms) · {row['finish_reason']}")
     click.echo(f"routing:       {json.dumps(row['routing'])}")
-    for message in row["input"]:
-        for part in message["parts"]:
-            body = part.get("text") if part["kind"] == "text" else f"[{part['mime']} {part['size']} bytes {part['sha256'][:12]}]"
-            click.echo(f"--- {message['role']} ({part['kind']})\n{body}")
+    if row.get("bad_columns"):
+        click.echo(f"damaged:       {', '.join(row['bad_columns'])} (not valid JSON in the log)")
+    for message in row["input"] if isinstance(row["input"], list) else []:
+        for part in message.get("parts", []) if isinstance(message, dict) else []:
+            if not isinstance(part, dict):
+                continue
+            body = part.get("text") if part.get("kind") == "text" else \
+                f"[{part.get('mime')} {part.get('size')} bytes {str(part.get('sha256'))[:12]}]"
+            click.echo(f"--- {message.get('role')} ({part.get('kind')})\n{body}")
     click.echo(f"--- assistant\n{row['output_text']}")
     if row["error"]:
         click.echo(f"--- error\n{row['error']}")
+
+
+@logs.command("gc")
+@click.option("--grace", default=3600.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds: younger files are kept (a writer may be about to log a row naming them).")
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+def logs_gc(grace: float, dry_run: bool) -> None:
+    """Remove blobs no logged response refers to, and leftover temporary files of killed writers."""
+    from ..tasks import get_store
+
+    store = get_store()
+    done = store.gc(grace_s=grace, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {done['blobs']} unreferenced blobs and {done['tmp']} temporary files "
+               f"({done['bytes']} bytes) from {store.blobs.root}"
+               + (f"; kept {done['kept_young']} younger than {grace:g} s" if done["kept_young"] else ""))
