@@ -15,12 +15,13 @@ Example config.toml:
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .parts import Limits
@@ -30,7 +31,7 @@ __all__ = ["EndpointSettings", "ModelSpec", "Settings", "get_settings", "imagine
 
 
 class LimitSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     max_bytes: int = Field(default=Limits.max_bytes, gt=0)
     max_pixels: int = Field(default=Limits.max_pixels, gt=0)
     max_audio_seconds: float = Field(default=Limits.max_audio_seconds, gt=0)
@@ -40,7 +41,7 @@ class LimitSettings(BaseModel):
 class ModelSpec(BaseModel):
     """What one model of an endpoint takes, gives and costs (prices in US dollars)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     inputs: list[str] = Field(default_factory=lambda: ["text"])
     outputs: list[str] = Field(default_factory=lambda: ["text"])
     features: list[str] = Field(default_factory=lambda: ["stream"])
@@ -55,7 +56,7 @@ class ModelSpec(BaseModel):
 class EndpointSettings(BaseModel):
     """A configured remote (or local-server) endpoint: `[endpoints.NAME]` in config.toml."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: str = Field(default="openai", description="wire protocol: openai, anthropic or gemini")
     base_url: str | None = None
     key_env: str | None = Field(default=None, description="environment variable holding the API key")
@@ -69,7 +70,7 @@ class EndpointSettings(BaseModel):
 class Settings(BaseModel):
     """Resolved settings; build with `load_settings()`, never by hand in library code."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     home: Path
     model: str = "llama-cpp"
@@ -80,6 +81,15 @@ class Settings(BaseModel):
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
     policy: str = Field(default="direct", description="routing preference when no -m is given")
     max_cost_per_day: float | None = Field(default=None, ge=0, description="US dollars, across all engines")
+
+    @field_validator("engines")
+    @classmethod
+    def _finite_engine_settings(cls, engines: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for engine_id, values in engines.items():
+            for key, value in values.items():
+                if _not_finite(value):
+                    raise ValueError(f"{engine_id}.{key} must be a finite number, not {value!r}")
+        return engines
 
     @property
     def db_path(self) -> Path:
@@ -126,14 +136,41 @@ def _deep_set(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     tree[keys[-1]] = value
 
 
+def _not_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(_not_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_not_finite(v) for v in value.values())
+    return False
+
+
 def _read_config_file(path: Path) -> dict[str, Any]:
+    """config.toml as a tree; anything wrong with the file (not UTF-8 text, not TOML, nested past
+    reason, unreadable, a `home` key) is one ConfigError naming the file and the problem."""
     if not path.exists():
         return {}
+    fix = "fix or remove the file"
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", hint=fix) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                          hint="save it as UTF-8 TOML") from None
+    try:
+        tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix or remove the file") from None
+        raise ConfigError(f"{path} is not valid TOML: {' '.join(str(exc).split())}", hint=fix) from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to read", hint=fix) from None
+    if "home" in tree:
+        raise ConfigError(f"{path} sets 'home', which config.toml cannot: the home is the folder that holds "
+                          "it", hint="remove the key; set IMAGINE_HOME to use another home") from None
+    return tree
 
 
 def load_settings(**explicit: Any) -> Settings:
@@ -155,7 +192,7 @@ def load_settings(**explicit: Any) -> Settings:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         origin = source.get(str(err["loc"][0]), "settings")
-        raise ConfigError(f"setting {field!r} from {origin}: {err['msg']}",
+        raise ConfigError(f"setting {field!r} from {origin}: {' '.join(err['msg'].split())}",
                           hint="see the config section of the README") from None
 
 

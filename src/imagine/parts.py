@@ -40,6 +40,7 @@ __all__ = [
     "Video",
     "load_part",
     "sniff_mime",
+    "utf8_text",
 ]
 
 
@@ -98,7 +99,7 @@ class Text(Part):
     def __init__(self, text: str) -> None:
         if not isinstance(text, str):
             raise InputError(f"Text part needs a str, got {type(text).__name__}")
-        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "text", utf8_text(text, "the text"))
 
     text: str
 
@@ -446,6 +447,30 @@ def _too_big(size: int, limits: Limits, what: str) -> LimitExceeded:
                          hint="raise it with IMAGINE_MAX_BYTES")
 
 
+def utf8_text(raw: str | bytes, what: str = "the prompt") -> str:
+    """The one rule for undecodable text: refuse it, naming the first bad byte and its offset.
+
+    `raw` is bytes (stdin, a file) or a str that may carry the surrogates Python makes of undecodable
+    command-line bytes; a str that is valid Unicode comes back as it is."""
+    hint = "attach binary files with -a"
+    if isinstance(raw, str):
+        try:
+            raw.encode("utf-8")
+            return raw
+        except UnicodeEncodeError:
+            try:
+                raw = raw.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as exc:
+                bad = ord(exc.object[exc.start])
+                raise InputError(f"{what} is not valid UTF-8 text (a lone surrogate U+{bad:04X} at character "
+                                 f"{exc.start})", hint=hint) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                         hint=hint) from None
+
+
 def _read_file(path: Path, limits: Limits) -> bytes:
     if not path.exists():
         raise InputError(f"file not found: {path}", hint="check the path")
@@ -454,6 +479,8 @@ def _read_file(path: Path, limits: Limits) -> bytes:
     size = path.stat().st_size
     if size > limits.max_bytes:
         raise _too_big(size, limits, str(path))
+    if size == 0 and path.is_file():
+        raise InputError(f"{path} is empty (0 bytes)", hint="attach a file with content")
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -475,6 +502,8 @@ def load_part(source: str | bytes | os.PathLike[str], *, limits: Limits = DEFAUL
         data, name = bytes(source), None
         if len(data) > limits.max_bytes:
             raise _too_big(len(data), limits, "input")
+        if not data:
+            raise InputError("the data is empty (0 bytes)")
     mime = sniff_mime(data[:64])
     if mime is not None and mime.split("/")[0] in _FAMILIES:
         part = _FAMILIES[mime.split("/")[0]](data, mime=mime, name=name, limits=limits)

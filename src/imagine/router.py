@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Sequence
@@ -23,8 +24,8 @@ from .events import Done, Event, PartOut, Restart, TextDelta, Usage
 from .parts import Message, Modality
 from .registry import BUILTIN_ALIASES, Registry
 
-__all__ = ["Attempt", "Candidate", "CircuitBreaker", "Decision", "Execution", "Policy", "Router", "explain",
-           "get_router"]
+__all__ = ["Attempt", "Candidate", "CircuitBreaker", "Decision", "Execution", "Policy", "Router", "check_finite",
+           "explain", "get_router"]
 
 PREFERENCES = ("auto", "local", "cloud", "cheapest", "fastest", "best")
 CHECKS = ("schema", "self_check", "confidence")
@@ -43,6 +44,13 @@ class Policy:
     check: str = "schema"  # what a cascade checks: schema | self_check | confidence
     min_confidence: float = -0.6  # mean token log-prob below this fails the confidence check
     max_retry_wait: float = 5.0  # honour Retry-After up to this many seconds, else move on
+
+    def __post_init__(self) -> None:
+        # NaN compares false, so a nan budget would switch the budget off: every number must be finite
+        for name in ("max_cost", "max_cost_per_day", "min_confidence", "max_retry_wait"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise InputError(f"policy {name} must be a finite number, not {value!r}")
 
     @classmethod
     def parse(cls, text: str | None, **overrides: Any) -> "Policy":
@@ -64,6 +72,20 @@ class Policy:
                 known = ", ".join([*PREFERENCES, "local_only", "cascade", *CHECKS, "no_fallback"])
                 raise InputError(f"unknown policy {word!r}", hint=f"use one or more of: {known}")
         return policy
+
+
+def check_finite(options: dict[str, Any] | None, path: str = "") -> None:
+    """Engine options are never nan or infinite (NaN compares false and slips past every bound)."""
+    if not isinstance(options, dict):
+        return
+    for key, value in options.items():
+        name = f"{path}{key}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionsError(f"option {name!r} must be a finite number, not {value!r}")
+        if isinstance(value, dict):
+            check_finite(value, f"{name}.")
+        if isinstance(value, (list, tuple)):
+            check_finite({str(i): v for i, v in enumerate(value)}, f"{name}.")
 
 
 @dataclass(slots=True)
@@ -243,6 +265,7 @@ class Router:
         with the reason and the way out, never run with part of the request dropped. `direct` (no policy
         given) runs only the first candidate and leaves the circuit breaker out of it."""
         t0 = time.perf_counter()
+        check_finite(options)
         policy = policy or Policy(fallback=not direct)
         requested = (requested or "auto").strip() or "auto"
         decision = Decision(requested, policy, direct=direct)

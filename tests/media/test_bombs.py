@@ -52,7 +52,7 @@ def hour_of_silence(tmp_path_factory) -> Path:
 def test_empty_truncated_and_renamed_files(tmp_path, imagine_home):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    assert_one_line_error(run("transcribe", str(empty), home=imagine_home), "needs audio or video")
+    assert_one_line_error(run("transcribe", str(empty), home=imagine_home), "empty.wav is empty")
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(b"\x01\x00" * 16000)

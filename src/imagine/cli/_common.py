@@ -6,6 +6,7 @@ Light on purpose (json, click, pathlib): the heavy parts are imported inside the
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,28 +14,101 @@ from typing import Any, Sequence
 
 import click
 
-__all__ = ["OPTIONS", "emit", "finish_with_steps", "first_part", "load_schema", "output_path", "parse_options",
-           "read_stdin_if_piped", "response_payload", "run_with_progress", "segments_json", "write_out"]
+__all__ = ["FiniteFloat", "OPTIONS", "OutPath", "emit", "finish_with_steps", "first_part", "load_schema", "output_path", "parse_options",
+           "prompt_text", "read_stdin_if_piped", "response_payload", "run_with_progress", "segments_json", "write_out"]
 
 OPTIONS = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Engine option, repeatable.")
+
+
+# -- parameter types ---------------------------------------------------------------------------------
+
+
+def _hint(param: click.Parameter | None, ctx: click.Context | None) -> str:
+    return param.get_error_hint(ctx) if param is not None and ctx is not None else "value"
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses nan and +-inf (NaN compares false, so it would switch a limit off), and
+    values outside its range, as one `error:` line (InputError, exit 2)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..errors import InputError
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{_hint(param, ctx)}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise InputError(f"{_hint(param, ctx)}: {value!r} is not a finite number", hint="give a finite number")
+        try:
+            return super().convert(number, param, ctx)
+        except click.BadParameter as exc:
+            raise InputError(f"{_hint(param, ctx)}: {exc.message}") from None
+
+
+class OutPath(click.ParamType):
+    """-O: a path that is not empty (an empty one used to be ignored without a word)."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..errors import InputError
+
+        if not str(value).strip():
+            raise InputError(f"{_hint(param, ctx)}: the path is empty", hint="name a file or a folder")
+        return str(value)
 
 
 # -- options and inputs ------------------------------------------------------------------------------
 
 
+def _not_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, str):
+        try:
+            return not math.isfinite(float(value))
+        except ValueError:
+            return False
+    if isinstance(value, list):
+        return any(_not_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_not_finite(v) for v in value.values())
+    return False
+
+
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """`-o key=value` pairs; values are JSON when they parse as JSON (numbers, true, lists), else text."""
+    """`-o key=value` pairs; values are JSON when they parse as JSON (numbers, true, lists), else text.
+    A value that reads as nan or infinity is refused: no engine option means anything by it."""
+    from ..errors import OptionsError
+    from ..parts import utf8_text
+
     options: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
+        key, sep, raw = utf8_text(pair, "-o").partition("=")
         if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r} is not key=value (e.g. -o temperature=0)", param_hint="'-o'")
+            raise OptionsError(f"-o {pair!r} is not key=value", hint="e.g. -o temperature=0")
         try:
             value: Any = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             value = raw
-        options[key.strip().replace("-", "_")] = value
+        name = key.strip().replace("-", "_")
+        if _not_finite(value):
+            raise OptionsError(f"option {name!r}: {raw!r} is not a finite number", hint="give a finite number")
+        options[name] = value
     return options
+
+
+def prompt_text(words: Sequence[str], piped: str | None = None) -> str:
+    """The prompt from the command's words (and text piped before them), valid UTF-8 or refused."""
+    from ..parts import utf8_text
+
+    text = utf8_text(" ".join(words), "the prompt")
+    if piped and piped.strip():
+        text = f"{piped.rstrip()}\n\n{text}" if text else piped
+    return text
 
 
 def load_schema(text: str | None) -> dict[str, Any] | None:
@@ -57,9 +131,13 @@ def load_schema(text: str | None) -> dict[str, Any] | None:
 
 
 def read_stdin_if_piped() -> str | None:
+    """Piped stdin as text: read as bytes and decoded by the one UTF-8 rule (refused, naming the byte)."""
     if sys.stdin is None or sys.stdin.isatty():
         return None
-    return sys.stdin.read()
+    from ..parts import utf8_text
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    return utf8_text(buffer.read() if buffer is not None else sys.stdin.read(), "stdin")
 
 
 # -- outputs -----------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from ._common import OPTIONS, load_schema, parse_options, read_stdin_if_piped, response_payload, write_out
+from ._common import (OPTIONS, FiniteFloat, OutPath, load_schema, parse_options, prompt_text, read_stdin_if_piped,
+                      response_payload, write_out)
 
 __all__ = ["ask", "chat", "route"]
 
@@ -21,22 +22,19 @@ __all__ = ["ask", "chat", "route"]
 @click.option("--schema", help="JSON schema (inline or a .json file) the answer must follow.")
 @click.option("-c", "--continue", "continue_", is_flag=True, help="Continue the last conversation.")
 @click.option("--cid", "conversation", help="Continue the conversation with this id.")
-@click.option("-O", "--out", help="Also write the answer to this file (or into this folder).")
+@click.option("-O", "--out", type=OutPath(), help="Also write the answer to this file (or into this folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
 @click.option("--no-log", is_flag=True, help="Do not log this response.")
 @click.option("-p", "--policy", help="Let the router choose: local_only, local, cloud, cheapest, fastest, best, "
                                      "cascade (comma-separated).")
-@click.option("--max-cost", type=float, help="Refuse plans estimated above this many US dollars.")
+@click.option("--max-cost", type=FiniteFloat(min=0), help="Refuse plans estimated above this many US dollars.")
 def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], attach: tuple[str, ...],
         system: str | None, schema: str | None, continue_: bool, conversation: str | None,
         out: str | None, as_json: bool, no_log: bool, policy: str | None, max_cost: float | None) -> None:
     """Ask a model. PROMPT may also come on stdin (piped text is put before PROMPT)."""
     from .. import tasks
 
-    text = " ".join(prompt)
-    piped = read_stdin_if_piped()
-    if piped and piped.strip():
-        text = f"{piped.rstrip()}\n\n{text}" if text else piped
+    text = prompt_text(prompt, read_stdin_if_piped())
     if max_cost is not None:
         from ..router import Policy
 
@@ -77,6 +75,8 @@ def chat(model: str | None, options: tuple[str, ...], system: str | None, policy
     """Interactive chat. Commands: !attach FILE, !model ID, !new, !help, !quit. Ctrl-C stops a reply."""
     from ..chat import ChatSession
 
+    if hasattr(sys.stdin, "reconfigure"):  # an undecodable line reaches the UTF-8 rule as one turn's error
+        sys.stdin.reconfigure(errors="surrogateescape")
     ChatSession(model=model, options=parse_options(options), system=system, policy=policy).run()
 
 
@@ -87,7 +87,7 @@ def chat(model: str | None, options: tuple[str, ...], system: str | None, policy
 @click.option("-p", "--policy", help="Routing policy (see `imagine ask --help`).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE")
 @click.option("--schema", help="JSON schema the answer must follow (needs json_schema).")
-@click.option("--max-cost", type=float, help="Budget per request in US dollars.")
+@click.option("--max-cost", type=FiniteFloat(min=0), help="Budget per request in US dollars.")
 @click.option("--explain", is_flag=True, help="Show every candidate and why it was kept or dropped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def route(prompt: tuple[str, ...], attach: tuple[str, ...], model: str, policy: str | None, options: tuple[str, ...],
@@ -98,7 +98,7 @@ def route(prompt: tuple[str, ...], attach: tuple[str, ...], model: str, policy: 
     from ..router import Policy, explain as explain_rows, get_router
     from ..tasks import build_messages
 
-    messages = build_messages(" ".join(prompt) or None, list(attach))
+    messages = build_messages(prompt_text(prompt) or None, list(attach))
     parsed = Policy.parse(policy or ("auto" if model in ("auto", "") else None), max_cost=max_cost,
                           max_cost_per_day=get_settings().max_cost_per_day)
     decision = get_router(get_registry()).plan(messages, model, policy=parsed, options=parse_options(options),

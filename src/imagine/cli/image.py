@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ._common import OPTIONS as ENGINE_OPTIONS, finish_with_steps, parse_options  # `see`'s plain -o
+from ._common import OPTIONS as ENGINE_OPTIONS, OutPath, finish_with_steps, parse_options  # `see`'s plain -o
 
 __all__ = ["draw", "edit", "see"]
 
@@ -22,7 +22,7 @@ MODEL = click.option("-m", "--model", help="ENGINE:MODEL, e.g. diffusers:./my-sd
 OPTIONS = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
                        help="Engine option, repeatable (steps, guidance, width, height, seed, n, strength, "
                             "scheduler, lora, controlnet, ...).")
-OUT = click.option("-O", "--out", help="Image file to write (.png, .jpg, .webp) or a folder "
+OUT = click.option("-O", "--out", type=OutPath(), help="Image file to write (.png, .jpg, .webp) or a folder "
                                        "(default: ./image-<id>.png); several images get -1, -2, ...")
 CONTROL = click.option("--control", type=click.Path(), help="Conditioning image for a ControlNet (-o controlnet=...).")
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}

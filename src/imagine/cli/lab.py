@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from ._common import parse_options
+from ._common import FiniteFloat, OutPath, parse_options
 
 __all__ = ["lab"]
 
@@ -147,7 +147,7 @@ def _progress_reporter(console: Any) -> tuple[Any, Callable[[Any], None]]:
 @lab_train.command("lm")
 @click.option("--preset", default="imagine-cpu", show_default=True, help="Architecture + recipe (see `imagine lab presets`).")
 @click.option("--data", type=click.Path(dir_okay=False), help="UTF-8 text file to learn from (with --resume: the run's own).")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this many minutes.")
+@click.option("--minutes", type=FiniteFloat(min=0, min_open=True), help="Stop after this many minutes.")
 @click.option("--iters", type=click.IntRange(min=1), help="Total optimizer steps (default: the preset's recipe).")
 @click.option("--tokenizer", type=click.Choice(["char", "byte"]), help="char: the data's characters (default); byte: any text.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in -O (--iters counts the steps before too).")
@@ -156,7 +156,7 @@ def _progress_reporter(console: Any) -> tuple[Any, Callable[[Any], None]]:
 @click.option("--seed", type=int, help="Seed of the weights and batches (default: the recipe's).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Any training option (batch_size=32, lr=3e-4, eval_interval=100) or model.FIELD=VALUE, repeatable.")
-@click.option("-O", "--out", required=True, help="Checkpoint folder to write (and to resume from).")
+@click.option("-O", "--out", required=True, type=OutPath(), help="Checkpoint folder to write (and to resume from).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress bar).")
 def train_lm(preset: str, data: str | None, minutes: float | None, iters: int | None, tokenizer: str | None,
              resume: bool, device: str, compile_: bool, seed: int | None, options: tuple[str, ...], out: str,
@@ -279,9 +279,9 @@ def presets(as_json: bool) -> None:
 @click.argument("checkpoint", type=click.Path())
 @click.argument("prompt", required=False, default="")
 @click.option("-n", "--max-tokens", default=200, show_default=True, type=click.IntRange(min=1), help="Tokens to generate.")
-@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0), help="0 = greedy.")
+@click.option("--temperature", default=0.8, show_default=True, type=FiniteFloat(min=0), help="0 = greedy.")
 @click.option("--top-k", default=40, show_default=True, type=click.IntRange(min=0), help="0 = off.")
-@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), help="Nucleus sampling.")
+@click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), help="Nucleus sampling.")
 @click.option("--seed", type=int, help="Same seed, same text.")
 @click.option("--echo", is_flag=True, help="Print the prompt before its continuation.")
 @click.option("--no-log", is_flag=True, help="Do not log this response.")

@@ -6,19 +6,20 @@ Thin like the rest of the CLI: parse, call a task, render. Loaded by the root gr
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ._common import (OPTIONS, emit, first_part, output_path, parse_options, run_with_progress,
-                      segments_json)
+from ._common import (OPTIONS, FiniteFloat, OutPath, emit, first_part, output_path, parse_options, prompt_text,
+                      read_stdin_if_piped, run_with_progress, segments_json)
 
 __all__ = ["embed", "read", "speak", "transcribe", "vad", "watch"]
 
 MODEL = click.option("-m", "--model", help="ENGINE:MODEL (default: the task's bundled engine).")
-OUT = click.option("-O", "--out", help="Write the result to this file (or into this folder).")
+OUT = click.option("-O", "--out", type=OutPath(), help="Write the result to this file (or into this folder).")
 
 
 @click.command()
@@ -98,7 +99,7 @@ def _available(registry: Any, engine_id: str) -> Any:
 @click.option("--voice", help="Voice name (see --voices).")
 @click.option("--voices", "list_voices", is_flag=True, help="List the voices (of -m's engine, else of every "
               "speech engine) and exit.")
-@click.option("-O", "--out", help="WAV file to write (default: ./speech-<id>.wav).")
+@click.option("-O", "--out", type=OutPath(), help="WAV file to write (default: ./speech-<id>.wav).")
 def speak(text: tuple[str, ...], model: str | None, options: tuple[str, ...], voice: str | None,
           list_voices: bool, out: str | None) -> None:
     """Speak TEXT (or stdin) to a WAV file (default voice: Piper's; -m espeak for 100+ languages)."""
@@ -108,9 +109,9 @@ def speak(text: tuple[str, ...], model: str | None, options: tuple[str, ...], vo
     if list_voices:
         _print_voices(model)
         return
-    words = " ".join(text)
-    if not words and not sys.stdin.isatty():
-        words = sys.stdin.read().strip()
+    words = prompt_text(text)
+    if not words:
+        words = (read_stdin_if_piped() or "").strip()
     opts = parse_options(options)
     if voice:
         opts["voice"] = voice
@@ -161,6 +162,23 @@ def read(image: str, model: str | None, options: tuple[str, ...], as_json: bool)
         click.echo(response.text())
 
 
+# what makes an `embed` argument a file rather than a text to embed, when no such file exists
+_FILE_SUFFIXES = {".txt", ".md", ".json", ".csv", ".html", ".xml", ".yaml", ".yml", ".rst", ".log", ".png",
+                  ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".wav", ".mp3", ".flac", ".ogg",
+                  ".mp4", ".webm", ".mov", ".mkv"}
+
+
+def _names_a_file(item: str) -> bool:
+    """An existing path is a file to embed; so is an argument that looks like one (a known file
+    extension, or a path separator, and no spaces; not a URL), which then fails as a missing file instead
+    of being embedded as the text of its name."""
+    if os.path.lexists(item):
+        return True
+    if not item.strip() or any(c.isspace() for c in item) or "://" in item:
+        return False
+    return Path(item).suffix.lower() in _FILE_SUFFIXES or "/" in item or os.sep in item
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @MODEL
@@ -169,17 +187,18 @@ def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) 
     """Embed texts, text FILEs or image FILEs (images default to clip): one JSON array per input, one
     per line; with -o score=true (clip), a last line holds the image x text similarity JSON."""
     from .. import tasks
+    from ..errors import InputError
     from ..parts import Data, Image, Part, Text, Vector, load_part
 
     texts: list[str | Part] = []
     for item in inputs:
-        if Path(item).is_file():
-            part = load_part(item)
+        if _names_a_file(item):
+            part = load_part(item)  # a missing file, a folder or an empty file is an error naming it
             if not isinstance(part, (Text, Image)):
-                raise click.UsageError(f"{item}: only text and image files can be embedded")
+                raise InputError(f"{item}: only text and image files can be embedded")
             texts.append(part.text if isinstance(part, Text) else part)
         else:
-            texts.append(item)
+            texts.append(prompt_text([item]))
     response = tasks.embed(texts, model, **parse_options(options))
     for part in response.parts:
         if isinstance(part, Vector):
@@ -188,10 +207,22 @@ def embed(inputs: tuple[str, ...], model: str | None, options: tuple[str, ...]) 
             click.echo(json.dumps(part.value))
 
 
+def _check_text_model(model: str | None) -> None:
+    """Plan a text request on `model` without running it: an unknown or unfit model fails now."""
+    from ..client import default_client
+    from ..parts import Message, Modality
+
+    client = default_client()
+    decision = client.router.plan([Message.user("summary")], (model or "").strip() or "auto", want=Modality.TEXT,
+                                  direct=True)
+    if not decision.plan:
+        client.router.build(decision, None)  # type: ignore[arg-type]
+
+
 @click.command()
 @click.argument("video", type=click.Path())
-@click.option("--every", default=0.5, show_default=True, type=float, help="Seconds between sampled frames.")
-@click.option("--scene-threshold", default=0.08, show_default=True, type=float, help="Picture change that starts a scene (0-1).")
+@click.option("--every", default=0.5, show_default=True, type=FiniteFloat(min=0, min_open=True), help="Seconds between sampled frames.")
+@click.option("--scene-threshold", default=0.08, show_default=True, type=FiniteFloat(min=0, max=1), help="Picture change that starts a scene (0-1).")
 @click.option("--summarize", is_flag=True, help="Ask the LLM for a summary of the timeline.")
 @MODEL
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
@@ -201,6 +232,8 @@ def watch(video: str, every: float, scene_threshold: float, summarize: bool, mod
     """Understand a VIDEO: scenes with their on-screen text, and the speech, on one timeline."""
     from ..timeline import summarize_timeline, timeline_text, watch as run_watch
 
+    if summarize:  # the model is checked before the timeline work, as everywhere else
+        _check_text_model(model)
     if sys.stderr.isatty():
         from rich.progress import Progress
 
