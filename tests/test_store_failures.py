@@ -218,3 +218,23 @@ def test_two_quick_ctrl_c_still_log_the_partial_answer(imagine_home):
     assert proc.returncode in (130, -signal.SIGINT), err  # a Ctrl-C landing after the clean-up ends it at once
     rows = Store(imagine_home / "logs.db").recent(5)
     assert len(rows) == 1 and rows[0]["finish_reason"] == "cancelled" and rows[0]["output_text"]
+
+
+def test_a_garbage_log_file_is_moved_aside_not_blamed_on_the_folder(imagine_home):
+    imagine_home.mkdir(parents=True, exist_ok=True)
+    (imagine_home / "logs.db").write_bytes(os.urandom(8192))
+    listing = _invoke("logs")
+    assert listing.exit_code == 0 and "writable folder" not in listing.stderr
+    assert "logs.db is corrupt" in listing.stderr and "no responses logged yet" in listing.stdout
+    result = _invoke("ask", "-m", "mock:echo", "hi")
+    assert result.exit_code == 0 and result.stderr == "" and Store(imagine_home / "logs.db").count() == 1
+
+
+def test_gc_spares_an_old_blob_a_writer_is_reusing(imagine_home):
+    store = Store(imagine_home / "logs.db")
+    image = Image(png_bytes(color=(4, 5, 6)))
+    store.put_part(image)
+    old = time.time() - 7200
+    os.utime(store.blobs.path(image.sha256), (old, old))
+    store.put_part(image)  # deduplicated: a writer about to log a row that names it
+    assert store.gc()["blobs"] == 0 and store.blobs.path(image.sha256).exists()
