@@ -24,7 +24,7 @@ from .engine import NoOptions, Request, Response, new_id, normalize_tools
 from .errors import InputError
 from .parts import Message, Modality
 from .registry import Registry, get_registry
-from .router import Policy, Router, check_finite, get_router
+from .router import Policy, Router, get_router
 from .store import Store
 
 if TYPE_CHECKING:
@@ -112,10 +112,8 @@ class Client:
                                     schema=json_schema, tools=tools, direct=parsed is None)
         first = decision.plan[0] if decision.plan else None
         engine = self.registry.engine(first.engine_id) if first else None
-        engine_options = engine.parse_options(options) if engine else NoOptions()
-        check_finite(engine_options.model_dump())  # "nan" given as text is a float nan once parsed
         request = Request(messages=tuple(messages), model=first.model if first else "",
-                          options=engine_options,
+                          options=engine.parse_options(options) if engine else NoOptions(),
                           schema=json_schema, want=want, tools=tuple(tools), limits=settings.part_limits())
         execution = self.router.build(decision, request)  # raises, naming why, when nothing can take it
         assert engine is not None and first is not None

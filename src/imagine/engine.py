@@ -14,6 +14,7 @@ import asyncio
 import importlib.metadata
 import importlib.util
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part, Text, ToolUs
 if TYPE_CHECKING:
     from .config import EndpointSettings, ModelSpec
 
-__all__ = ["Engine", "Locality", "NoOptions", "OptionsT", "Request", "Response", "new_id", "normalize_tools"]
+__all__ = ["Engine", "Locality", "NoOptions", "OptionsT", "Request", "Response", "check_finite", "new_id",
+           "normalize_tools"]
 
 Locality = Literal["local", "cloud"]
 # An engine's options model: `Engine[OptionsT]` validates into it, `Request[OptionsT]` carries it.
@@ -52,6 +54,21 @@ class NoOptions(BaseModel):
     """The options of an engine that takes none (the default `Engine.Options`): any option is an error."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def check_finite(options: dict[str, Any] | None, path: str = "") -> None:
+    """Engine options are never nan or infinite (NaN compares false and slips past every bound): the raw
+    options a caller gave, and every engine's options once parsed (`"nan"` as text parses to a float nan)."""
+    if not isinstance(options, dict):
+        return
+    for key, value in options.items():
+        name = f"{path}{key}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionsError(f"option {name!r} must be a finite number, not {value!r}")
+        if isinstance(value, dict):
+            check_finite(value, f"{name}.")
+        if isinstance(value, (list, tuple)):
+            check_finite({str(i): v for i, v in enumerate(value)}, f"{name}.")
 
 
 class Engine(Generic[OptionsT]):
@@ -159,7 +176,7 @@ class Engine(Generic[OptionsT]):
         if isinstance(raw, BaseModel):
             raw = raw.model_dump(exclude_unset=True)
         try:
-            return cast(OptionsT, cls.Options(**(raw or {})))
+            parsed = cls.Options(**(raw or {}))
         except ValidationError as exc:
             err = exc.errors()[0]
             name = ".".join(str(p) for p in err["loc"]) or "options"
@@ -169,6 +186,8 @@ class Engine(Generic[OptionsT]):
                                    hint=f"options it accepts: {known}") from None
             raise OptionsError(f"option {name!r} for engine {cls.id}: {err['msg']} "
                                f"(got {err.get('input')!r})") from None
+        check_finite(parsed.model_dump())
+        return cast(OptionsT, parsed)
 
     # -- the one method -------------------------------------------------------------------------
     async def stream(self, request: "Request[OptionsT]") -> AsyncIterator[Event]:

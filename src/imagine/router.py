@@ -4,7 +4,8 @@ fallback and cascade; record every decision.
 A *plan* is an ordered list of (engine, model) candidates that can take the request. Running it tries
 them in turn: a failure (error, timeout, rate limit, refusal, cut stream) falls back to the next;
 with `cascade`, an answer that fails its check (schema, self-check, confidence) escalates to the next.
-A stream that restarts on another engine emits `Restart` so consumers drop the text so far. Each decision (candidates, why each was kept or dropped, attempts, cost) is logged with the response.
+A stream that restarts on another engine emits `Restart` so consumers drop the text so far. Each decision
+(candidates, why each was kept or dropped, attempts, cost) is logged with the response.
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Sequence
 
-
-from .engine import Engine, Request
+from .engine import Engine, Request, check_finite
 from .errors import (BudgetExceeded, EngineUnavailable, ImagineError, InputError, OptionsError, RateLimited,
                      UpstreamError)
 from .events import Done, Event, PartOut, Restart, TextDelta, Usage
 from .parts import Message, Modality
 from .registry import BUILTIN_ALIASES, Registry
 
-__all__ = ["Attempt", "Candidate", "CircuitBreaker", "Decision", "Execution", "Policy", "Router", "check_finite",
-           "explain", "get_router"]
+__all__ = ["Attempt", "Candidate", "CircuitBreaker", "Decision", "Execution", "Policy", "Router", "explain",
+           "get_router"]
 
 PREFERENCES = ("auto", "local", "cloud", "cheapest", "fastest", "best")
 CHECKS = ("schema", "self_check", "confidence")
@@ -72,20 +72,6 @@ class Policy:
                 known = ", ".join([*PREFERENCES, "local_only", "cascade", *CHECKS, "no_fallback"])
                 raise InputError(f"unknown policy {word!r}", hint=f"use one or more of: {known}")
         return policy
-
-
-def check_finite(options: dict[str, Any] | None, path: str = "") -> None:
-    """Engine options are never nan or infinite (NaN compares false and slips past every bound)."""
-    if not isinstance(options, dict):
-        return
-    for key, value in options.items():
-        name = f"{path}{key}"
-        if isinstance(value, float) and not math.isfinite(value):
-            raise OptionsError(f"option {name!r} must be a finite number, not {value!r}")
-        if isinstance(value, dict):
-            check_finite(value, f"{name}.")
-        if isinstance(value, (list, tuple)):
-            check_finite({str(i): v for i, v in enumerate(value)}, f"{name}.")
 
 
 @dataclass(slots=True)
