@@ -96,11 +96,11 @@ class Engine(Generic[OptionsT]):
     # `parse_options` validates into and what `imagine models ENGINE` lists.
     Options: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, settings: dict[str, Any] | None = None, *, cache_dir: "Path | None" = None) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = dict(settings or {})
-        # where the engine may keep small files between runs (a provider's model list): the registry's
-        # home/cache, so two clients with different homes keep theirs apart
-        self.cache_dir = cache_dir
+        # where the engine may keep small files between runs (a provider's model list): the registry sets
+        # its home/cache here, so two clients with different homes keep theirs apart
+        self.cache_dir: Path | None = None
 
     def settings_as(self, model: type[BaseModel]) -> Any:
         """This engine's [engines.ID] table from config.toml validated by `model`; a bad key or value is
