@@ -58,7 +58,7 @@ def engines_add(name: str, kind: str, base_url: str | None, key_env: str | None,
     if local is None:
         local = is_loopback(base_url)
         why = (f"its URL is on this machine; if a proxy or tunnel there forwards to a cloud service, "
-               f"add it again with --cloud" if local else "its URL is not on this machine")
+               "add it again with --cloud" if local else "its URL is not on this machine")
     else:
         why = f"--{'local' if local else 'cloud'}"
     lines.append(f"locality = {json.dumps('local' if local else 'cloud')}")

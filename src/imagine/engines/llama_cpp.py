@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
@@ -30,6 +30,7 @@ from ..parts import Modality
 from ._support.assets import require_asset
 from ._support.cache import file_bytes, model_cache
 from ._support.model_refs import ModelRef, parse_model_ref
+from ._support.options import StopStrings
 from ._support.threads import Finished, stream_from_thread
 from ._support.tool_text import with_tools_as_text
 
@@ -88,7 +89,7 @@ class LlamaCppOptions(BaseModel):
     top_k: int = Field(default=40, ge=0)
     max_tokens: int = Field(default=512, gt=0, le=32768)
     seed: int | None = Field(default=None, ge=0)
-    stop: list[str] | None = None
+    stop: StopStrings = None
     repetition_penalty: float = Field(default=1.1, gt=0, validation_alias=AliasChoices(
         "repetition_penalty", "repeat_penalty"), description="1.0 = off; small models loop without it. Off by "
         "default with a schema, where copying from the input is the point (llama.cpp's repeat_penalty)")
@@ -96,11 +97,6 @@ class LlamaCppOptions(BaseModel):
                            "mean is reported as usage mean_logprob (the cascade's confidence)")
     n_ctx: int | None = Field(default=None, gt=0, le=1 << 20, description="context window in tokens; "
                               "default n_ctx from [engines.llama-cpp] (4096). Another value loads the model again")
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class LlamaCppEngine(Engine[LlamaCppOptions]):

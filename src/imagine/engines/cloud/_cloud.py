@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Generic, TypeVar
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..._bridge import on_bridge_loop
 from ...config import EndpointSettings, ModelSpec
 from ...engine import Engine
 from ...errors import EngineUnavailable, InputError
 from ...parts import MediaPart, Modality, Part
+from .._support.options import StopStrings
 from ._catalog import catalog_specs, tier_models
 
 __all__ = ["CloudEngine", "CloudOptions", "CloudOptionsT", "data_url", "is_loopback"]
@@ -59,13 +60,8 @@ class CloudOptions(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_tokens: int | None = Field(default=None, gt=0)
     seed: int | None = None
-    stop: list[str] | None = None
+    stop: StopStrings = None
     timeout: float | None = Field(default=None, gt=0, description="seconds; default from the endpoint")
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 # The options model of one API engine: CloudOptions or a subclass (OpenAIOptions, AnthropicOptions).

@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ...engine import Engine, Request
 from ...errors import ImagineError, InputError, SchemaError, UpstreamError
 from ...events import Done, Event, TextDelta, Usage
 from ...parts import Image, Modality, Text
 from .._support.cache import model_cache
+from .._support.options import StopStrings
 from .._support.structured import REPAIR_NOTE, check_json, schema_note
 from .._support.threads import Finished, stream_from_thread
 from .._support.tool_text import with_tools_as_text
@@ -254,14 +255,9 @@ class TransformersOptions(_hf.HFOptions):
     top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = the model's default")
     top_k: int | None = Field(default=None, ge=0, description="keep the k likeliest tokens; null = the model's default")
     seed: int | None = Field(default=None, ge=0, description="same seed, same text")
-    stop: list[str] | None = Field(default=None, description="strings that end the answer (not included)")
+    stop: StopStrings = Field(default=None, description="strings that end the answer (not included)")
     repetition_penalty: float | None = Field(default=None, gt=0, description="1.0 = off")
     trust_remote_code: bool = Field(default=False, description="run the model repo's own Python code")
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class TransformersEngine(Engine[TransformersOptions]):
