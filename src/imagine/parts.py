@@ -8,7 +8,6 @@ asks for pixels or samples. Limits are checked before anything is decoded.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -176,33 +175,22 @@ class Image(MediaPart):
     modality = Modality.IMAGE
     family = "image"
 
-    def pil(self, limits: Limits = DEFAULT_LIMITS) -> Any:
-        from PIL import Image as PILImage
+    def pil(self, limits: Limits = DEFAULT_LIMITS, *, max_side: int | None = None, mode: str | None = None,
+            upright: bool = False) -> Any:
+        """The decoded PIL image. An engine that resizes anyway passes the longest side it uses as
+        `max_side`: a bigger image comes back scaled down to it without ever being held at full size in
+        more than one buffer (a JPEG is decoded at reduced scale). `mode` converts (alpha onto white when
+        the mode has none) after scaling; `upright` applies the EXIF orientation."""
+        from .media.image import decode_image
 
-        try:
-            img = PILImage.open(io.BytesIO(self.data))
-            width, height = img.size
-        except PILImage.DecompressionBombError as exc:  # Pillow's own cap, far above ours: same answer
-            raise LimitExceeded(f"{self.name or 'image'} is over the limit of {limits.max_pixels:,} pixels "
-                                f"({str(exc).split('(')[1].split(')')[0]})",
-                                hint="raise it with IMAGINE_MAX_PIXELS") from None
-        except Exception as exc:  # Pillow raises many types for corrupt data
-            raise InputError(f"{self.name or 'image'} could not be decoded: {exc}",
-                             hint="check the file is a complete, valid image") from None
-        if width * height > limits.max_pixels:
-            raise LimitExceeded(f"{self.name or 'image'} has {width}x{height} pixels, over the limit of "
-                                f"{limits.max_pixels:,}", hint="raise it with IMAGINE_MAX_PIXELS")
-        try:
-            img.load()
-        except Exception as exc:
-            raise InputError(f"{self.name or 'image'} could not be decoded: {exc}",
-                             hint="check the file is a complete, valid image") from None
-        return img
+        return decode_image(self.data, limits, self.name or "image", max_side=max_side, mode=mode, upright=upright)
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) read from the header, without decoding the pixels."""
-        return self.pil().size  # type: ignore[no-any-return]
+        from .media.image import open_image
+
+        return open_image(self.data, None, self.name or "image").size  # type: ignore[no-any-return]
 
     def validate(self) -> None:
         self.pil()
