@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from .config import Settings, get_settings, load_settings
 from .engine import NoOptions, Request, Response, new_id, normalize_tools
 from .errors import InputError
+from .media.limits import check_prompt
 from .parts import Message, Modality
 from .registry import Registry, get_registry
 from .router import Policy, Router, get_router
@@ -108,13 +109,15 @@ class Client:
             parsed = policy if isinstance(policy, Policy) else Policy.parse(
                 policy, max_cost_per_day=settings.max_cost_per_day)
         json_schema, schema_model = schema_of(schema)
+        limits = settings.part_limits()
+        check_prompt(messages, limits)  # before planning or logging: a huge prompt costs nothing more
         decision = self.router.plan(messages, chosen or "auto", want=want, policy=parsed, options=options,
                                     schema=json_schema, tools=tools, direct=parsed is None)
         first = decision.plan[0] if decision.plan else None
         engine = self.registry.engine(first.engine_id) if first else None
         request = Request(messages=tuple(messages), model=first.model if first else "",
                           options=engine.parse_options(options) if engine else NoOptions(),
-                          schema=json_schema, want=want, tools=tuple(tools), limits=settings.part_limits())
+                          schema=json_schema, want=want, tools=tuple(tools), limits=limits)
         execution = self.router.build(decision, request)  # raises, naming why, when nothing can take it
         assert engine is not None and first is not None
         logged = list(messages if new_messages is None else new_messages)

@@ -9,6 +9,7 @@ Example config.toml:
     big = "llama-cpp:~/models/qwen2.5-7b-instruct-q4_k_m.gguf"
     [limits]
     max_bytes = 536870912
+    max_prompt_bytes = 8388608     # prompt text, refused before any model runs
     [engines.llama-cpp]            # passed to the engine as its settings
     n_ctx = 4096
 """
@@ -36,6 +37,7 @@ class LimitSettings(BaseModel):
     max_pixels: int = Field(default=Limits.max_pixels, gt=0)
     max_audio_seconds: float = Field(default=Limits.max_audio_seconds, gt=0)
     max_video_frames: int = Field(default=Limits.max_video_frames, gt=0)
+    max_prompt_bytes: int = Field(default=Limits.max_prompt_bytes, gt=0)
 
 
 class ModelSpec(BaseModel):
@@ -127,6 +129,7 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "IMAGINE_MAX_PIXELS": ("limits", "max_pixels"),
     "IMAGINE_MAX_AUDIO_SECONDS": ("limits", "max_audio_seconds"),
     "IMAGINE_MAX_VIDEO_FRAMES": ("limits", "max_video_frames"),
+    "IMAGINE_MAX_PROMPT_BYTES": ("limits", "max_prompt_bytes"),
 }
 
 

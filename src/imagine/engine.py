@@ -167,6 +167,12 @@ class Engine(Generic[OptionsT]):
         """US dollars for a call of this size, None when unknown; local engines cost nothing."""
         return 0.0 if self.locality == "local" else None
 
+    def context_window(self, model: str, options: Any) -> int | None:
+        """The model's context window in tokens with these (parsed) options, None when unknown; the router
+        refuses a prompt that cannot fit it before anything runs."""
+        spec = self.spec(model)
+        return spec.context if spec is not None else None
+
     # -- options --------------------------------------------------------------------------------
     @classmethod
     def parse_options(cls, raw: dict[str, Any] | BaseModel | None) -> OptionsT:

@@ -21,6 +21,7 @@ from .engine import Engine, Request, check_finite
 from .errors import (BudgetExceeded, EngineUnavailable, ImagineError, InputError, OptionsError, RateLimited,
                      UpstreamError)
 from .events import Done, Event, PartOut, Restart, TextDelta, Usage
+from .media.limits import context_error, prompt_bytes
 from .parts import Message, Modality
 from .registry import BUILTIN_ALIASES, Registry
 
@@ -261,7 +262,7 @@ class Router:
             resolved = self.registry.resolve(target, inputs=needed or {Modality.TEXT}, want=want)
             requested = decision.requested = resolved.ref
         features = frozenset(({"json_schema"} if schema else set()) | ({"tools"} if tools else set()))
-        in_tokens = estimate_tokens(messages)
+        in_tokens, size = estimate_tokens(messages), prompt_bytes(messages)
         try:
             out_tokens = int((options or {}).get("max_tokens") or 512)
         except (TypeError, ValueError):  # not a number: the engine's option check says so
@@ -275,10 +276,10 @@ class Router:
         for static in self._pairs(requested):
             cand = Candidate(static.ref, static.engine_id, static.model, static.locality)
             cand.kept, cand.reason = self._judge(static, cand, needed, want, features, policy, options, options_key,
-                                                 in_tokens, out_tokens, budget_left, direct)
+                                                 in_tokens, out_tokens, budget_left, direct, size)
             (kept if cand.kept else dropped).append(cand)
         if target not in BUILTIN_ALIASES and dropped:
-            self._refuse(dropped[0], options, needed, want)
+            self._refuse(dropped[0], options, needed, want, size)
         kept.sort(key=self._ranking(policy))
         decision.candidates = kept + dropped
         decision.plan_ms = (time.perf_counter() - t0) * 1000
@@ -286,7 +287,8 @@ class Router:
 
     def _judge(self, static: _Static, cand: Candidate, needed: frozenset[Modality], want: Modality,
                features: frozenset[str], policy: Policy, options: dict[str, Any] | None, options_key: str,
-               in_tokens: int, out_tokens: int, budget_left: float | None, direct: bool = False) -> tuple[bool, str]:
+               in_tokens: int, out_tokens: int, budget_left: float | None, direct: bool = False,
+               size: int = 0) -> tuple[bool, str]:
         if policy.local_only and static.locality != "local":
             return False, "local_only: would leave the device"
         if static.unavailable or static.engine is None:
@@ -309,6 +311,9 @@ class Router:
         problem = self._options_cache[key]
         if problem:
             return False, problem
+        too_long = context_error(static.engine, static.model, options, size)
+        if too_long is not None:  # a prompt that cannot fit the window is refused before anything runs
+            return False, f"too long: {too_long.message}"
         cand.est_cost = static.engine.estimate_cost(static.model, in_tokens, out_tokens)
         cand.quality = static.quality
         if policy.max_cost is not None and (cand.est_cost is None or cand.est_cost > policy.max_cost):
@@ -318,12 +323,14 @@ class Router:
         return True, "capable"
 
     def _refuse(self, cand: Candidate, options: dict[str, Any] | None, needed: frozenset[Modality],
-                want: Modality) -> None:
+                want: Modality, size: int = 0) -> None:
         """Raise the caller's error for a named model the plan had to drop for the request's own sake
         (an option, a feature, a modality); policy reasons (local_only, budget) are left to `build`."""
         engine = self.registry.engine(cand.engine_id)
         if cand.reason.startswith("options:"):
             engine.parse_options(options or {})  # raises the OptionsError naming the field
+        if cand.reason.startswith("too long:") and (too_long := context_error(engine, cand.model, options, size)):
+            raise too_long
         if cand.reason.startswith("lacks "):
             lacking = cand.reason.removeprefix("lacks ").split(", ")
             what = {"json_schema": "constrain output to a schema", "tools": "call tools (tools=)",

@@ -152,19 +152,45 @@ def test_cli_ask_with_the_bundled_model(imagine_home):
 
 def test_a_prompt_longer_than_the_window_is_the_callers_input_error():
     """llama.cpp's "Requested tokens exceed context window" becomes an InputError with the numbers and the
-    ways out; it is the caller's input, so the router's circuit breaker does not count it."""
+    ways out; it is the caller's input, so the router's circuit breaker does not count it. (The prompt is
+    ~600 tokens but only ~2,400 bytes: too short for the router's byte estimate to refuse it first.)"""
     from imagine.router import get_router
 
     prompt = "Summarise this. " + "The river is wide and the bridge is old. " * 60  # ~600 tokens
     for _ in range(4):  # more than the breaker's threshold of consecutive failures
         with pytest.raises(InputError) as caught:
-            imagine.ask(prompt, max_tokens=8, n_ctx=256, log=False, **GREEDY).text()
+            imagine.ask(prompt, max_tokens=8, n_ctx=512, log=False, **GREEDY).text()
     message = str(caught.value)
-    assert "longer than the 256-token context window of llama-cpp:smollm2" in message and "\n" not in message
-    assert int(message.split("the prompt is ")[1].split(" tokens")[0].replace(",", "")) > 256
+    assert "longer than the 512-token context window of llama-cpp:smollm2" in message and "\n" not in message
+    assert int(message.split("the prompt is ")[1].split(" tokens")[0].replace(",", "")) > 512
     assert "-o n_ctx=8192" in (caught.value.hint or "") and "trim the prompt" in (caught.value.hint or "")
     assert get_router(get_registry()).breaker.state("llama-cpp") == "closed"
-    assert imagine.ask("Say hi.", max_tokens=4, n_ctx=256, log=False, **GREEDY).text()  # the engine still works
+    assert imagine.ask("Say hi.", max_tokens=4, n_ctx=512, log=False, **GREEDY).text()  # the engine still works
+
+
+def test_a_prompt_far_over_the_window_is_refused_before_the_model_runs(imagine_home):
+    """A prompt whose byte count alone shows it cannot fit (at most ~8 bytes a token) is refused by the
+    router before llama.cpp loads or tokenizes anything, naming the estimate, the window and the ways out;
+    nothing is logged, and `imagine route` says the same."""
+    import time
+
+    from imagine.client import get_store
+    from imagine.engines._support.cache import model_cache
+    from imagine.router import get_router
+
+    prompt = "The river is wide and the bridge is old. " * 1000  # 41,000 bytes: at least ~5,125 tokens
+    started = time.perf_counter()
+    with pytest.raises(InputError) as caught:
+        imagine.ask(prompt, n_ctx=2048, **GREEDY)
+    assert time.perf_counter() - started < 2.0
+    message = str(caught.value)
+    assert "at least ~5,125 tokens (41,000 bytes)" in message and "2,048-token context window of llama-cpp:smollm2" \
+        in message and "\n" not in message
+    assert "-o n_ctx=N" in (caught.value.hint or "") and "larger context window" in (caught.value.hint or "")
+    assert get_store().recent() == []
+    with pytest.raises(InputError, match="4,096-token context window"):  # the configured default window
+        get_router(get_registry()).plan([imagine.Message.user(prompt)], "llama-cpp")
+    assert not any(isinstance(key, tuple) and 2048 in key for key in model_cache().keys())  # never loaded
 
 
 def test_logprobs_of_sampled_tokens_match_llama_cpp_with_all_logits_kept():

@@ -131,13 +131,21 @@ def load_schema(text: str | None) -> dict[str, Any] | None:
 
 
 def read_stdin_if_piped() -> str | None:
-    """Piped stdin as text: read as bytes and decoded by the one UTF-8 rule (refused, naming the byte)."""
+    """Piped stdin as text: read as bytes and decoded by the one UTF-8 rule (refused, naming the byte).
+    At most the prompt limit is read: one byte more and it is refused, the rest left unread."""
     if sys.stdin is None or sys.stdin.isatty():
         return None
+    from ..config import get_settings
+    from ..media.limits import prompt_too_big
     from ..parts import utf8_text
 
+    limits = get_settings().part_limits()
+    cap = limits.max_prompt_bytes
     buffer = getattr(sys.stdin, "buffer", None)
-    return utf8_text(buffer.read() if buffer is not None else sys.stdin.read(), "stdin")
+    data = buffer.read(cap + 1) if buffer is not None else sys.stdin.read(cap + 1)
+    if len(data) > cap:
+        raise prompt_too_big(None, limits, "stdin")
+    return utf8_text(data, "stdin")
 
 
 # -- outputs -----------------------------------------------------------------------------------------

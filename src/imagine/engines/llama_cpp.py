@@ -125,6 +125,10 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
         super().__init__(settings)
         self.config = self.settings_as(self.Settings)
 
+    def context_window(self, model: str, options: Any) -> int | None:
+        """-o n_ctx, else n_ctx from [engines.llama-cpp]: the router refuses a prompt that cannot fit it."""
+        return getattr(options, "n_ctx", None) or self.config.n_ctx
+
     # -- model files ----------------------------------------------------------------------------
     def check_model(self, model: str) -> None:
         ref = _ref(model)

@@ -8,9 +8,10 @@ subprocess without loading a model. Every request it receives is kept in `engine
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +24,8 @@ from ._support.tool_text import with_tools_as_text
 __all__ = ["MockEngine", "MockOptions"]
 
 Queued = str | list[str] | list[Event] | BaseException
+LONG_ECHO = 1 << 20  # characters; a longer echo streams in deltas of about 4 KiB instead of word by word
+_WORD = re.compile(r"\S+")
 
 
 class MockOptions(BaseModel):
@@ -64,12 +67,11 @@ class MockEngine(Engine[MockOptions]):
             item = message.text if message else ""
         if isinstance(item, BaseException):
             raise item
-        if isinstance(item, str):
-            # split into word-sized deltas that join back exactly
-            words = item.split(" ")
-            item = [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)] if item else []
+        # a str: word-sized deltas that join back exactly
+        pieces: Iterable[str | Event] = _pieces(item, 1 if len(item) <= LONG_ECHO else 4096) \
+            if isinstance(item, str) else item
         produced = 0
-        for piece in item:
+        for piece in pieces:
             if opts.max_tokens is not None and produced >= opts.max_tokens:
                 yield Usage(input_tokens=_count(request), output_tokens=produced)
                 yield Done("length")
@@ -89,5 +91,17 @@ class MockEngine(Engine[MockOptions]):
         yield Done("stop")
 
 
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """Deltas of at least `size` characters (1: word by word), each up to and including a space, made one
+    at a time: a long echo costs no list of millions of words."""
+    start = 0
+    while start < len(text):
+        end = text.find(" ", start + size - 1)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
 def _count(request: Request) -> int:
-    return sum(len(m.text.split()) for m in with_tools_as_text(request.messages))
+    """Input "tokens": whitespace-separated words, counted without splitting the text into a list."""
+    return sum(sum(1 for _ in _WORD.finditer(m.text)) for m in with_tools_as_text(request.messages))
