@@ -208,6 +208,13 @@ class Audio(MediaPart):
 
         return decode_audio(self.data, rate=rate, mono=mono, limits=limits, name=self.name or "audio")
 
+    def blocks(self, rate: int = 16000, block: int = 512_000, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[Any]:
+        """Mono float32 samples in blocks of `block` (the last shorter), decoded as they are read, so long
+        recordings are handled in flat memory; limits are enforced while decoding."""
+        from .media import iter_audio
+
+        return iter_audio(self.data, rate=rate, block=block, limits=limits, name=self.name or "audio")
+
     @property
     def duration(self) -> float:
         samples, rate = self.samples(rate=None)
@@ -250,6 +257,12 @@ class Video(MediaPart):
         from .media import decode_audio
 
         return decode_audio(self.data, rate=rate, limits=limits, name=self.name or "video")
+
+    def blocks(self, rate: int = 16000, block: int = 512_000, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[Any]:
+        """The sound track as `Audio.blocks` gives it."""
+        from .media import iter_audio
+
+        return iter_audio(self.data, rate=rate, block=block, limits=limits, name=self.name or "video")
 
 
 class Vector(Part):

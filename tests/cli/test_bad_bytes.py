@@ -102,6 +102,13 @@ def test_watch_numbers_must_be_finite(imagine_home, tmp_path):
     assert_one_line_error(run("watch", "--every", "0", video, home=imagine_home), "--every")
 
 
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_gc_grace_must_be_finite(imagine_home, value):
+    proc = run("logs", "gc", "--grace", value, home=imagine_home)  # nan compared false: every blob was "old"
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "--grace", "finite")
+
+
 def test_lab_numbers_must_be_finite(imagine_home):
     proc = run("lab", "sample", "x", "--temperature", "nan", home=imagine_home)
     assert proc.returncode == 2

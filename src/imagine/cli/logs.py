@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ._common import FiniteFloat
 from .app import ImagineGroup
 
 __all__ = ["logs"]
@@ -115,7 +116,7 @@ def logs_show(response_id: str, as_json: bool) -> None:
 
 
 @logs.command("gc")
-@click.option("--grace", default=3600.0, show_default=True, type=click.FloatRange(0),
+@click.option("--grace", default=3600.0, show_default=True, type=FiniteFloat(0),
               help="Seconds: younger files are kept (a writer may be about to log a row naming them).")
 @click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
 def logs_gc(grace: float, dry_run: bool) -> None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,14 +36,14 @@ from ._support.model_refs import parse_model_ref
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["SileroVadEngine", "SileroVadOptions", "bundled_model_path", "speech_probabilities", "speech_spans",
-           "tighten_edges"]
+__all__ = ["AudioScan", "SileroVadEngine", "SileroVadOptions", "VadStream", "bundled_model_path", "frame_energy_db",
+           "load_model", "scan_audio", "speech_probabilities", "speech_spans", "tighten_edges"]
 
 BUNDLED = "silero-vad-v6"
 RATE = 16000
 CHUNK = 512  # samples the model scores at once at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous chunk the model sees in front of each chunk
-BLOCK = 1024  # chunks per call (~33 s of audio)
+BLOCK = 1000  # chunks per model call and per decoded block (32 s: a whole number of 10 ms energy frames too)
 MAX_SPLIT_PAUSE = RATE * 98 // 1000  # a pause this long is a place to split an over-long segment
 
 
@@ -56,17 +57,24 @@ def bundled_model_path() -> Path:
 FRAME = RATE // 100  # 10 ms energy frames for edge tightening
 
 
-def tighten_edges(samples: "np.ndarray", spans: list[tuple[int, int]], pad: int,
-                  margin_db: float = 10.0, below_peak_db: float = 40.0) -> list[tuple[int, int]]:
-    """Move each span's edges in to the first and last 10 ms frame that is clearly louder than the
-    background, keeping `pad` samples around them. Silero's probability lags ~150 ms behind the end
-    of speech in noise; the signal energy does not. Spans only ever shrink."""
+def frame_energy_db(samples: "np.ndarray") -> "np.ndarray":
+    """Loudness in dB of each whole 10 ms frame (a last partial frame is left out)."""
     import numpy as np
 
-    if not spans or len(samples) < FRAME:
-        return spans
     frames = samples[: len(samples) // FRAME * FRAME].reshape(-1, FRAME).astype(np.float64)
-    energy = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)  # dB per frame
+    return 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12) if len(frames) else np.zeros(0)
+
+
+def tighten_edges(energy: "np.ndarray", spans: list[tuple[int, int]], pad: int,
+                  margin_db: float = 10.0, below_peak_db: float = 40.0) -> list[tuple[int, int]]:
+    """Move each span's edges in to the first and last 10 ms frame that is clearly louder than the
+    background (`energy`: `frame_energy_db` of the whole audio), keeping `pad` samples around them.
+    Silero's probability lags ~150 ms behind the end of speech in noise; the signal energy does not.
+    Spans only ever shrink."""
+    import numpy as np
+
+    if not spans or len(energy) == 0:
+        return spans
     floor = float(np.percentile(energy, 10))
     tightened = []
     for s, e in spans:
@@ -121,24 +129,76 @@ class _Model:
         return out, state
 
 
+class VadStream:
+    """Speech probabilities of audio fed block by block: the model's state and the 64 samples of context
+    carry from one block to the next, so the result does not depend on how the audio was cut."""
+
+    def __init__(self, model: Any) -> None:
+        import numpy as np
+
+        self.model, self.state = model, model.initial_state()
+        self.context = np.zeros(CONTEXT, np.float32)  # the first chunk is preceded by silence
+
+    def feed(self, samples: "np.ndarray") -> "np.ndarray":
+        """One probability per 512-sample chunk; only the last block may be a partial chunk (zero-padded)."""
+        import numpy as np
+
+        if not len(samples):
+            return np.zeros(0, np.float32)
+        chunks = np.pad(np.asarray(samples, np.float32), (0, -len(samples) % CHUNK)).reshape(-1, CHUNK)
+        before = np.concatenate([self.context[None, :], chunks[:-1, -CONTEXT:]])
+        probs, self.state = self.model(np.concatenate([before, chunks], axis=1), self.state)
+        self.context = chunks[-1, -CONTEXT:]
+        return probs
+
+
 def speech_probabilities(model: Any, samples: "np.ndarray", stop: threading.Event | None = None) -> "np.ndarray":
     """One speech probability per 512-sample chunk of 16 kHz audio (the last chunk zero-padded)."""
     import numpy as np
 
-    samples = np.asarray(samples, np.float32)
-    chunks = np.pad(samples, (0, -len(samples) % CHUNK)).reshape(-1, CHUNK)
-    state = model.initial_state()
-    context = np.zeros(CONTEXT, np.float32)  # the first chunk is preceded by silence
-    out: list[np.ndarray] = []
-    for first in range(0, len(chunks), BLOCK):
+    stream, out, step = VadStream(model), [], BLOCK * CHUNK
+    for first in range(0, len(samples), step):
         if stop is not None and stop.is_set():
             break
-        block = chunks[first:first + BLOCK]
-        before = np.concatenate([context[None, :], block[:-1, -CONTEXT:]])
-        probs, state = model(np.concatenate([before, block], axis=1), state)
-        out.append(probs)
-        context = block[-1, -CONTEXT:]
+        out.append(stream.feed(samples[first:first + step]))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class AudioScan:
+    """What one streaming pass over a recording learns, in memory that grows ~3000x slower than the audio:
+    its length, Silero's speech probability per 32 ms chunk (None without a model) and the loudness of
+    each 10 ms frame."""
+
+    total: int  # samples
+    probs: "np.ndarray | None"
+    energy: "np.ndarray"
+
+    @property
+    def seconds(self) -> float:
+        return self.total / RATE
+
+
+def scan_audio(blocks: Iterable["np.ndarray"], model: Any | None, stop: threading.Event | None = None,
+               progress: Callable[[float], None] | None = None) -> AudioScan:
+    """One pass over 16 kHz `blocks` (each BLOCK * CHUNK samples but the last, as `Audio.blocks` gives
+    them); `progress` hears the seconds read so far after each block."""
+    import numpy as np
+
+    stream = VadStream(model) if model is not None else None
+    probs, energy, total = [], [], 0
+    for block in blocks:
+        if stop is not None and stop.is_set():
+            break
+        if stream is not None:
+            probs.append(stream.feed(block))
+        energy.append(frame_energy_db(block))
+        total += len(block)
+        if progress is not None:
+            progress(total / RATE)
+    joined = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    return AudioScan(total, joined if stream is not None else None,
+                     np.concatenate(energy) if energy else np.zeros(0))
 
 
 def speech_spans(probs: "np.ndarray", total: int, *, threshold: float = 0.5, min_speech_ms: int = 250,
@@ -198,6 +258,27 @@ def speech_spans(probs: "np.ndarray", total: int, *, threshold: float = 0.5, min
     return padded
 
 
+def load_model(path: Path) -> _Model:
+    """The onnxruntime session for the Silero VAD file at `path`, created once per process (the shared
+    model cache; it is small: ~2 MB). Whisper's speech gate shares it."""
+    path = path.resolve()
+
+    def create() -> _Model:
+        import onnxruntime
+
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = 1  # a tiny sequential model: threads only add overhead
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            session = onnxruntime.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            raise InputError(f"{path} is not a loadable ONNX model: {exc}", hint="give a Silero VAD .onnx file") from None
+        return _Model(session, path)
+
+    return model_cache().get(("silero-vad", str(path)), create, size=file_bytes(path))
+
+
 class SileroVadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threshold: float = Field(default=0.5, ge=0, le=1, description="speech probability that starts speech")
@@ -239,26 +320,7 @@ class SileroVadEngine(Engine[SileroVadOptions]):
         self.load(model)
 
     def load(self, model: str) -> _Model:
-        """The onnxruntime session for `model`, created once per process (the shared model cache; it is
-        small: ~2 MB)."""
-        path = self._path(model).resolve()
-
-        def create() -> _Model:
-            import onnxruntime
-
-            opts = onnxruntime.SessionOptions()
-            opts.intra_op_num_threads = 1  # a tiny sequential model: threads only add overhead
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            try:
-                session = onnxruntime.InferenceSession(str(path), sess_options=opts,
-                                                       providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime raises its own types for bad files
-                raise InputError(f"{path} is not a loadable ONNX model: {exc}",
-                                 hint="give a Silero VAD .onnx file") from None
-            return _Model(session, path)
-
-        return model_cache().get((self.id, str(path)), create, size=file_bytes(path))
+        return load_model(self._path(model))
 
     @staticmethod
     def _input(request: Request) -> Audio | Video:
@@ -272,25 +334,26 @@ class SileroVadEngine(Engine[SileroVadOptions]):
         opts = request.options
         part = self._input(request)
         model = await asyncio.to_thread(self.load, request.model)
-        samples, _ = await asyncio.to_thread(part.samples, RATE, limits=request.limits)
+        blocks = part.blocks(RATE, BLOCK * CHUNK, limits=request.limits)  # decoded as the scan reads them
         stop = threading.Event()
-        worker = asyncio.get_running_loop().run_in_executor(None, speech_probabilities, model, samples, stop)
+        worker = asyncio.get_running_loop().run_in_executor(None, scan_audio, blocks, model, stop)
         try:
-            probs = await asyncio.shield(worker)
+            scan = await asyncio.shield(worker)
         finally:
             stop.set()  # a cancelled request stops the worker at the next block
             if not worker.done():
                 await asyncio.wait([worker])
-        spans = speech_spans(probs, len(samples), threshold=opts.threshold, min_speech_ms=opts.min_speech_ms,
+        probs = scan.probs if scan.probs is not None else np.zeros(0, np.float32)
+        spans = speech_spans(probs, scan.total, threshold=opts.threshold, min_speech_ms=opts.min_speech_ms,
                              min_silence_ms=opts.min_silence_ms, speech_pad_ms=opts.speech_pad_ms,
                              max_speech_s=opts.max_speech_s)
         if opts.tighten:
-            spans = tighten_edges(samples, spans, RATE * opts.speech_pad_ms // 1000)
+            spans = tighten_edges(scan.energy, spans, RATE * opts.speech_pad_ms // 1000)
         items = []
         for s, e in spans:  # e > s always, so each span covers at least one chunk
             mean = float(np.mean(probs[s // CHUNK:-(-e // CHUNK)]))
             items.append(Segment(round(s / RATE, 3), round(e / RATE, 3), "speech",
                                  meta={"probability": round(mean, 3)}))
         yield PartOut(Segments(items))
-        yield Usage(cost=0.0, extra={"audio_seconds": round(len(samples) / RATE, 3)})
+        yield Usage(cost=0.0, extra={"audio_seconds": round(scan.seconds, 3)})
         yield Done("stop")

@@ -12,6 +12,11 @@ from CPU to CPU. So by default Silero VAD (the ONNX model faster-whisper ships) 
 which it finds no speech is not decoded at all, and a segment that overlaps none of its speech is dropped.
 Whisper still hears the whole recording, so segments keep breaking at pauses and keep their own times.
 
+Long recordings are never held whole: a first pass streams the decoded audio through the VAD (32 s at a
+time), then Whisper hears windows of at most four minutes gathered around the speech, each cut at a
+pause, decoded again from the file as they are needed. Memory stays flat with duration, and a long
+stretch without speech costs only the VAD pass.
+
 Each model is loaded once per process. Decoding runs in a worker thread that hands each segment to the
 event loop as soon as it is transcribed, so text streams; leaving the stream stops the worker.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -31,10 +37,12 @@ from ..errors import ImagineError, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Progress, TextDelta, Usage
 from ..parts import Audio, Data, Modality, Segment, Segments, Video
 from ._support.assets import find_asset
+from ._support.audio_windows import fixed_windows, read_windows, speech_windows
 from ._support.cache import file_bytes, model_cache
 from ._support.inputs import last_user, user_parts
 from ._support.model_refs import ModelRef, parse_model_ref
 from ._support.threads import Finished, stream_from_thread
+from .silero_vad import BLOCK, CHUNK, FRAME, bundled_model_path, load_model, scan_audio, speech_spans
 
 __all__ = ["WhisperEngine", "WhisperOptions", "bundled_tiny_en_path"]
 
@@ -51,14 +59,19 @@ def bundled_tiny_en_path() -> Path | None:
 
 
 MIN_OVERLAP = 0.1  # seconds of VAD speech a segment must overlap to be kept
+WINDOW_S = 240.0  # the most audio Whisper hears at once: its memory grows with this, not the recording
+GAP_S = 20.0  # a longer pause between speech ends a window (the silence in it is not decoded); Whisper
+# encodes at least 30 s per call whatever it is given, so joining across shorter pauses costs nothing
+EDGE_S = 2.0  # audio kept around a window's speech so Whisper hears the onset and the tail
+CUT_SEARCH_S = 10.0  # without the VAD gate, a window ends at the quietest moment of its last 10 s
+SPEECH_PAD_MS = 400  # around each VAD span, as faster-whisper pads its own
 
 
-def _speech_spans(samples: Any, min_silence_ms: int) -> list[tuple[float, float]]:
-    """(start, end) seconds of speech by Silero VAD, through faster-whisper's own copy of the model."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+@dataclass(frozen=True)
+class _Scanned:
+    """Emitted by the worker once the first pass knows how long the recording is."""
 
-    found = get_speech_timestamps(samples, VadOptions(min_silence_duration_ms=min_silence_ms))
-    return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in found]
+    seconds: float
 
 
 def _overlap(start: float, end: float, spans: list[tuple[float, float]]) -> float:
@@ -205,12 +218,23 @@ class WhisperEngine(Engine[WhisperOptions]):
                              hint="give an ISO 639-1 code such as en, de, fr, or leave it unset to detect it")
         return requested
 
+    @staticmethod
+    def _windows(scan: Any, spans: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        """Where Whisper listens: a recording that fits one window whole (as it was given), a longer one in
+        windows around the speech, or (without the gate) in fixed windows cut at quiet moments."""
+        if scan.total <= WINDOW_S * SAMPLE_RATE:
+            return [(0, scan.total)]
+        if spans is None:
+            return fixed_windows(scan.energy, scan.total, rate=SAMPLE_RATE, frame=FRAME, longest_s=WINDOW_S,
+                                 search_s=CUT_SEARCH_S)
+        return speech_windows(spans, scan.total, rate=SAMPLE_RATE, longest_s=WINDOW_S, gap_s=GAP_S, edge_s=EDGE_S)
+
     async def stream(self, request: Request[WhisperOptions]) -> AsyncIterator[Event]:
         opts = request.options
         part, text = self._inputs(request)
         whisper = await asyncio.to_thread(self.load, request.model)
         language = self._language(whisper, opts.language, request.model)
-        samples, _ = await asyncio.to_thread(part.samples, SAMPLE_RATE, limits=request.limits)
+        vad = await asyncio.to_thread(load_model, bundled_model_path()) if opts.vad_gate else None
         kwargs: dict[str, Any] = dict(
             language=language, beam_size=opts.beam_size, temperature=opts.temperature,
             word_timestamps=opts.word_timestamps, initial_prompt=opts.initial_prompt or text or None,
@@ -218,32 +242,54 @@ class WhisperEngine(Engine[WhisperOptions]):
         if opts.vad_filter:
             kwargs["vad_parameters"] = {"min_silence_duration_ms": opts.vad_min_silence_ms}
 
+        def blocks() -> Any:
+            return part.blocks(SAMPLE_RATE, BLOCK * CHUNK, limits=request.limits)
+
         def produce(emit: Callable[[Any], None], stop: threading.Event) -> Any:
-            """Runs in a worker thread: find the speech, decode segment by segment, checking for a stop
-            between them. Returns (faster-whisper's info or None when nothing was decoded, speech seconds)."""
-            spans = _speech_spans(samples, opts.vad_min_silence_ms) if opts.vad_gate else None
+            """Runs in a worker thread: scan the recording (its length, and where the speech is), then decode
+            window by window, segment by segment, checking for a stop between them. Returns (faster-whisper's
+            info for the first window or None when nothing was decoded, speech seconds)."""
+            scan = scan_audio(blocks(), vad, stop, progress=lambda done: emit(Progress(round(done, 3), None, "scan")))
+            emit(_Scanned(scan.seconds))
+            spans = speech_spans(scan.probs, scan.total, min_speech_ms=0, min_silence_ms=opts.vad_min_silence_ms,
+                                 speech_pad_ms=SPEECH_PAD_MS) if scan.probs is not None else None
             if spans == []:
                 return None, 0.0  # no speech: nothing for Whisper to invent words over
-            segments, info = whisper.transcribe(samples, **kwargs)
-            speech = sum(e - s for s, e in spans) if spans is not None else float(info.duration_after_vad)
-            try:
-                for segment in segments:
-                    if not any(ch.isalnum() for ch in segment.text):
-                        continue  # ". . ." decoded from silence or noise: not a transcript
-                    if spans is not None and _overlap(segment.start, segment.end, spans) < MIN_OVERLAP:
-                        continue  # words where the VAD hears no speech: invented
-                    emit((segment, _tighten(segment.start, segment.end, spans) if spans else None))
-                    if stop.is_set():
-                        break
-            finally:
-                segments.close()
-            return info, speech
+            seconds = [(s / SAMPLE_RATE, e / SAMPLE_RATE) for s, e in spans] if spans is not None else None
+            first_info, after_vad = None, 0.0
+            for start, samples in read_windows(blocks(), self._windows(scan, spans)):
+                if stop.is_set():
+                    break
+                segments, info = whisper.transcribe(samples, **kwargs)
+                if first_info is None:
+                    first_info, kwargs["language"] = info, kwargs["language"] or info.language  # one language
+                after_vad += float(info.duration_after_vad)
+                offset = start / SAMPLE_RATE
+                try:
+                    for segment in segments:
+                        if not any(ch.isalnum() for ch in segment.text):
+                            continue  # ". . ." decoded from silence or noise: not a transcript
+                        begin, end = segment.start + offset, segment.end + offset
+                        if seconds is not None and _overlap(begin, end, seconds) < MIN_OVERLAP:
+                            continue  # words where the VAD hears no speech: invented
+                        emit((segment, offset, _tighten(begin, end, seconds) if seconds else None))
+                        if stop.is_set():
+                            break
+                finally:
+                    segments.close()
+            return first_info, sum(e - s for s, e in seconds) if seconds is not None else after_vad
 
-        duration = len(samples) / SAMPLE_RATE
+        duration = 0.0
         items: list[Segment] = []
         tokens, emitted = 0, False
         try:
             async for item in stream_from_thread(produce):
+                if isinstance(item, Progress):
+                    yield item
+                    continue
+                if isinstance(item, _Scanned):
+                    duration = item.seconds
+                    continue
                 if isinstance(item, Finished):
                     info, speech = item.value
                     yield PartOut(Segments(items))
@@ -255,10 +301,10 @@ class WhisperEngine(Engine[WhisperOptions]):
                                 extra={"audio_seconds": round(duration, 3)})
                     yield Done("stop")
                     continue
-                item, bounds = item
-                items.append(self._segment(item, opts.word_timestamps, duration, bounds))
-                tokens += len(item.tokens)  # all tokens generated, timestamp tokens included
-                piece = item.text if emitted else item.text.lstrip()  # segments carry a leading space
+                segment, offset, bounds = item
+                items.append(self._segment(segment, opts.word_timestamps, duration, bounds, offset))
+                tokens += len(segment.tokens)  # all tokens generated, timestamp tokens included
+                piece = segment.text if emitted else segment.text.lstrip()  # segments carry a leading space
                 if piece:
                     emitted = True
                     yield TextDelta(piece)
@@ -269,11 +315,13 @@ class WhisperEngine(Engine[WhisperOptions]):
             raise UpstreamError(f"faster-whisper failed: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
-    def _segment(segment: Any, words: bool, duration: float, bounds: tuple[float, float] | None = None) -> Segment:
-        """faster-whisper's segment as an imagine Segment: plain floats (it logs as JSON), and times
-        clamped to the audio (Whisper's 20 ms timestamp grid can overshoot the last sample) and to the
-        speech the VAD found in it (`bounds`), words included."""
-        start, end = bounds or (segment.start, segment.end)
+    def _segment(segment: Any, words: bool, duration: float, bounds: tuple[float, float] | None = None,
+                 offset: float = 0.0) -> Segment:
+        """faster-whisper's segment as an imagine Segment: plain floats (it logs as JSON), times moved by
+        the `offset` of its window in the recording and clamped to the audio (Whisper's 20 ms timestamp
+        grid can overshoot the last sample) and to the speech the VAD found in it (`bounds`, already in
+        recording time), words included."""
+        start, end = bounds or (segment.start + offset, segment.end + offset)
         low, high = max(0.0, float(start)), min(duration, float(end))
 
         def at(seconds: Any) -> float:
@@ -282,6 +330,6 @@ class WhisperEngine(Engine[WhisperOptions]):
         meta: dict[str, Any] = {"avg_logprob": round(float(segment.avg_logprob), 4),
                                 "no_speech_prob": round(float(segment.no_speech_prob), 4)}
         if words:
-            meta["words"] = [{"start": at(w.start), "end": at(w.end), "word": w.word.strip(),
+            meta["words"] = [{"start": at(w.start + offset), "end": at(w.end + offset), "word": w.word.strip(),
                               "probability": round(float(w.probability), 4)} for w in segment.words or ()]
         return Segment(at(start), at(end), segment.text.strip(), meta)

@@ -4,9 +4,10 @@ these; engines read decoded samples and frames through the parts, never from her
 
 from __future__ import annotations
 
-from .decode import VideoInfo, check_wav_complete, decode_audio, encode_wav, iter_frames, video_info
+from .decode import (VideoInfo, check_wav_complete, decode_audio, encode_wav, iter_audio, iter_frames,
+                     video_info)
 from .limits import DEFAULT_LIMITS, Limits
 from .sniff import sniff_mime
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "VideoInfo", "check_wav_complete", "decode_audio", "encode_wav", "iter_frames",
-           "sniff_mime", "video_info"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "VideoInfo", "check_wav_complete", "decode_audio", "encode_wav", "iter_audio",
+           "iter_frames", "sniff_mime", "video_info"]

@@ -19,7 +19,7 @@ from .limits import DEFAULT_LIMITS, Limits
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["VideoInfo", "check_wav_complete", "decode_audio", "encode_wav", "iter_frames", "video_info"]
+__all__ = ["VideoInfo", "check_wav_complete", "decode_audio", "encode_wav", "iter_audio", "iter_frames", "video_info"]
 
 
 def _av() -> Any:
@@ -71,12 +71,10 @@ def check_wav_complete(data: bytes, name: str = "audio") -> None:
         pos = body + size + (size & 1)  # chunks are padded to an even size
 
 
-def decode_audio(data: bytes, *, rate: int | None = 16000, mono: bool = True, limits: Limits = DEFAULT_LIMITS,
-                 name: str = "audio") -> tuple["np.ndarray", int]:
-    """Decode to float32 samples in [-1, 1] (shape (n,) if mono else (channels, n)) at `rate` Hz
-    (None keeps the file's rate). Works on audio files and on the audio track of video files."""
-    import numpy as np
-
+def _resampled(data: bytes, rate: int | None, mono: bool, limits: Limits, name: str) -> Iterator[Any]:
+    """The audio track as (rate, resampled float32 arrays of shape (channels, n)), decoded one container
+    frame at a time, stopped as soon as it runs past `limits.max_audio_seconds`. The first item is the
+    output rate."""
     check_wav_complete(data, name)
     av = _av()
     container = _open(data, name)
@@ -86,9 +84,9 @@ def decode_audio(data: bytes, *, rate: int | None = 16000, mono: bool = True, li
             raise InputError(f"{name} has no audio track")
         stream = streams[0]
         out_rate = rate or stream.rate or stream.codec_context.sample_rate
+        yield out_rate
         resampler = av.AudioResampler(format="fltp", layout="mono" if mono else stream.layout.name, rate=out_rate)
         max_samples = int(limits.max_audio_seconds * out_rate)
-        chunks: list[np.ndarray] = []
         total = 0
         try:
             for frame in container.decode(stream):
@@ -98,18 +96,54 @@ def decode_audio(data: bytes, *, rate: int | None = 16000, mono: bool = True, li
                     if total > max_samples:
                         raise LimitExceeded(f"{name} is longer than the limit of {limits.max_audio_seconds:,.0f} s",
                                             hint="raise it with IMAGINE_MAX_AUDIO_SECONDS")
-                    chunks.append(array)
+                    yield array
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
+                yield out.to_ndarray()
         except av.FFmpegError as exc:
             raise InputError(f"{name} could not be decoded: {exc}", hint="check the file is complete and valid") from None
     finally:
         container.close()
+
+
+def decode_audio(data: bytes, *, rate: int | None = 16000, mono: bool = True, limits: Limits = DEFAULT_LIMITS,
+                 name: str = "audio") -> tuple["np.ndarray", int]:
+    """Decode to float32 samples in [-1, 1] (shape (n,) if mono else (channels, n)) at `rate` Hz
+    (None keeps the file's rate). Works on audio files and on the audio track of video files.
+
+    This holds the whole recording; `iter_audio` reads long audio in blocks of bounded size."""
+    import numpy as np
+
+    arrays = _resampled(data, rate, mono, limits, name)
+    out_rate = next(arrays)
+    chunks = list(arrays)
     if not chunks:
         samples = np.zeros((1, 0), dtype=np.float32)
     else:
         samples = np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)
     return (samples[0] if mono else samples), out_rate
+
+
+def iter_audio(data: bytes, *, rate: int = 16000, block: int, limits: Limits = DEFAULT_LIMITS,
+               name: str = "audio") -> Iterator["np.ndarray"]:
+    """Mono float32 samples at `rate` Hz in blocks of exactly `block` samples (the last one shorter, never
+    empty), decoded as they are needed: memory stays flat however long the recording is."""
+    import numpy as np
+
+    arrays = _resampled(data, rate, True, limits, name)
+    next(arrays)
+    buffer = np.empty(block, np.float32)
+    filled = 0
+    for array in arrays:
+        samples = array[0]
+        while len(samples):
+            take = min(block - filled, len(samples))
+            buffer[filled:filled + take] = samples[:take]
+            filled, samples = filled + take, samples[take:]
+            if filled == block:
+                yield buffer.copy()
+                filled = 0
+    if filled:
+        yield buffer[:filled].copy()
 
 
 def encode_wav(samples: "np.ndarray", rate: int) -> bytes:
