@@ -97,6 +97,21 @@ def test_load_part_on_any_file(tmp_path_factory, data, name):
         assert isinstance(part, Part)
 
 
+@FUZZ
+@given(any_bytes, st.integers(1, 4096))
+def test_audio_blocks_on_any_bytes(data, block):
+    """The streaming decoder that long recordings go through: blocks of exactly `block` samples (the last
+    one shorter, never empty) or one clear error."""
+    from imagine.parts import Audio
+
+    try:
+        sizes = [len(b) for b in Audio(data or b"\x00", mime="audio/wav").blocks(16000, block)]
+    except ImagineError as exc:
+        one_line(exc)
+    else:
+        assert all(size == block for size in sizes[:-1]) and all(0 < size <= block for size in sizes)
+
+
 def test_the_examples_setting_is_read():
     assert FUZZ.max_examples == int(os.environ.get("IMAGINE_FUZZ_EXAMPLES", "200")) and FUZZ.deadline is None
 
