@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                              "text similarity JSON."),
     "engines": ("engines:engines", "Engines and endpoints (`imagine engines add NAME ...` writes an "
                                    "[endpoints.NAME] table)."),
+    "keys": ("serve:keys", "API keys for `imagine serve`: stored hashed in the imagine home, each shown once."),
     "lab": ("lab:lab", "Train and sample imagine's own small models (needs the torch extra)."),
     "logs": ("logs:logs", "Show logged responses, newest first (`imagine logs show ID` for one)."),
     "models": ("models:models", "List engines: local or cloud, what they take and give, and whether they can "
@@ -45,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                            "and why."),
     "see": ("image:see", "Ask a vision-language model about one or more IMAGEs: the last argument is the "
                          "question (with a single argument, the model describes the image)."),
+    "serve": ("serve:serve", "Serve imagine's engines over the OpenAI API (chat completions, models) at "
+                             "http://HOST:PORT/v1."),
     "speak": ("media:speak", "Speak TEXT (or stdin) to a WAV file (default voice: Piper's; -m espeak for 100+ "
                              "languages)."),
     "transcribe": ("media:transcribe", "Transcribe speech in an audio or video FILE."),
