@@ -83,6 +83,7 @@ class Settings(BaseModel):
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
     policy: str = Field(default="direct", description="routing preference when no -m is given")
     max_cost_per_day: float | None = Field(default=None, ge=0, description="US dollars, across all engines")
+    allow_private_urls: bool = Field(default=False, description="let media URLs reach private/local addresses")
 
     @field_validator("engines")
     @classmethod
@@ -130,6 +131,7 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "IMAGINE_MAX_AUDIO_SECONDS": ("limits", "max_audio_seconds"),
     "IMAGINE_MAX_VIDEO_FRAMES": ("limits", "max_video_frames"),
     "IMAGINE_MAX_PROMPT_BYTES": ("limits", "max_prompt_bytes"),
+    "IMAGINE_ALLOW_PRIVATE_URLS": ("allow_private_urls",),
 }
 
 

@@ -492,11 +492,19 @@ _FAMILIES: dict[str, type[MediaPart]] = {"image": Image, "audio": Audio, "video"
 
 
 def load_part(source: str | bytes | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Part:
-    """Build the right part for a file or bytes by sniffing its content.
+    """Build the right part for a file, an http(s) URL (fetched through media/fetch.py) or bytes by
+    sniffing its content.
 
     UTF-8 text that is no known media format becomes a Text part, so `-a notes.md` works too.
     """
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, str) and source[:8].lower().startswith(("http://", "https://")):
+        from .media.fetch import fetch_url  # the one SSRF-safe fetcher, imported only when a URL comes
+
+        fetched = fetch_url(source, limits=limits)
+        data, name = fetched.data, fetched.final_url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        if not data:
+            raise InputError(f"{source} is empty (0 bytes)")
+    elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         data, name = _read_file(path, limits), path.name
     else:
