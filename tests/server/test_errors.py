@@ -6,13 +6,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from ..helpers.server import served
+
 openai = pytest.importorskip("openai")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from .conftest import served
-
     with served(tmp_path_factory.mktemp("serve-errors"), max_body_bytes=1 << 20) as running:
         yield running
 

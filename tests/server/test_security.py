@@ -12,6 +12,8 @@ import pytest
 from ..helpers.cli import assert_one_line_error, run
 from ..helpers.fake_http import FakeServer, sse_reply
 
+from ..helpers.server import served
+
 openai = pytest.importorskip("openai")
 
 USER = [{"role": "user", "content": "weather in Paris?"}]
@@ -28,8 +30,6 @@ def _chunk(delta: dict, finish: str | None = None) -> dict:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from imagine.server.keys import KeyStore
-
-    from .conftest import served
 
     home = tmp_path_factory.mktemp("serve-keys")
     store = KeyStore(home)
