@@ -66,10 +66,6 @@ def _say_notice(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 class ImagineGroup(click.Group):
     """Turns ImagineError (and Ctrl-C) into one clear line and an exit code."""
 
@@ -90,9 +86,12 @@ class ImagineGroup(click.Group):
         hook = failed.append
         engine.LOG_FAILURE_HOOKS.append(hook)
         store.NOTICE_HOOKS.append(_say_notice)
-        previous = None
-        try:  # SIGTERM takes Ctrl-C's way out: the interrupted response is still logged
-            previous = signal.signal(signal.SIGTERM, _terminate)
+        from .._bridge import interrupt_handler
+
+        previous: dict[int, Any] = {}
+        try:  # SIGTERM takes Ctrl-C's way out, and a repeat during the clean-up waits: the response is logged
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, interrupt_handler)
         except ValueError:  # not the main thread
             pass
         try:
@@ -100,8 +99,8 @@ class ImagineGroup(click.Group):
         finally:
             engine.LOG_FAILURE_HOOKS.remove(hook)
             store.NOTICE_HOOKS.remove(_say_notice)
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             for response in failed:
                 if not response._log_error_read and not sys.stderr.closed:
                     click.echo(f"warning: not logged: {response.log_error}", err=True)
@@ -114,6 +113,9 @@ class ImagineGroup(click.Group):
                 raise
             _fail(str(exc), getattr(exc, "exit_code", 1))
         except KeyboardInterrupt:
+            from .._bridge import close_open_streams
+
+            close_open_streams()  # log the partial answer now, not at interpreter shutdown
             click.echo("\ninterrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:  # `imagine ... | head`: the reader left; not an error
