@@ -19,7 +19,7 @@ LOG_HEADER = "x-imagine-log-id"  # the id(s) of the request's log entries (`imag
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
 async def chat_completions(body: ChatRequest, request: Request, who: Caller = Depends(caller)) -> Any:
-    plan = plan_chat(body, who, request.app.state.settings)
+    plan = await plan_chat(body, who, request.app.state.settings)
     headers = {LOG_HEADER: plan.log_ids}
     if body.stream:
         stream, first = await first_event(plan)

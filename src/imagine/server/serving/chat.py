@@ -112,7 +112,7 @@ def _local_only(model: str) -> ApiError:
                     type="permission_error", param="model", code="local_only")
 
 
-def plan_chat(request: ChatRequest, caller: Caller, settings: ServerSettings) -> ChatPlan:
+async def plan_chat(request: ChatRequest, caller: Caller, settings: ServerSettings) -> ChatPlan:
     """Validate the request and start nothing: the n Responses are lazy (planning errors raise here)."""
     if request.n > settings.max_n:
         raise ApiError(400, f"n is {request.n}; this server allows at most {settings.max_n}", param="n",
@@ -121,7 +121,8 @@ def plan_chat(request: ChatRequest, caller: Caller, settings: ServerSettings) ->
         raise ApiError(400, f"{len(request.messages)} messages; this server takes at most {settings.max_messages}",
                        param="messages", code="invalid_value")
     client = caller.client
-    messages = to_messages(request.messages, client.settings.part_limits())
+    messages = await to_messages(request.messages, client.settings.part_limits(),
+                                 allow_private=client.settings.allow_private_urls)
     tools = request.tools if request.tools and request.tool_choice != "none" else ()
     options = _options(request, caller, settings)
     policy = caller.policy(request.policy, request.max_cost)
