@@ -11,6 +11,7 @@ computed is lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -71,6 +72,16 @@ def check_finite(options: dict[str, Any] | None, path: str = "") -> None:
             check_finite({str(i): v for i, v in enumerate(value)}, f"{name}.")
 
 
+
+@functools.lru_cache(maxsize=None)
+def _package_version(name: str) -> str:
+    """'name X.Y.Z', read once per process: the log asks on every response, and reading package metadata
+    parses files (it was the largest single cost of a logged request in bench/server_overhead.py)."""
+    try:
+        return f"{name} {importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        return name
+
 class Engine(Generic[OptionsT]):
     """Base class of every backend. Subclasses name their options model as the type parameter and as
     `Options` (`class FooEngine(Engine[FooOptions])`, `Options = FooOptions`), set the class attributes
@@ -126,11 +137,7 @@ class Engine(Generic[OptionsT]):
 
     @classmethod
     def version(cls) -> str:
-        name = cls.package or "imagine"
-        try:
-            return f"{name} {importlib.metadata.version(name)}"
-        except importlib.metadata.PackageNotFoundError:
-            return name
+        return _package_version(cls.package or "imagine")
 
     # -- endpoints (API engines: one engine per configured endpoint) ----------------------------
     @classmethod

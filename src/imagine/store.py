@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import atexit
 import os
+import queue
 import re
 import sqlite3
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,6 +187,10 @@ class Store:
         self._reader: sqlite3.Connection | None = None
         self._checked = False
         self.notice: str | None = None  # the one line said when a corrupt log was moved aside
+        self._pending: "queue.SimpleQueue[tuple[str, tuple[Any, ...]] | None] | None" = None
+        self._writer: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._queued = 0
 
     # -- connection and migrations --------------------------------------------------------------
     @property
@@ -309,6 +316,7 @@ class Store:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Run a read; corruption found here moves the log aside (and the read sees the new, empty log)."""
+        self.flush()  # a read sees every row written before it
         for attempt in (0, 1):
             conn = self._read_conn()
             if conn is None:
@@ -361,6 +369,7 @@ class Store:
             self._reader = None
 
     def close(self) -> None:
+        self.stop_background()
         self._close_reader()
         if self._conn is not None:
             self._conn.close()
@@ -377,7 +386,100 @@ class Store:
                               (part.sha256, part.mime, len(data), _now()))
         return record
 
+    # -- background writing (the server) -------------------------------------------------------
+    def write_in_background(self) -> None:
+        """From now on writes go to one writer thread that commits them in batches, so a server's event
+        loop never waits on SQLite and many rows share one transaction. Nothing is lost: every read (and
+        `close`, and the end of the process) first waits until what was queued is written."""
+        if self._writer is not None:
+            return
+        self._pending = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="imagine-log-writer", daemon=True)
+        self._writer.start()
+        atexit.register(self.stop_background)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every queued write is in the log (no-op when writing in the foreground)."""
+        if self._writer is None or threading.current_thread() is self._writer:
+            return
+        with self._idle:
+            self._idle.wait_for(lambda: self._queued == 0, timeout=timeout)
+
+    def stop_background(self) -> None:
+        """Write what is queued and stop the writer thread; later writes happen in the caller again."""
+        writer, pending = self._writer, self._pending
+        if writer is None or pending is None:
+            return
+        pending.put(None)
+        writer.join(timeout=60)
+        self._writer = self._pending = None
+        atexit.unregister(self.stop_background)
+
+    def _write_loop(self) -> None:
+        assert self._pending is not None
+        while True:
+            batch = [self._pending.get()]
+            while batch[-1] is not None and len(batch) < 512:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            statements = [item for item in batch if item is not None]
+            try:
+                self._write_batch(statements)
+            finally:
+                with self._idle:
+                    self._queued -= len(statements)
+                    self._idle.notify_all()
+            if batch[-1] is None:
+                late = []  # queued while stopping: written too
+                while True:
+                    try:
+                        item = self._pending.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        late.append(item)
+                self._write_batch(late)
+                with self._idle:
+                    self._queued -= len(late)
+                    self._idle.notify_all()
+                return
+
+    def _write_batch(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """One transaction for the batch; if it fails, each statement alone through the usual path (which
+        moves a corrupt log aside), so one bad row costs only itself, and says so."""
+        if not statements:
+            return
+        try:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return
+        except (sqlite3.Error, StoreError):
+            pass
+        for sql, params in statements:
+            try:
+                self._execute_now(sql, params)
+            except StoreError as exc:  # nobody to raise to on this thread: say it, keep writing the rest
+                _log.warning("warning: a log row was not written: %s", exc)
+
     def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._pending is not None and threading.current_thread() is not self._writer:
+            with self._idle:
+                self._queued += 1
+            self._pending.put((sql, params))
+            return
+        self._execute_now(sql, params)
+
+    def _execute_now(self, sql: str, params: tuple[Any, ...]) -> None:
         for attempt in (0, 1):
             conn = self.conn
             try:

@@ -17,13 +17,11 @@ from . import errors
 from .deps import Guard
 from .keys import KeyStore
 from .routes import chat, health, models
-from .routes import responses as responses_route
 from .settings import ENV_VAR, ServerSettings, is_loopback
 
 __all__ = ["ROUTERS", "app_from_env", "create_app", "check_bind", "run"]
 
 ROUTERS = [health.router, models.router, chat.router]
-ROUTERS += [responses_route.router]  # the Responses API
 
 
 def check_bind(settings: ServerSettings, keys: KeyStore) -> None:
@@ -46,6 +44,7 @@ def create_app(client: Client | None = None, *, settings: ServerSettings | None 
     app = FastAPI(title="imagine", version=str(__version__),
                   description="OpenAI-compatible API over imagine's engines, local and cloud.")
     app.state.client, app.state.settings, app.state.keys = client, settings, keys
+    client.store.write_in_background()  # the log row of each request is written off the event loop
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -74,4 +73,31 @@ def run(settings: ServerSettings, workers: int = 1, log_level: str = "info") -> 
         os.environ[ENV_VAR] = settings.to_env()
         uvicorn.run("imagine.server.app:app_from_env", factory=True, workers=workers, **common)
     else:
-        uvicorn.run(create_app(settings=settings), **common)
+        serve_on_imagine_loop(uvicorn.Config(create_app(settings=settings), **common))
+
+
+def serve_on_imagine_loop(config: Any) -> None:
+    """Run one uvicorn server on imagine's own loop (`_bridge`), where the engines and their connection
+    pools live: every event of every request then stays on one loop, instead of crossing threads once per
+    event (a wake-up of the other loop each time, the largest cost left in bench/server_overhead.py).
+    Engines keep blocking work in threads, so the loop stays free to answer. SIGINT and SIGTERM ask
+    uvicorn to stop gracefully; this thread waits for it (and the log writer flushes at exit)."""
+    import asyncio
+    import signal
+    import threading
+
+    import uvicorn
+
+    from .._bridge import bridge_loop
+
+    server = uvicorn.Server(config)
+    future = asyncio.run_coroutine_threadsafe(server.serve(), bridge_loop())
+
+    def stop(signum: int, frame: Any) -> None:
+        server.force_exit = server.should_exit  # a second signal: stop now, like uvicorn does
+        server.should_exit = True
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+    future.result()

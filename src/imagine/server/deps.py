@@ -140,8 +140,10 @@ def _presented(request: Request) -> str | None:
     return request.headers.get("x-api-key") or request.headers.get("api-key")
 
 
-def caller(request: Request) -> Caller:
-    """FastAPI dependency: check the key (when any exist) and build the request's Client."""
+async def caller(request: Request) -> Caller:
+    """FastAPI dependency: check the key (when any exist) and build the request's Client. Async on
+    purpose: a sync dependency runs in a worker thread, two thread hops on every request for work that
+    takes microseconds (a stat of the key file, a hash, a small object)."""
     state = request.app.state
     keys: KeyStore = state.keys
     key = None
