@@ -17,11 +17,13 @@ from . import errors
 from .deps import Guard
 from .keys import KeyStore
 from .routes import chat, health, models
+from .routes import responses as responses_route
 from .settings import ENV_VAR, ServerSettings, is_loopback
 
 __all__ = ["ROUTERS", "app_from_env", "create_app", "check_bind", "run"]
 
 ROUTERS = [health.router, models.router, chat.router]
+ROUTERS += [responses_route.router]  # the Responses API
 
 
 def check_bind(settings: ServerSettings, keys: KeyStore) -> None:
