@@ -28,7 +28,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -120,6 +120,8 @@ class WhisperOptions(BaseModel):
                                     "vad_filter)")
     initial_prompt: str | None = Field(default=None, description="vocabulary or style hint for the decoder; "
                                        "a text part in the message is used when this is unset")
+    task: Literal["transcribe", "translate"] = Field(default="transcribe", description="translate: English "
+                                                     "text from speech in any language (multilingual models)")
 
 
 class WhisperEngine(Engine[WhisperOptions]):
@@ -234,9 +236,12 @@ class WhisperEngine(Engine[WhisperOptions]):
         part, text = self._inputs(request)
         whisper = await asyncio.to_thread(self.load, request.model)
         language = self._language(whisper, opts.language, request.model)
+        if opts.task == "translate" and not whisper.model.is_multilingual:
+            raise InputError(f"whisper model {request.model} is English-only; it cannot translate",
+                             hint="use a multilingual model such as whisper:base or whisper:small")
         vad = await asyncio.to_thread(load_model, bundled_model_path()) if opts.vad_gate else None
         kwargs: dict[str, Any] = dict(
-            language=language, beam_size=opts.beam_size, temperature=opts.temperature,
+            language=language, task=opts.task, beam_size=opts.beam_size, temperature=opts.temperature,
             word_timestamps=opts.word_timestamps, initial_prompt=opts.initial_prompt or text or None,
             vad_filter=opts.vad_filter)
         if opts.vad_filter:

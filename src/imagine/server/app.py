@@ -17,12 +17,14 @@ from . import errors
 from .deps import Guard
 from .keys import KeyStore
 from .routes import chat, health, models
+from .routes import audio, embeddings, images
 from .routes import responses as responses_route
 from .settings import ENV_VAR, ServerSettings, is_loopback
 
 __all__ = ["ROUTERS", "app_from_env", "create_app", "check_bind", "run"]
 
 ROUTERS = [health.router, models.router, chat.router]
+ROUTERS += [embeddings.router, audio.router, images.router]  # media endpoints
 ROUTERS += [responses_route.router]  # the Responses API
 
 

@@ -21,61 +21,22 @@ from imagine.events import Progress  # noqa: E402
 from imagine.parts import Image, Message, Modality  # noqa: E402
 
 from ...helpers.cli import assert_one_line_error, run  # noqa: E402
-
-SIZE = 16  # the pipeline's default: UNet sample_size 8 x VAE factor 2
-
-
-def _bytes_to_unicode() -> list[str]:
-    """CLIP's byte-level alphabet (GPT-2's table): every byte as a printable character."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in keep]
-    codes = {**{b: b for b in keep}, **{b: 256 + i for i, b in enumerate(extra)}}
-    return [chr(codes[b]) for b in range(256)]
-
-
-def _tokenizer(folder: Path) -> Any:
-    """A CLIP tokenizer from a vocabulary written here: bytes and end-of-word bytes, no merges."""
-    from transformers import CLIPTokenizer
-
-    chars = _bytes_to_unicode()
-    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars])}
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    folder.mkdir()
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+from ...helpers.diffusion import SIZE, tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """{"pipe", "controlnet", "lora", "pickle"} folders of tiny random-weight models."""
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import ControlNetModel, StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("diffusers")
-    torch.manual_seed(0)
-    tokenizer = _tokenizer(root / "tok")
-    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                norm_num_groups=4, attention_head_dim=2)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=4, sample_size=SIZE)
-    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=16, bos_token_id=end - 1, eos_token_id=end, pad_token_id=end))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = tiny_pipeline(root)
+    unet = pipe.unet
     pipe.save_pretrained(root / "pipe")
     pipe.save_pretrained(root / "pickle", safe_serialization=False)
 

@@ -1,0 +1,146 @@
+"""Images end to end: a real uvicorn server driven by the official openai SDK over a tiny random-weight
+diffusers pipeline the test builds: generations and edits as base64 and as URLs fetched from the blob
+route, an OpenAI model name aliased to the pipeline, and the errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="needs the hf extra: pip install -e '.[hf]'")
+openai = pytest.importorskip("openai")
+
+from ..helpers.diffusion import SIZE, tiny_pipeline  # noqa: E402
+from ..helpers.server import Served, served  # noqa: E402
+from ..helpers.speech import synth_wav  # noqa: E402
+
+STEPS = {"steps": 2}
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    root = tmp_path_factory.mktemp("tiny-sd")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tiny_pipeline(root).save_pretrained(root / "pipe")
+    torch.set_num_threads(threads)
+    return root / "pipe"
+
+
+@pytest.fixture(scope="module")
+def server(pipe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    config = {"aliases": {"dall-e-2": f"diffusers:{pipe}"}}
+    with served(tmp_path_factory.mktemp("serve-images"), config=config) as running:
+        yield running
+
+
+def png(size: int = SIZE, alpha: bool = False) -> bytes:
+    from PIL import Image as PILImage
+
+    x, y = np.meshgrid(np.linspace(0, 255, size), np.linspace(0, 255, size))
+    rgb = np.stack([x, y, 255 - x], axis=-1).astype(np.uint8)
+    picture = PILImage.fromarray(rgb)
+    if alpha:  # OpenAI's mask: the transparent left half is to be repainted
+        a = np.full((size, size), 255, np.uint8)
+        a[:, : size // 2] = 0
+        picture = picture.convert("RGBA")
+        picture.putalpha(PILImage.fromarray(a))
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    return np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_generation_as_base64_with_seed_n_and_size(server, pipe):
+    sdk = server.openai()
+    raw = sdk.images.with_raw_response.generate(model=f"diffusers:{pipe}", prompt="a red square", n=2, size="24x16",
+                                                response_format="b64_json", extra_body={"seed": 3, **STEPS})
+    result = raw.parse()
+    images = [decoded(base64.b64decode(d.b64_json)) for d in result.data]
+    assert len(images) == 2 and images[0].shape == (16, 24, 3) and result.size == "24x16"
+    again = sdk.images.generate(model=f"diffusers:{pipe}", prompt="a red square", n=2, size="24x16",
+                                response_format="b64_json", extra_body={"seed": 3, **STEPS})
+    assert again.data[0].b64_json == result.data[0].b64_json  # same seed, same image
+    row = server.client.store.get(raw.headers["x-imagine-log-id"])
+    assert row["engine"] == "diffusers"
+
+
+def test_generation_as_url_served_by_the_blob_route_under_an_aliased_openai_name(server):
+    result = server.openai().images.generate(model="dall-e-2", prompt="a lighthouse", response_format="url",
+                                             extra_body=STEPS)
+    url = result.data[0].url
+    assert url.startswith(server.url + "/v1/blobs/")
+    got = httpx.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert decoded(got.content).shape == (SIZE, SIZE, 3)
+
+
+def test_blob_route_checks_the_hash_and_types_other_blobs(server):
+    assert httpx.get(server.base_url + "/blobs/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
+    bad = httpx.get(server.base_url + "/blobs/" + "G" * 64)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "sha256"
+    missing = httpx.get(server.base_url + "/blobs/" + "0" * 64)
+    assert missing.status_code == 404
+    wav = synth_wav("blob")
+    import hashlib
+
+    sha = hashlib.sha256(wav).hexdigest()
+    server.client.store.blobs.put(wav, sha)
+    got = httpx.get(server.base_url + "/blobs/" + sha)
+    assert got.headers["content-type"].startswith("audio/") and got.content == wav
+
+
+def test_edit_image_to_image_and_inpainting_with_an_alpha_mask(server, pipe):
+    sdk = server.openai()
+    source = png()
+    redrawn = sdk.images.edit(model=f"diffusers:{pipe}", image=("in.png", source), prompt="a blue square",
+                              response_format="b64_json", extra_body={"seed": 1, **STEPS})
+    assert decoded(base64.b64decode(redrawn.data[0].b64_json)).shape == (SIZE, SIZE, 3)
+    painted = sdk.images.edit(model=f"diffusers:{pipe}", image=("in.png", source), mask=("mask.png", png(alpha=True)),
+                              prompt="a blue square", response_format="url", extra_body={"seed": 1, **STEPS})
+    out = decoded(httpx.get(painted.data[0].url).content).astype(int)
+    original = decoded(source).astype(int)
+    # outside the mask (the opaque right half) the input is pasted back; inside it is repainted
+    right, left = np.abs(out[:, SIZE // 2 + 1:] - original[:, SIZE // 2 + 1:]), np.abs(out[:, :SIZE // 2 - 1] - original[:, :SIZE // 2 - 1])
+    assert right.mean() < 3 < left.mean()
+
+
+def test_output_format_jpeg(server, pipe):
+    result = server.openai().images.generate(model=f"diffusers:{pipe}", prompt="x", output_format="jpeg",
+                                             response_format="b64_json", extra_body=STEPS)
+    assert base64.b64decode(result.data[0].b64_json)[:3] == b"\xff\xd8\xff"
+
+
+def test_errors_name_the_field(server, pipe):
+    sdk = server.openai()
+    with pytest.raises(openai.NotFoundError) as err:
+        sdk.images.generate(model="dall-e-3", prompt="a cat")
+    assert err.value.body["param"] == "model" and "alias" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.images.generate(model=f"diffusers:{pipe}", prompt="a cat", size="big")
+    assert err.value.body["param"] == "size"
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.images.generate(model=f"diffusers:{pipe}", prompt="a cat", n=50)
+    assert err.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.images.generate(model="mock", prompt="a cat")
+    assert "image" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.images.edit(model=f"diffusers:{pipe}", image=("a.wav", synth_wav("no")), prompt="x")
+    assert err.value.body["param"] == "image"
+    missing = httpx.post(server.base_url + "/images/edits", data={"prompt": "x", "model": f"diffusers:{pipe}"})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "image"
