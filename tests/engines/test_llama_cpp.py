@@ -213,3 +213,31 @@ def test_logprobs_of_sampled_tokens_match_llama_cpp_with_all_logits_kept():
     expected = sum(values[:-1]) / len(values[:-1])  # the last sampled token is never evaluated, so not counted
     assert ours == pytest.approx(expected, abs=0.02)
     assert imagine.ask(question, max_tokens=4, log=False, **GREEDY).usage.extra.get("mean_logprob") is None
+
+
+def _prompt_tokens_evaluated(llm):
+    """llama.cpp's own count of prompt tokens it has evaluated (batches of more than one token)."""
+    import llama_cpp
+
+    return llama_cpp.llama_perf_context(llm._ctx.ctx).n_p_eval
+
+
+def test_a_later_turn_reuses_the_kv_prefix_unless_turned_off():
+    llm, _ = get_registry().engine("llama-cpp").load("smollm2")  # the one loaded model (per process)
+    opening = "Answer in a word or two, no more. " * 12 + "Name a colour."
+    first = imagine.ask(opening, max_tokens=8, **GREEDY)
+    history = [imagine.Message.user(opening), first.as_message()]  # runs turn one: the cache holds it
+
+    def second_turn(**options):
+        before = _prompt_tokens_evaluated(llm)
+        response = imagine.ask("And another one?", history=history, max_tokens=8, **GREEDY, **options)
+        response.text()
+        return response, _prompt_tokens_evaluated(llm) - before
+
+    warm, warm_evaluated = second_turn()
+    imagine.ask("Something unrelated, to move the cache away.", max_tokens=2, **GREEDY).text()
+    cold, cold_evaluated = second_turn(prefix_cache=False)
+    assert cold.text() == warm.text()  # reuse changes the cost, never the answer
+    assert cold_evaluated >= cold.usage.input_tokens - 1 and "cached_tokens" not in cold.usage.extra
+    assert warm_evaluated < cold_evaluated / 3
+    assert warm.usage.extra["cached_tokens"] > cold.usage.input_tokens / 2

@@ -8,6 +8,11 @@ FILE may be a glob such as `*Q4_K_M.gguf`). The chat template comes from the GGU
 Each model is loaded once per process and reused (the shared model cache, sized by its file; one
 generation at a time per loaded model, under its run lock). llama.cpp runs in a worker thread that hands tokens
 to the event loop, so streaming never blocks other work; leaving the stream stops generation.
+
+The KV cache is kept between requests: a chat resends its whole history each turn, and llama.cpp then
+evaluates only what follows the longest prefix it already holds (usage reports it as `cached_tokens`).
+The run lock keeps two requests from sharing that cache. `-o prefix_cache=false` (or `prefix_cache =
+false` in [engines.llama-cpp]) evaluates every prompt from the start, for comparison.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ._support.options import StopStrings
 from ._support.threads import Finished, stream_from_thread
 from ._support.tool_text import with_tools_as_text
 
-__all__ = ["LlamaCppEngine", "LlamaCppOptions", "bundled_smollm2_path"]
+__all__ = ["LlamaCppEngine", "LlamaCppOptions", "bundled_smollm2_path", "reused_prefix"]
 
 BUNDLED = "smollm2"
 _TOO_LONG = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
@@ -64,6 +69,18 @@ class TokenLogprobs:
     @property
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
+
+
+def reused_prefix(previous: list[int], prompt: list[int]) -> int:
+    """Prompt tokens llama-cpp-python took from the KV cache instead of evaluating: the longest common
+    prefix of what the cache held and the new prompt (it keeps that much when `generate` is not told to
+    reset), less the one token it evaluates again when the whole prompt was already there."""
+    n = 0
+    for a, b in zip(previous, prompt):
+        if a != b:
+            break
+        n += 1
+    return n - 1 if n == len(prompt) and n else n
 
 
 def bundled_smollm2_path() -> Path:
@@ -97,6 +114,9 @@ class LlamaCppOptions(BaseModel):
                            "mean is reported as usage mean_logprob (the cascade's confidence)")
     n_ctx: int | None = Field(default=None, gt=0, le=1 << 20, description="context window in tokens; "
                               "default n_ctx from [engines.llama-cpp] (4096). Another value loads the model again")
+    prefix_cache: bool | None = Field(default=None, description="reuse the KV cache of the previous request for "
+                                      "the prompt's common prefix (a later turn of a chat reads only its new "
+                                      "messages); default prefix_cache from [engines.llama-cpp] (on)")
 
 
 class LlamaCppEngine(Engine[LlamaCppOptions]):
@@ -120,6 +140,7 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
         n_threads: int | None = Field(default=None, gt=0)
         n_gpu_layers: int = 0
         n_batch: int = Field(default=512, gt=0)
+        prefix_cache: bool = True
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
@@ -235,14 +256,20 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
 
             kwargs["logits_processor"] = llama_cpp.LogitsProcessorList([logprobs])
 
-        def produce(emit: Callable[[str], None], stop: threading.Event) -> tuple[str, int, int]:
+        reuse = self.config.prefix_cache if opts.prefix_cache is None else opts.prefix_cache
+
+        def produce(emit: Callable[[str], None], stop: threading.Event) -> tuple[str, int, int, int]:
             """Runs in a worker thread: generate and hand each piece to the loop."""
-            with run_lock:  # one generation at a time per loaded model
-                finish, prompt_tokens = "stop", None
+            with run_lock:  # one generation at a time per loaded model: requests never share its KV cache
+                if not reuse:
+                    llm.reset()  # forget the previous prompt: the whole prompt is evaluated again
+                previous = llm.input_ids[:llm.n_tokens].tolist()  # what the KV cache holds now
+                finish, prompt_tokens, cached = "stop", None, 0
                 for chunk in self._completion(llm, request, kwargs):
                     if prompt_tokens is None:
                         # the prompt is evaluated and the first token sampled, not yet evaluated
                         prompt_tokens = llm.n_tokens
+                        cached = reused_prefix(previous, llm.input_ids[:prompt_tokens].tolist())
                     if stop.is_set():
                         finish = "cancelled"
                         break
@@ -255,15 +282,17 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
                 prompt_tokens = prompt_tokens or 0
                 # every sampled token but the last is evaluated into the context
                 completion = max(0, llm.n_tokens - prompt_tokens) + (finish in ("length", "cancelled"))
-                return finish, prompt_tokens, completion
+                return finish, prompt_tokens, completion, cached
 
         try:
             async for item in stream_from_thread(produce):
                 if isinstance(item, Finished):
-                    finish, prompt_tokens, completion = item.value
+                    finish, prompt_tokens, completion, cached = item.value
                     mean = logprobs.mean if logprobs is not None else None
-                    yield Usage(input_tokens=prompt_tokens, output_tokens=completion, cost=0.0,
-                                extra={} if mean is None else {"mean_logprob": round(mean, 4)})
+                    extra: dict[str, Any] = {"cached_tokens": cached} if cached else {}
+                    if mean is not None:
+                        extra["mean_logprob"] = round(mean, 4)
+                    yield Usage(input_tokens=prompt_tokens, output_tokens=completion, cost=0.0, extra=extra)
                     yield Done(finish)
                 else:
                     yield TextDelta(item)

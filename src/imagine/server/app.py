@@ -16,14 +16,16 @@ from ..errors import ConfigError
 from . import errors
 from .deps import Guard
 from .keys import KeyStore
-from .routes import chat, health, models
+from .metrics import Metrics, MetricsMiddleware
+from .routes import chat, health, metrics as metrics_route, models
 from .routes import audio, embeddings, images
 from .routes import responses as responses_route
+from .serving.admission import Admission
 from .settings import ENV_VAR, ServerSettings, is_loopback
 
 __all__ = ["ROUTERS", "app_from_env", "create_app", "check_bind", "run"]
 
-ROUTERS = [health.router, models.router, chat.router]
+ROUTERS = [health.router, models.router, chat.router, metrics_route.router]
 ROUTERS += [embeddings.router, audio.router, images.router]  # media endpoints
 ROUTERS += [responses_route.router]  # the Responses API
 
@@ -48,6 +50,9 @@ def create_app(client: Client | None = None, *, settings: ServerSettings | None 
     app = FastAPI(title="imagine", version=str(__version__),
                   description="OpenAI-compatible API over imagine's engines, local and cloud.")
     app.state.client, app.state.settings, app.state.keys = client, settings, keys
+    app.state.metrics = metrics = Metrics()
+    app.state.admission = Admission(settings, metrics)  # local models: slots and a bounded fair queue
+    metrics.depth = app.state.admission.depth
     client.store.write_in_background()  # the log row of each request is written off the event loop
     errors.install(app)
     for router in ROUTERS:
@@ -57,7 +62,8 @@ def create_app(client: Client | None = None, *, settings: ServerSettings | None 
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type"], expose_headers=["x-imagine-log-id"])
-    app.add_middleware(Guard, settings=settings)  # added last: runs first
+    app.add_middleware(Guard, settings=settings)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: runs first, counts refusals too
     return app
 
 

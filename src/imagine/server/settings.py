@@ -28,6 +28,10 @@ class ServerSettings(BaseModel):
     max_n: int = Field(default=8, ge=1, description="most choices one chat request may ask for")
     max_tokens: int = Field(default=32768, ge=1, description="most tokens one choice may ask for")
     max_messages: int = Field(default=2048, ge=1, description="most messages one chat request may carry")
+    local_slots: int = Field(default=1, ge=1, description="generations one local model runs at once")
+    engine_slots: dict[str, int] = Field(default_factory=dict, description="local_slots per engine id")
+    local_queue: int = Field(default=32, ge=0, description="requests that may wait for a busy local model; "
+                                                             "one more is answered 429 with Retry-After")
 
     def to_env(self) -> str:
         return self.model_dump_json()
