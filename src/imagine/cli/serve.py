@@ -29,10 +29,14 @@ __all__ = ["keys", "serve"]
               help="Largest request body, in MiB (413 above it).")
 @click.option("--max-n", default=8, show_default=True, type=click.IntRange(1, 128), help="Largest `n`.")
 @click.option("--max-tokens", default=32768, show_default=True, type=click.IntRange(1), help="Largest max_tokens.")
+@click.option("--slots", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Generations each local model runs at once (the rest wait their turn).")
+@click.option("--queue", default=32, show_default=True, type=click.IntRange(0),
+              help="Requests that may wait for a busy local model; one more gets 429 with Retry-After.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(host: str, port: int, workers: int, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
-          max_body_mb: float, max_n: int, max_tokens: int, log_level: str) -> None:
+          max_body_mb: float, max_n: int, max_tokens: int, slots: int, queue: int, log_level: str) -> None:
     """Serve imagine's engines over the OpenAI API (chat completions, models) at http://HOST:PORT/v1."""
     from ..server.keys import KeyStore
     from ..server.settings import ServerSettings
@@ -40,7 +44,7 @@ def serve(host: str, port: int, workers: int, allowed_hosts: tuple[str, ...], co
 
     settings = ServerSettings(host=host, port=port, allowed_hosts=list(allowed_hosts),
                               cors_origins=list(cors_origins), max_body_bytes=int(max_body_mb * (1 << 20)),
-                              max_n=max_n, max_tokens=max_tokens)
+                              max_n=max_n, max_tokens=max_tokens, local_slots=slots, local_queue=queue)
     from ..server.app import check_bind
 
     check_bind(settings, KeyStore(default_client().settings.home))  # before FastAPI loads: fail fast
