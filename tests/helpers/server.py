@@ -21,6 +21,7 @@ class Served:
     url: str
     client: Any  # the imagine Client behind the server
     home: Path
+    app: Any = None  # the FastAPI app (its state: admission lanes, metrics)
 
     @property
     def base_url(self) -> str:
@@ -60,7 +61,7 @@ def served(home: Path, config: dict[str, Any] | None = None, **settings: Any) ->
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield Served(f"http://127.0.0.1:{port}", client, home)
+        yield Served(f"http://127.0.0.1:{port}", client, home, app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

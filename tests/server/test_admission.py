@@ -217,3 +217,69 @@ def test_a_client_that_leaves_a_non_streamed_request_stops_it_too(server: Any) -
     time.sleep(0.3)
     assert slow.produced == stopped_at < 60
     assert _chat(server, "after")["choices"][0]["message"]["content"] == "after"
+
+
+# -- every local generation takes its turn: /v1/responses, media routes, chat's n choices -------------
+
+def _fill_the_line(server: Any) -> tuple[Any, list[Any]]:
+    """One slow streamed chat holding mock:echo's one slot and two waiters filling its line."""
+    server.mock().enqueue(Counting(400))
+    http, stream = _open_stream(server, delay=0.02)
+    waiters = [_in_thread(_chat, server, f"waiter {i}") for i in range(2)]
+    _wait_for(lambda: _depth(server) == 2)
+    return (http, stream), waiters
+
+
+def _drain(held: Any, waiters: list[Any]) -> None:
+    http, stream = held
+    stream.close()
+    http.close()
+    for thread, out in waiters:
+        thread.join(30)
+        assert out["value"]["choices"][0]["message"]["content"].startswith("waiter")
+
+
+def test_responses_wait_their_turn_and_a_full_line_is_429(server: Any) -> None:
+    held, waiters = _fill_the_line(server)
+    with pytest.raises(openai.RateLimitError) as err:
+        server.openai().responses.create(model="mock", input="one more")
+    assert err.value.body["code"] == "queue_full" and int(err.value.response.headers["retry-after"]) >= 1
+    with pytest.raises(openai.RateLimitError):
+        server.openai().responses.create(model="mock", input="one more, streamed", stream=True)
+    _drain(held, waiters)
+    assert server.openai().responses.create(model="mock", input="now it runs").output_text == "now it runs"
+
+
+def test_a_media_route_waits_its_turn_too(server: Any) -> None:
+    sdk = server.openai()
+    assert len(sdk.embeddings.create(model="minilm", input="warm up").data[0].embedding) > 0
+    admission = server.app.state.admission
+    ref = next(r for r in admission.lanes if r.startswith("minilm"))  # the embedder has a lane of its own
+    lane = admission.lanes[ref]
+    lane.running, lane.waiting = lane.slots, lane.capacity  # as if busy with a full line (read on the server loop)
+    try:
+        with pytest.raises(openai.RateLimitError) as err:
+            sdk.embeddings.create(model="minilm", input="one more")
+        assert err.value.body["code"] == "queue_full" and int(err.value.response.headers["retry-after"]) >= 1
+        assert ref in err.value.body["message"]
+    finally:
+        lane.running, lane.waiting = 0, 0
+    assert len(sdk.embeddings.create(model="minilm", input="after").data) == 1
+
+
+def test_each_chat_choice_takes_its_own_turn(server: Any) -> None:
+    """n = 2 is two generations: a request queued during the first runs before the second, so one
+    client's n cannot hold the model for everyone else."""
+    mock = server.mock()
+    seen = len(mock.requests)
+    body = {"model": "mock", "n": 2, "messages": [{"role": "user", "content": "a b c d e f g h"}],
+            "options": {"delay": 0.04}}
+    many = _in_thread(lambda: httpx.post(server.base_url + "/chat/completions", json=body, timeout=60).json())
+    _wait_for(lambda: len(mock.requests) > seen)
+    single = _in_thread(_chat, server, "single")
+    _wait_for(lambda: _depth(server) == 1)
+    many[0].join(30)
+    single[0].join(30)
+    order = [r.messages[-1].text for r in mock.requests[seen:]]
+    assert order == ["a b c d e f g h", "single", "a b c d e f g h"]
+    assert [c["message"]["content"] for c in many[1]["value"]["choices"]] == ["a b c d e f g h"] * 2

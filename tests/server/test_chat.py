@@ -143,3 +143,20 @@ def test_bundled_llama_chat_and_json_schema(server):
             "name": "person", "schema": schema, "strict": True}})
     value = json.loads(completion.choices[0].message.content)
     assert set(value) == {"name", "age"} and isinstance(value["age"], int)
+
+
+@pytest.mark.llm
+def test_a_later_turn_reports_the_prompt_tokens_it_did_not_read_again(server):
+    """llama.cpp keeps the conversation's KV prefix; usage says how much of the prompt it reused, where
+    OpenAI does (prompt_tokens_details / input_tokens_details .cached_tokens)."""
+    client = server.openai()
+    history = [{"role": "system", "content": "You are a terse assistant. " * 8},
+               {"role": "user", "content": "Name a colour."}]
+    first = client.chat.completions.create(model="llama-cpp", messages=history, max_tokens=6, temperature=0, seed=1)
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "And another one?"}]
+    second = client.chat.completions.create(model="llama-cpp", messages=history, max_tokens=6, temperature=0, seed=1)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert 0 < cached < second.usage.prompt_tokens
+    again = client.responses.create(model="llama-cpp", input=history, max_output_tokens=6, temperature=0)
+    assert again.usage.input_tokens_details.cached_tokens > 0

@@ -5,6 +5,7 @@ route, an OpenAI model name aliased to the pipeline, and the errors."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,8 @@ import pytest
 
 pytest.importorskip("diffusers", reason="needs the hf extra: pip install -e '.[hf]'")
 openai = pytest.importorskip("openai")
+
+from imagine.parts import Message, Modality  # noqa: E402
 
 from ..helpers.diffusion import SIZE, tiny_pipeline  # noqa: E402
 from ..helpers.server import Served, served  # noqa: E402
@@ -96,12 +99,42 @@ def test_blob_route_checks_the_hash_and_types_other_blobs(server):
     missing = httpx.get(server.base_url + "/blobs/" + "0" * 64)
     assert missing.status_code == 404
     wav = synth_wav("blob")
-    import hashlib
-
     sha = hashlib.sha256(wav).hexdigest()
-    server.client.store.blobs.put(wav, sha)
-    got = httpx.get(server.base_url + "/blobs/" + sha)
-    assert got.headers["content-type"].startswith("audio/") and got.content == wav
+    server.client.store.blobs.put(wav, sha)  # in the store, but no response made it: not served
+    assert httpx.get(server.base_url + "/blobs/" + sha).status_code == 404
+    spoken = server.client.respond([Message.user("blob")], "mock", want=Modality.TEXT)  # not an output either
+    assert spoken.text() == "blob"
+    assert httpx.get(server.base_url + "/blobs/" + sha).status_code == 404
+
+
+def test_uploaded_inputs_are_not_served_only_outputs_are(server, pipe):
+    """An image someone sent to edit stays private: its hash is a 404, the same as a hash never seen."""
+    source = png(alpha=False)
+    raw = server.openai().images.with_raw_response.edit(model=f"diffusers:{pipe}", image=("in.png", source),
+                                                       prompt="a blue square", response_format="url",
+                                                       extra_body={"seed": 2, **STEPS})
+    row = server.client.store.get(raw.headers["x-imagine-log-id"])
+    uploaded = row["input"][0]["parts"][0]["sha256"]
+    assert server.client.store.blobs.get(uploaded) == source  # the log keeps the upload...
+    assert httpx.get(server.base_url + "/blobs/" + uploaded).status_code == 404  # ...and does not serve it
+    output = httpx.get(raw.parse().data[0].url)
+    assert output.status_code == 200 and output.headers["content-type"] == "image/png"
+
+
+def test_a_jpeg_url_names_the_logged_output_and_converts_when_fetched(server, pipe):
+    before = {p.name for p in (server.home / "blobs").rglob("*") if p.is_file()}
+    raw = server.openai().images.with_raw_response.generate(
+        model=f"diffusers:{pipe}", prompt="a green circle", response_format="url", output_format="jpeg",
+        extra_body={"seed": 5, **STEPS})
+    url = raw.parse().data[0].url
+    sha = url.split("/blobs/")[1].split("?")[0]
+    row = server.client.store.get(raw.headers["x-imagine-log-id"])
+    assert [p["sha256"] for p in row["output_parts"] if p.get("sha256")] == [sha]  # a row names what the URL names
+    got = httpx.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg" and got.content[:3] == b"\xff\xd8\xff"
+    after = {p.name for p in (server.home / "blobs").rglob("*") if p.is_file()}
+    assert after - before == {sha[2:]}  # the PNG output only: no unnamed converted copy for gc to remove
+    assert httpx.get(url.split("?")[0] + "?format=gif").status_code == 400
 
 
 def test_edit_image_to_image_and_inpainting_with_an_alpha_mask(server, pipe):

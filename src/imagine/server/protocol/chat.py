@@ -68,6 +68,11 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
+class AudioParams(_Open):
+    voice: Union[str, dict[str, Any], None] = Field(default=None, description="OpenAI's names use the default voice")
+    format: str = Field(default="wav", description="wav, mp3, flac, opus or pcm16")
+
+
 class ChatRequest(_Open):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -84,6 +89,8 @@ class ChatRequest(_Open):
     tools: list[dict[str, Any]] | None = None
     tool_choice: Union[str, dict[str, Any], None] = None
     user: str | None = None
+    modalities: list[str] | None = Field(default=None, description='["text"] or ["text", "audio"]')
+    audio: AudioParams | None = None
     # imagine's own, sent by SDKs as extra_body
     policy: str | None = Field(default=None, description="routing policy: local_only, cheapest, cascade, ...")
     max_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="US dollars per request")
@@ -105,6 +112,7 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     tool_calls: list[ToolCallOut] | None = None
+    audio: dict[str, Any] | None = None
 
 
 class Choice(BaseModel):
@@ -127,6 +135,7 @@ class ChunkDelta(BaseModel):
     role: str | None = None
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    audio: dict[str, Any] | None = None
 
 
 class ChunkChoice(BaseModel):

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-__all__ = ["ErrorBody", "ErrorResponse", "ModelCard", "ModelList", "Usage"]
+__all__ = ["ErrorBody", "ErrorResponse", "ModelCard", "ModelList", "PromptTokensDetails", "Usage"]
 
 
 class ErrorBody(BaseModel):
@@ -20,10 +20,15 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # prompt tokens the engine reused (llama.cpp's KV prefix) instead of reading again
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class ModelCard(BaseModel):

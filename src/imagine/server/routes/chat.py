@@ -25,6 +25,6 @@ async def chat_completions(body: ChatRequest, request: Request, who: Caller = De
     gate = await admit(request, who.key.id if who.key else None, plan.responses)  # a local model's slot, or 429
     if body.stream:
         stream, first = await gate.first(first_event(plan))
-        return gate.stream(stream_chat(plan, stream, first), media_type="text/event-stream",
+        return gate.stream(stream_chat(plan, stream, first, gate.next_turn), media_type="text/event-stream",
                            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"})
-    return JSONResponse(await gate.complete(complete_chat(plan)), headers=headers)
+    return JSONResponse(await gate.complete(complete_chat(plan, gate.next_turn)), headers=headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..deps import Caller, caller
@@ -16,6 +16,6 @@ router = APIRouter(tags=["embeddings"])
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERRORS)
-async def embeddings(body: EmbeddingRequest, who: Caller = Depends(caller)) -> Any:
-    data, headers = await embed(body, who)
+async def embeddings(body: EmbeddingRequest, request: Request, who: Caller = Depends(caller)) -> Any:
+    data, headers = await embed(body, who, request)
     return JSONResponse(data, headers=headers)

@@ -1,12 +1,12 @@
 """`POST /v1/images/generations`, `POST /v1/images/edits` (multipart) and `GET /v1/blobs/{sha256}`, the
-route image URLs point at (any blob of the log: the caller needs the server's API key, as for any
-route, and the content's hash)."""
+route image URLs point at (outputs of logged responses only, never an uploaded input: the caller
+needs the server's API key, as for any route, and the content's hash)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ router = APIRouter(tags=["images"])
 
 @router.post("/v1/images/generations", response_model=ImagesResponse, responses=ERRORS)
 async def generations(body: ImageRequest, request: Request, who: Caller = Depends(caller)) -> Any:
-    data, headers = await generate(body, who, request.app.state.settings, str(request.base_url))
+    data, headers = await generate(body, who, request.app.state.settings, str(request.base_url), request)
     return JSONResponse(data, headers=headers)
 
 
@@ -53,12 +53,15 @@ async def edits(
     uploads = [u for u in [*(image or []), *(images or [])]]
     files = [f for f in [await _file(u) for u in uploads] if f is not None]
     form = EditForm(images=files, mask=await _file(mask), fields=fields)
-    data, headers = await edit(form, who, request.app.state.settings, str(request.base_url))
+    data, headers = await edit(form, who, request.app.state.settings, str(request.base_url), request)
     return JSONResponse(data, headers=headers)
 
 
 @router.get("/v1/blobs/{sha256}", response_class=Response, responses={**ERRORS, 200: {"content": {"image/png": {}}}})
-async def blobs(sha256: str, who: Caller = Depends(caller)) -> Response:
-    data, media_type = blob(who, sha256)
+async def blobs(sha256: str,
+                format: Annotated[Literal["png", "jpeg", "webp"] | None, Query(description="convert an image")] = None,
+                compression: Annotated[int | None, Query(ge=0, le=100)] = None,
+                who: Caller = Depends(caller)) -> Response:
+    data, media_type = await blob(who, sha256, format, compression)
     return Response(data, media_type=media_type,
                     headers={**MEDIA_HEADERS, "cache-control": "private, max-age=31536000, immutable"})

@@ -190,6 +190,22 @@ class Admission:
         lane.waiting += 1
         return ticket
 
+    def requeue(self, ticket: Ticket) -> Ticket:
+        """Give `ticket`'s slot back and take a new place at the back of its key's line, for the next
+        part of an admitted request (chat's next choice). Never refused: the request was admitted once,
+        and a 429 halfway through an answer would throw away what it already made."""
+        lane = ticket.lane
+        ticket.release()
+        again = Ticket(lane, ticket.key, self.metrics)
+        if lane.running < lane.slots and not lane.lines:
+            lane.running += 1
+            again.granted_at = time.perf_counter()
+            again.future.set_result(None)
+        else:
+            lane.lines.setdefault(ticket.key, deque()).append(again)
+            lane.waiting += 1
+        return again
+
     def depth(self) -> dict[str, tuple[int, int, int]]:
         """ref -> (waiting, running, rejected) for /metrics."""
         return {ref: (lane.waiting, lane.running, lane.rejected) for ref, lane in self.lanes.items()}
@@ -250,8 +266,20 @@ class Gate:
     `await gate.first(...)` to start, `gate.stream(...)` or `await gate.complete(...)` to answer."""
 
     def __init__(self, request: Request, ticket: Ticket | None, responses: "list[Response]",
-                 metrics: "Metrics | None") -> None:
+                 metrics: "Metrics | None", admission: Admission | None = None) -> None:
         self.request, self.ticket, self.responses, self.metrics = request, ticket, responses, metrics
+        self.admission = admission
+
+    async def next_turn(self) -> None:
+        """Between the parts of one request (chat's n choices): give the slot back and wait for another
+        turn behind whoever queued meanwhile. Each choice is a whole generation, so n = 8 holding the
+        model for eight generations would make every other client wait for all of them; taking a turn
+        per choice keeps the per-key round robin fair. Waits without its own disconnect watcher: the
+        stream (Starlette) or `complete` (until_disconnect) already watches and cancels this wait."""
+        if self.ticket is None or self.admission is None:
+            return
+        self.ticket = self.admission.requeue(self.ticket)
+        await self.ticket.wait(None)
 
     def done(self) -> None:
         if self.ticket is not None:
@@ -304,4 +332,4 @@ async def admit(request: Request, key: str | None, responses: "list[Response]") 
             await ticket.wait(request)
         except ClientGone:
             raise _gone() from None
-    return Gate(request, ticket, responses, metrics)
+    return Gate(request, ticket, responses, metrics, admission)

@@ -12,6 +12,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import Request as HttpRequest
+
 from ...errors import ImagineError, LimitExceeded
 from ...media.encode import AUDIO_FORMATS, audio_formats, encode_audio
 from ...parts import Audio, Data, Message, Modality, Part, Segments, Text, Video
@@ -105,14 +107,14 @@ def _stt_options(request: Transcribe, to: Target) -> tuple[dict[str, Any], list[
     return {**options, **(request.options or {})}, extra
 
 
-async def transcribe(request: Transcribe, caller: Caller) -> tuple[Any, str, dict[str, str]]:
+async def transcribe(request: Transcribe, caller: Caller, http: HttpRequest | None = None) -> tuple[Any, str, dict[str, str]]:
     """(body, media type, headers) of a transcription or translation in its response_format."""
     to = target(caller, request.model, OPENAI_STT_MODELS, "transcribe")
     part = _upload(request, caller)
     options, extra = _stt_options(request, to)
     response = respond(caller, [Message("user", [part, *extra])], to, Modality.TEXT, options)
     # a refusal of the input names the file; a translation refused by an English-only model names no field
-    await finish(caller, response, param="file" if request.task == "transcribe" else None)
+    await finish(caller, response, param="file" if request.task == "transcribe" else None, http=http)
     headers = log_header(response)
     text = response.text_so_far().strip()
     segments = next((p for p in response.parts if isinstance(p, Segments)), Segments([]))
@@ -177,7 +179,7 @@ def _speech_options(request: SpeechRequest, to: Target) -> dict[str, Any]:
     return {**options, **(request.options or {})}
 
 
-async def speak(request: SpeechRequest, caller: Caller) -> tuple[bytes, str, dict[str, str]]:
+async def speak(request: SpeechRequest, caller: Caller, http: HttpRequest | None = None) -> tuple[bytes, str, dict[str, str]]:
     """(audio bytes, media type, headers) of the speech in request.response_format."""
     fmt = request.response_format
     why = audio_formats().get(fmt)
@@ -189,7 +191,7 @@ async def speak(request: SpeechRequest, caller: Caller) -> tuple[bytes, str, dic
     options = _speech_options(request, to)
     response = respond(caller, [Message.user(request.input)], to, Modality.AUDIO, options, request.policy,
                        request.max_cost)
-    await finish(caller, response, param="input")
+    await finish(caller, response, param="input", http=http)
     audio = next((p for p in response.parts if isinstance(p, Audio)), None)
     if audio is None:
         raise RuntimeError(f"{response.answered_ref} returned no audio")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ...engine import Response
 from ...errors import ImagineError, SchemaError
@@ -20,12 +20,14 @@ from ..deps import Caller
 from ..errors import ApiError, error_body, status_of
 from ..protocol.chat import ChatRequest
 from ..settings import ServerSettings
-from . import bridge
+from . import bridge, chat_audio
 from .messages import to_messages
 
 __all__ = ["ChatPlan", "plan_chat", "complete_chat", "stream_chat"]
 
 _SAMPLING = ("temperature", "top_p", "seed", "stop", "max_tokens")
+
+Turn = Callable[[], Awaitable[None]]  # waits for the next choice's turn in a local model's lane (Gate.next_turn)
 
 
 class ChatPlan:
@@ -35,6 +37,7 @@ class ChatPlan:
         self.request, self.responses, self.caller = request, responses, caller
         self.id = "chatcmpl-" + responses[0].id
         self.created = int(time.time())
+        self.voice = chat_audio.audio_request(request)  # set: the answer is spoken too (chat_audio.py)
 
     @property
     def log_ids(self) -> str:
@@ -59,10 +62,19 @@ def _usage(response: Response) -> Usage:
     return total
 
 
-def _usage_wire(usages: list[Usage]) -> dict[str, int]:
+def cached_tokens(usage: Usage) -> int:
+    """Prompt tokens the engine did not have to read again (llama.cpp's kept KV prefix, a cloud API's
+    prompt cache): what a client watches to see its conversation's prefix reused."""
+    value = usage.extra.get("cached_tokens")
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _usage_wire(usages: list[Usage]) -> dict[str, Any]:
     prompt = sum(u.input_tokens or 0 for u in usages[:1])  # the prompt is read once per choice; OpenAI counts it once
     completion = sum(u.output_tokens or 0 for u in usages)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    cached = sum(cached_tokens(u) for u in usages[:1])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 def _schema(request: ChatRequest) -> dict[str, Any] | None:
@@ -120,6 +132,7 @@ async def plan_chat(request: ChatRequest, caller: Caller, settings: ServerSettin
     if len(request.messages) > settings.max_messages:
         raise ApiError(400, f"{len(request.messages)} messages; this server takes at most {settings.max_messages}",
                        param="messages", code="invalid_value")
+    chat_audio.audio_request(request)  # a spoken answer it cannot make is refused before anything runs
     client = caller.client
     messages = await to_messages(request.messages, client.settings.part_limits(),
                                  allow_private=client.settings.allow_private_urls)
@@ -143,10 +156,12 @@ def _finish(response: Response, calls: list[Any]) -> str:
     return "length" if response.finish_reason == "length" else "stop"
 
 
-async def complete_chat(plan: ChatPlan) -> dict[str, Any]:
-    """Run every choice to its end; the chat.completion body."""
+async def complete_chat(plan: ChatPlan, turn: Turn | None = None) -> dict[str, Any]:
+    """Run every choice to its end, each in its own turn (`turn`); the chat.completion body."""
     choices = []
     for index, response in enumerate(plan.responses):
+        if index > 0 and turn is not None:
+            await turn()
         try:
             await bridge.complete(response)
         except SchemaError:
@@ -158,6 +173,9 @@ async def complete_chat(plan: ChatPlan) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
         if calls:
             message["tool_calls"] = _tool_calls(calls)
+        if plan.voice is not None:  # OpenAI's shape: the words are the audio's transcript, content is null
+            spoken = await chat_audio.speak_answer(plan.caller, plan.voice, text, response.id)
+            message.update(content=None, audio=spoken.message_audio())
         choices.append({"index": index, "message": message, "finish_reason": _finish(response, calls),
                         "logprobs": None})
     return {"id": plan.id, "object": "chat.completion", "created": plan.created,
@@ -180,7 +198,8 @@ async def first_event(plan: ChatPlan) -> tuple[AsyncIterator[Any], Any]:
     return stream, first
 
 
-async def stream_chat(plan: ChatPlan, stream: AsyncIterator[Any], first: Any) -> AsyncIterator[bytes]:
+async def stream_chat(plan: ChatPlan, stream: AsyncIterator[Any], first: Any,
+                      turn: Turn | None = None) -> AsyncIterator[bytes]:
     """chat.completion.chunk events: a role chunk, content and tool-call deltas, a finish chunk per choice,
     the usage chunk when `stream_options.include_usage`, then [DONE]. An error mid-stream is sent as an
     OpenAI error event (the SDK raises it) and ends the stream."""
@@ -191,6 +210,8 @@ async def stream_chat(plan: ChatPlan, stream: AsyncIterator[Any], first: Any) ->
     for index, response in enumerate(plan.responses):
         model = plan.model(response)
         if index > 0:
+            if turn is not None:
+                await turn()
             stream, first = bridge.events(response), None
         yield _sse({**head, "model": model, "choices": [
             {"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], **extra})
@@ -200,8 +221,9 @@ async def stream_chat(plan: ChatPlan, stream: AsyncIterator[Any], first: Any) ->
             async for event in _chain(pending, stream):
                 if isinstance(event, TextDelta):
                     if event.text:
+                        delta = {"content": event.text} if plan.voice is None else {"audio": {"transcript": event.text}}
                         yield _sse({**head, "model": model, "choices": [
-                            {"index": index, "delta": {"content": event.text}, "finish_reason": None}], **extra})
+                            {"index": index, "delta": delta, "finish_reason": None}], **extra})
                 elif isinstance(event, ToolCall):
                     call = _tool_calls([event])[0]
                     yield _sse({**head, "model": model, "choices": [{"index": index, "delta": {
@@ -218,6 +240,16 @@ async def stream_chat(plan: ChatPlan, stream: AsyncIterator[Any], first: Any) ->
         finally:
             await stream.aclose()  # type: ignore[attr-defined]  # a client that left stops the generation now
             plan.charge(response)
+        if plan.voice is not None:  # then the sound of what was just written
+            try:
+                spoken = await chat_audio.speak_answer(plan.caller, plan.voice, response.text_so_far(), response.id)
+            except ImagineError as exc:
+                status, kind, code = status_of(exc)
+                yield _sse(error_body(str(exc), kind, None, code))
+                return
+            for piece in chat_audio.stream_chunks(spoken):
+                yield _sse({**head, "model": model, "choices": [
+                    {"index": index, "delta": {"audio": piece}, "finish_reason": None}], **extra})
         finish = "tool_calls" if calls else ("length" if response.finish_reason == "length" else "stop")
         yield _sse({**head, "model": model, "choices": [{"index": index, "delta": {}, "finish_reason": finish}],
                     **extra})

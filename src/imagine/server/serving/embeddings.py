@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from fastapi import Request as HttpRequest
+
 from ...errors import ImagineError, LimitExceeded
 from ...parts import Image, Message, Modality, Part, Text, Vector
 from ..deps import Caller
@@ -69,7 +71,7 @@ async def _parts(texts: list[str], takes_images: bool, engine: str, caller: Call
     return parts
 
 
-async def embed(request: EmbeddingRequest, caller: Caller) -> tuple[dict[str, Any], dict[str, str]]:
+async def embed(request: EmbeddingRequest, caller: Caller, http: HttpRequest | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The embeddings body and its headers (the log id)."""
     texts = _texts(request)
     if not texts:
@@ -91,7 +93,7 @@ async def embed(request: EmbeddingRequest, caller: Caller) -> tuple[dict[str, An
     parts = await _parts(texts, to.takes(Modality.IMAGE), engine_name, caller)
     response = respond(caller, [Message("user", parts)], to, Modality.VECTOR,
                        {**options, **(request.options or {})}, request.policy, request.max_cost)
-    await finish(caller, response, param="input")
+    await finish(caller, response, param="input", http=http)
     vectors = [p for p in response.parts if isinstance(p, Vector)]
     if len(vectors) != len(texts):  # an engine bug, not the caller's: say so plainly
         raise RuntimeError(f"{response.answered_ref} returned {len(vectors)} vectors for {len(texts)} inputs")

@@ -2,7 +2,9 @@
 mask and a prompt -> images), answered as base64 or as URLs of the server's own blob route.
 
 An image URL points at `GET /v1/blobs/{sha256}`: the log's content-addressed blob store already keeps
-every output image, so a URL costs no second copy and outlives the request. OpenAI's mask marks the
+every output image, so a URL costs no second copy and outlives the request. A JPEG or WebP URL names the
+logged output too (`?format=jpeg`) and converts when fetched: a converted copy stored beside it would
+be a blob no log row names, which `imagine logs gc` removes. OpenAI's mask marks the
 area to repaint with transparency; imagine's engines take white = repaint, so an alpha mask is
 converted here. Model names such as `dall-e-3` mean nothing locally unless the user aliases them to a
 diffusers model (`[aliases] dall-e-3 = "diffusers:..."`): the error then says exactly that."""
@@ -12,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from fastapi import Request as HttpRequest
 
 from ...errors import ImagineError, LimitExceeded, StoreError
 from ...media.sniff import sniff_mime
@@ -108,8 +113,8 @@ def _mask(part: Image, caller: Caller) -> Image:
 
 
 async def _answer(caller: Caller, response: Any, request: ImageRequest, base_url: str,
-                  param: str) -> tuple[dict[str, Any], dict[str, str]]:
-    await finish(caller, response, param=param)
+                  param: str, http: HttpRequest | None) -> tuple[dict[str, Any], dict[str, str]]:
+    await finish(caller, response, param=param, http=http)
     images = [p for p in response.parts if isinstance(p, Image)]
     if not images:
         raise RuntimeError(f"{response.answered_ref} returned no image")
@@ -117,13 +122,13 @@ async def _answer(caller: Caller, response: Any, request: ImageRequest, base_url
     as_url = request.response_format == "url"
     data = []
     for part in images:
-        body = part.data if fmt == "png" and part.mime == "image/png" else await asyncio.to_thread(
-            _convert, part, fmt, request.output_compression)
-        if as_url:
-            sha = Image(body).sha256
-            caller.client.store.blobs.put(body, sha)  # the log holds the PNG already; a conversion is new
-            data.append({"url": f"{base_url.rstrip('/')}/v1/blobs/{sha}", "revised_prompt": None})
+        same = part.mime == _FORMATS[fmt][1]
+        if as_url:  # the logged output itself; another format is converted when the URL is fetched
+            query = "" if same else f"?format={fmt}" + (
+                f"&compression={max(0, min(100, request.output_compression))}" if request.output_compression is not None else "")
+            data.append({"url": f"{base_url.rstrip('/')}/v1/blobs/{part.sha256}{query}", "revised_prompt": None})
         else:
+            body = part.data if same else await asyncio.to_thread(_convert, part, fmt, request.output_compression)
             data.append({"b64_json": base64.b64encode(body).decode("ascii"), "revised_prompt": None})
     width, height = images[0].size
     return ({"created": int(time.time()), "data": data, "output_format": fmt, "size": f"{width}x{height}"},
@@ -142,7 +147,7 @@ def _convert(part: Image, fmt: str, compression: int | None) -> bytes:
 
 
 async def generate(request: ImageRequest, caller: Caller, settings: ServerSettings,
-                   base_url: str) -> tuple[dict[str, Any], dict[str, str]]:
+                   base_url: str, http: HttpRequest | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The images body for a text-to-image request, and its headers."""
     if not request.prompt.strip():
         raise bad_field("prompt", "is empty; say what to draw")
@@ -150,11 +155,11 @@ async def generate(request: ImageRequest, caller: Caller, settings: ServerSettin
     options = _options(request, to, settings)
     response = respond(caller, [Message.user(request.prompt)], to, Modality.IMAGE, options, request.policy,
                        request.max_cost)
-    return await _answer(caller, response, request, base_url, "prompt")
+    return await _answer(caller, response, request, base_url, "prompt", http)
 
 
 async def edit(form: EditForm, caller: Caller, settings: ServerSettings,
-               base_url: str) -> tuple[dict[str, Any], dict[str, str]]:
+               base_url: str, http: HttpRequest | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The images body for an edit (image-to-image, or inpainting with a mask), and its headers."""
     request = form.fields
     if not request.prompt.strip():
@@ -173,15 +178,48 @@ async def edit(form: EditForm, caller: Caller, settings: ServerSettings,
     options = _options(request, to, settings)
     response = respond(caller, [Message.user(*parts, request.prompt)], to, Modality.IMAGE, options,
                        request.policy, request.max_cost)
-    return await _answer(caller, response, request, base_url, "image")
+    return await _answer(caller, response, request, base_url, "image", http)
 
 
-def blob(caller: Caller, sha256: str) -> tuple[bytes, str]:
-    """A stored blob and its content type; the hash is checked before it comes near a path."""
+def _is_output(store: Any, sha256: str) -> bool:
+    """Whether some logged response made the blob (it is in a row's output parts). The LIKE narrows the
+    scan to rows that mention the hash at all; the JSON check then makes sure it names an output part
+    and is not, say, text that happens to contain it."""
+    rows = store._query("SELECT output_parts FROM responses WHERE error IS NULL AND output_parts LIKE ?",
+                        (f"%{sha256}%",))
+    for (cell,) in rows:
+        try:
+            parts = json.loads(cell or "[]")
+        except ValueError:
+            continue
+        if any(isinstance(p, dict) and p.get("sha256") == sha256 for p in parts):
+            return True
+    return False
+
+
+async def blob(caller: Caller, sha256: str, fmt: str | None = None,
+               compression: int | None = None) -> tuple[bytes, str]:
+    """A blob the log's responses made, and its content type; `fmt` converts an image on the way out.
+
+    Only outputs: the blob store also holds every input callers uploaded (images to edit, audio to
+    transcribe), and serving those to anyone who knows a hash would let a caller fetch another's upload,
+    or learn whether a well-known image was ever sent here by asking for its hash. Inputs are a 404,
+    exactly like a hash never seen, so the answer reveals nothing. The log does not record which API key
+    made a response, so any key of this server may fetch any output (its hash is unguessable)."""
     if not _SHA256.fullmatch(sha256):
         raise bad_field("sha256", "must be 64 lowercase hex digits (a blob's sha256)")
+    missing = ApiError(404, f"no blob {sha256}", param="sha256", code="not_found")
+    store = caller.client.store
     try:
-        data = caller.client.store.blobs.get(sha256)
+        if not await asyncio.to_thread(_is_output, store, sha256):
+            raise missing
+        data = store.blobs.get(sha256)
     except StoreError:
-        raise ApiError(404, f"no blob {sha256}", param="sha256", code="not_found") from None
-    return data, sniff_mime(data[:64]) or "application/octet-stream"
+        raise missing from None
+    mime = sniff_mime(data[:64]) or "application/octet-stream"
+    if fmt is None or mime == _FORMATS[fmt][1]:
+        return data, mime
+    if not mime.startswith("image/"):
+        raise bad_field("format", f"blob {sha256[:12]} is {mime}, not an image to convert")
+    image = Image(data, mime=mime, limits=caller.client.settings.part_limits())
+    return await asyncio.to_thread(_convert, image, fmt, compression), _FORMATS[fmt][1]

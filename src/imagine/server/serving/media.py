@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from fastapi import Request as HttpRequest
+
 from ...engine import Engine, Response
 from ...errors import InputError
 from ...parts import Message, Modality
@@ -19,6 +21,7 @@ from ...tasks import task_default
 from ..deps import Caller
 from ..errors import ApiError
 from . import bridge
+from .admission import admit
 
 __all__ = ["Target", "bad_field", "finish", "log_header", "respond", "target"]
 
@@ -81,10 +84,18 @@ def respond(caller: Caller, messages: list[Message], to: Target, want: Modality,
                                  policy=caller.policy(policy, max_cost))
 
 
-async def finish(caller: Caller, response: Response, param: str | None = None) -> Response:
+async def finish(caller: Caller, response: Response, param: str | None = None,
+                 http: HttpRequest | None = None) -> Response:
     """Run `response` to its end on imagine's loop; the key pays what it cost. An engine's refusal of the
-    input (InputError) names `param` when the caller gave one."""
+    input (InputError) names `param` when the caller gave one.
+
+    With the HTTP request (`http`), a local model's run waits for its turn in the model's lane first, as
+    chat does: a media request is a generation like any other, and one that skipped the line would slow
+    every queued chat down (429 when the line is full; cancelled if the client leaves)."""
     try:
+        if http is not None:
+            gate = await admit(http, caller.key.id if caller.key else None, [response])
+            return await gate.complete(bridge.complete(response))
         return await bridge.complete(response)
     except InputError as exc:
         if param is None or type(exc) is not InputError:  # subclasses (LimitExceeded) keep their status

@@ -24,7 +24,7 @@ from ..protocol.chat import ChatRequest
 from ..protocol.responses import ResponsesRequest
 from ..settings import ServerSettings
 from . import bridge
-from .chat import _options as chat_options, _usage
+from .chat import _options as chat_options, _usage, cached_tokens
 from .response_input import History, arguments_json, history, to_input
 
 __all__ = ["ResponsesPlan", "complete_response", "first_event", "plan_response", "stream_response"]
@@ -70,7 +70,7 @@ class ResponsesPlan:
 
 def _usage_wire(usage: Usage) -> dict[str, Any]:
     into, out = usage.input_tokens or 0, usage.output_tokens or 0
-    return {"input_tokens": into, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": out,
+    return {"input_tokens": into, "input_tokens_details": {"cached_tokens": cached_tokens(usage)}, "output_tokens": out,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": into + out}
 
 
