@@ -24,7 +24,6 @@ import os
 import queue
 import re
 import sqlite3
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import quote
 
+from .blobs import GC_GRACE_SECONDS, BlobStore, blob_hashes, sweep, valid_sha256
 from .errors import InputError, StoreError
 from .events import Usage
 from .parts import (Audio, Data, Image, MediaPart, Message, Part, Segment, Segments, Text, ToolResult, ToolUse, Vector,
@@ -43,25 +43,13 @@ if TYPE_CHECKING:
 __all__ = ["MIGRATIONS", "BlobStore", "Store", "valid_sha256"]
 
 _log = logging.getLogger("imagine.store")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 # `PRAGMA quick_check` costs about 0.6 ms per MB (measured: 1 MB 0.7 ms, 22 MB 15 ms, 110 MB 62 ms, warm
 # cache); bigger logs skip it on open and are caught by the first "malformed" error instead.
 QUICK_CHECK_MAX_BYTES = 16 * 1024 * 1024
-GC_GRACE_SECONDS = 3600.0
 _BATCH_WAIT = 0.005  # seconds the background writer waits after a row for more to share its transaction
 # Called with a one-line notice (a corrupt log moved aside); the CLI prints it as `warning: ...`. Without
 # a hook the notice goes to the "imagine.store" logger.
 NOTICE_HOOKS: list[Callable[[str], None]] = []
-
-
-def valid_sha256(value: Any) -> str:
-    """`value` when it is a sha256 hex digest (64 lowercase hex digits), else StoreError: a hash read
-    from the database must never become a path outside the blob store."""
-    if not isinstance(value, str) or not _SHA256.fullmatch(value):
-        shown = repr(value)[:40]
-        raise StoreError(f"the log names a blob by an invalid hash {shown} (not 64 lowercase hex digits)",
-                         hint="the log was edited or damaged; that row cannot be read back")
-    return value
 
 
 def _is_corrupt(exc: BaseException) -> bool:
@@ -108,50 +96,6 @@ MIGRATIONS: list[str] = [
 ]
 
 _MEDIA_KINDS: dict[str, type[MediaPart]] = {"image": Image, "audio": Audio, "video": Video}
-
-
-class BlobStore:
-    """Files named by the sha256 of their content; writes are atomic and idempotent."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def path(self, sha256: str) -> Path:
-        sha256 = valid_sha256(sha256)
-        return self.root / sha256[:2] / sha256[2:]
-
-    def put(self, data: bytes, sha256: str) -> bool:
-        """Store `data` under its hash; returns False when it was already there (deduplicated)."""
-        target = self.path(sha256)
-        if target.exists():
-            try:  # fresh again: `gc` spares blobs younger than its grace period, so a row about to name it is safe
-                os.utime(target)
-            except OSError:
-                pass
-            return False
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        except OSError as exc:
-            raise StoreError(f"cannot write to the blob store {self.root}: {exc.strerror or exc}") from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise StoreError(f"cannot write to the blob store {self.root}: {exc.strerror or exc}") from None
-            raise
-        return True
-
-    def get(self, sha256: str) -> bytes:
-        try:
-            return self.path(sha256).read_bytes()
-        except FileNotFoundError:
-            raise StoreError(f"blob {sha256[:12]} is missing from {self.root}") from None
-        except OSError as exc:
-            raise StoreError(f"cannot read blob {sha256[:12]} from {self.root}: {exc.strerror or exc}") from None
 
 
 def _estimated_cost(response: "Response") -> float | None:
@@ -683,68 +627,26 @@ class Store:
     def referenced_blobs(self, after_rowid: int | None = None) -> set[str]:
         """Every blob hash some row's input or output refers to (rows inserted after `after_rowid` only)."""
         found: set[str] = set()
-
-        def walk(value: Any) -> None:
-            if isinstance(value, dict):
-                sha = value.get("sha256")
-                if isinstance(sha, str) and _SHA256.fullmatch(sha):
-                    found.add(sha)
-                for item in value.values():
-                    walk(item)
-            elif isinstance(value, list):
-                for item in value:
-                    walk(item)
-
         rows = (self._query("SELECT input, output_parts FROM responses WHERE rowid > ?", (after_rowid,))
                 if after_rowid is not None else self._query("SELECT input, output_parts FROM responses"))
         for row in rows:
             for cell in row:
                 try:
-                    walk(json.loads(cell or "[]"))
+                    blob_hashes(json.loads(cell or "[]"), found)
                 except ValueError:
                     continue
         return found
 
     def gc(self, grace_s: float = GC_GRACE_SECONDS, dry_run: bool = False) -> dict[str, Any]:
         """Remove blobs no row refers to and writers' leftover `.tmp-*` files, each only when older than
-        `grace_s` (a writer stores blobs before it inserts the row that names them, so a young blob may be
-        about to be referenced). Returns what was (or would be) removed: counts and bytes."""
-        now = time.time()
+        `grace_s` (see `blobs.sweep`). Returns what was (or would be) removed: counts and bytes."""
         last = self._query("SELECT MAX(rowid) FROM responses")
         start = int(last[0][0] or 0) if last else 0
-        removed = {"blobs": 0, "tmp": 0, "bytes": 0, "kept_young": 0}
         if not self.blobs.root.is_dir():
-            return removed
+            return {"blobs": 0, "tmp": 0, "bytes": 0, "kept_young": 0}
         referenced = self.referenced_blobs()  # read before listing: a row inserted later names a young blob
-        gone: list[str] = []
-        for folder in sorted(self.blobs.root.iterdir()):
-            if not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", folder.name):
-                continue
-            for file in folder.iterdir():
-                try:
-                    info = file.lstat()
-                except FileNotFoundError:
-                    continue
-                is_tmp = file.name.startswith(".tmp-")
-                sha = folder.name + file.name
-                if not is_tmp and (not _SHA256.fullmatch(sha) or sha in referenced):
-                    continue
-                if now - info.st_mtime < grace_s:
-                    removed["kept_young"] += 1
-                    continue
-                if not is_tmp and not dry_run and sha in self.referenced_blobs(after_rowid=start):
-                    continue  # a row written while gc ran names it
-                if not dry_run:
-                    try:
-                        file.unlink()
-                    except FileNotFoundError:
-                        continue
-                    except OSError as exc:
-                        raise StoreError(f"cannot remove {file}: {exc.strerror or exc}") from None
-                removed["tmp" if is_tmp else "blobs"] += 1
-                removed["bytes"] += info.st_size
-                if not is_tmp:
-                    gone.append(sha)
+        removed, gone = sweep(self.blobs, referenced, lambda: self.referenced_blobs(after_rowid=start),
+                              grace_s=grace_s, dry_run=dry_run)
         if gone and not dry_run and self.db_path.exists():
             for sha in gone:
                 self._execute("DELETE FROM blobs WHERE sha256 = ?", (sha,))
