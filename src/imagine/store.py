@@ -401,16 +401,7 @@ class Store:
         if not statements:
             return
         try:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    conn.execute(sql, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            self._transaction(self.conn, statements)
             return
         except (sqlite3.Error, StoreError):
             pass
@@ -419,6 +410,19 @@ class Store:
                 self._execute_now(sql, params)
             except StoreError as exc:  # nobody to raise to on this thread: say it, keep writing the rest
                 _log.warning("warning: a log row was not written: %s", exc)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run `statements` as one IMMEDIATE transaction: all of them or, rolled back, none."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._pending is not None and threading.current_thread() is not self._writer:
@@ -432,14 +436,7 @@ class Store:
         for attempt in (0, 1):
             conn = self.conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(sql, params)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                self._transaction(conn, [(sql, params)])
                 return
             except sqlite3.Error as exc:
                 if _is_corrupt(exc) and attempt == 0:
