@@ -14,6 +14,8 @@ EXPECTED = {
     "Client", "default_client", "PartDelta", "Restart", "transcribe", "speak", "detect_speech", "read_text", "embed", "see", "draw", "edit", "watch",
     # tool calls and results kept in the conversation
     "ToolUse", "ToolResult",
+    # declarative flows (imagine.flows)
+    "Flow",
 }
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
         UpstreamError,
         UpstreamTimeout,
     )
+    from .flows import Flow
     from .events import Done, Error, Event, PartDelta, PartOut, Progress, Restart, TextDelta, ToolCall, Usage
     from .parts import (Audio, Data, Image, Message, Modality, Part, Segment, Segments, Text, ToolResult, ToolUse, Vector,
                         Video, load_part)
@@ -48,6 +49,7 @@ _HOMES = {
     "errors": ("BudgetExceeded", "ConfigError", "EngineNotFound", "EngineUnavailable", "ImagineError", "InputError",
                "LimitExceeded", "OptionsError", "RateLimited", "Refused", "SchemaError", "StoreError", "UpstreamError",
                "UpstreamTimeout"),
+    "flows": ("Flow",),
     "events": ("Done", "Error", "Event", "PartDelta", "PartOut", "Progress", "Restart", "TextDelta", "ToolCall",
                "Usage"),
     "parts": ("Audio", "Data", "Image", "Message", "Modality", "Part", "Segment", "Segments", "Text", "ToolResult",
@@ -98,6 +100,7 @@ __all__ = [
     "EngineUnavailable",
     "Error",
     "Event",
+    "Flow",
     "Image",
     "ImagineError",
     "InputError",

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                              "text similarity JSON."),
     "engines": ("engines:engines", "Engines and endpoints (`imagine engines add NAME ...` writes an "
                                    "[endpoints.NAME] table)."),
+    "flow": ("flow:flow", "Declarative multimodal flows: a YAML DAG of steps run over many items, cached and resumable."),
     "keys": ("serve:keys", "API keys for `imagine serve`: stored hashed in the imagine home, each shown once."),
     "lab": ("lab:lab", "Train and sample imagine's own small models (needs the torch extra)."),
     "logs": ("logs:logs", "Show logged responses, newest first (`imagine logs show ID` for one)."),

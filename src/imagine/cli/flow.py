@@ -1,0 +1,156 @@
+"""`imagine flow ...`: run, check, show, list and resume declarative flows (imagine.flows).
+
+Every error about the flow file is one line naming the file, line, column and field (exit 2). Progress
+bars appear only on a terminal; a pipe or a log gets the one summary line at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from ._common import OutPath
+
+__all__ = ["flow"]
+
+
+def _inputs(pairs: tuple[str, ...]) -> dict[str, str]:
+    from ..errors import InputError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise InputError(f"--input {pair!r}: give NAME=PATH", hint="e.g. --input audio=talks/")
+        out[name.strip()] = value.strip()
+    return out
+
+
+class _Bars:
+    """One rich bar per step and one for items, updated from the runner's progress callback."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(), transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, step: str, key: str, status: str) -> None:
+        if step not in self.tasks:
+            self.tasks[step] = self.progress.add_task(step, total=None, note="")
+        note = "" if status in ("done", "cached") else f"{key}: {status}"
+        self.progress.update(self.tasks[step], advance=1, note=note[-40:])
+
+
+def _progress() -> tuple[Callable[[str, str, str], None] | None, Any]:
+    if not sys.stderr.isatty():
+        return None, None
+    bars = _Bars()
+    return bars, bars.progress
+
+
+def _say_result(result: Any, as_json: bool) -> None:
+    counts = result.manifest.get("counts", {})
+    if as_json:
+        click.echo(json.dumps({"run_id": result.run_id, "status": result.status, "counts": counts,
+                               "manifest": str(result.manifest_path)}))
+        return
+    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no items"
+    click.echo(f"run {result.run_id}: {result.status} ({shown})")
+    click.echo(f"manifest: {result.manifest_path}")
+    for item in result.items:
+        if item["status"] != "done" and item.get("error"):
+            click.echo(f"  {item['status']} {item['key']}: {item['error']}", err=True)
+
+
+def _run(call: Callable[[Any], Any], as_json: bool) -> None:
+    from ..errors import ImagineError
+
+    report, live = _progress()
+    if live is not None:
+        with live:
+            result = call(report)
+    else:
+        result = call(None)
+    _say_result(result, as_json)
+    if result.status == "failed":
+        failed = next((i for i in result.items if i["status"] == "failed"), None)
+        raise ImagineError(f"flow run {result.run_id} failed: " + (f"item {failed['key']}: {failed['error']}"
+                                                                 if failed else "see the manifest"))
+
+
+@click.group("flow")
+def flow() -> None:
+    """Declarative multimodal flows: a YAML DAG of steps run over many items, cached and resumable."""
+
+
+@flow.command("run")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, metavar="NAME=PATH", help="Bind or override an input.")
+@click.option("-O", "--out", type=OutPath(), default=None, help="Output folder (default: the home's flows/RUN_ID).")
+@click.option("--watch", "watch", type=click.Path(file_okay=False), default=None,
+              help="Keep running: process new files in DIR (the for_each input) as they arrive.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between --watch scans.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line: run id, status, counts, manifest path.")
+def run(file: str, inputs: tuple[str, ...], out: str | None, watch: str | None, poll: float, as_json: bool) -> None:
+    """Run FILE over its inputs; writes outputs and manifest.json under the output folder."""
+    from ..flows import Flow
+
+    loaded = Flow.load(file)
+    bound = _inputs(inputs)
+    _run(lambda report: loaded.run(bound, out, watch=watch, poll=poll, progress=report), as_json)
+
+
+@flow.command("resume")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line: run id, status, counts, manifest path.")
+def resume(run_id: str, as_json: bool) -> None:
+    """Finish RUN_ID after a crash or Ctrl-C; finished items are not computed again."""
+    from ..flows import Flow
+
+    _run(lambda report: Flow.resume(run_id, progress=report), as_json)
+
+
+@flow.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check FILE without running it: tasks, references, cycles, modalities, engine options."""
+    from ..flows import Flow
+
+    loaded = Flow.load(file)
+    click.echo(f"{file}: ok ({len(loaded.spec.steps)} steps)")
+
+
+@flow.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+def show(file: str) -> None:
+    """Print FILE's DAG as text: inputs, steps in order with what each reads, outputs."""
+    from ..flows import Flow
+
+    click.echo(Flow.load(file).show())
+
+
+@flow.command("runs")
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+def runs(limit: int, as_json: bool) -> None:
+    """Recent flow runs, newest first: id, status, items done, flow file."""
+    from ..config import get_settings
+    from ..flows.state import RunState
+
+    state = RunState(get_settings().home / "flows.db")
+    try:
+        rows = state.runs(limit)
+    finally:
+        state.close()
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, default=str))
+        else:
+            click.echo(f"{row['id']}  {row['status']:<11} {row['done']}/{row['items']} items  {row['flow']}")
+    if not rows and not as_json:
+        click.echo("no flow runs yet", err=True)
