@@ -33,15 +33,22 @@ class _Bars:
     """One rich bar per step and one for items, updated from the runner's progress callback."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(), transient=False)
+                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=Console(stderr=True), transient=False)
         self.tasks: dict[str, Any] = {}
+        self.total: int | None = None
 
     def __call__(self, step: str, key: str, status: str) -> None:
+        if step == "total":  # the runner says how many items there are (it grows under --watch)
+            self.total = int(status)
+            for task in self.tasks.values():
+                self.progress.update(task, total=self.total)
+            return
         if step not in self.tasks:
-            self.tasks[step] = self.progress.add_task(step, total=None, note="")
+            self.tasks[step] = self.progress.add_task(step, total=self.total, note="")
         note = "" if status in ("done", "cached") else f"{key}: {status}"
         self.progress.update(self.tasks[step], advance=1, note=note[-40:])
 

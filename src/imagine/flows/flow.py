@@ -168,6 +168,8 @@ class Flow:
                         sizes[item.key] = size
                     todo = ready
                 if todo:
+                    if progress is not None:
+                        progress("total", "", str(len(todo) + len(records)))
                     await executor.map(todo, lambda item: runner.run_item(item, values),  # type: ignore[arg-type]
                                        done)
                     self._finish(runner, records, run_id, "running" if watch else "done", out_dir)

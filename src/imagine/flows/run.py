@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Executor", "LocalExecutor", "Progress", "Runner", "summary"]
 
-Progress = Callable[[str, str, str], None]  # (step or "item", item key, status)
+Progress = Callable[[str, str, str], None]  # (step or "item", item key, status); ("total", "", count) first
 
 
 class Executor(Protocol):
