@@ -164,6 +164,30 @@ def test_sigterm_during_a_stream_logs_the_partial_answer(imagine_home):
     assert len(rows) == 1 and rows[0]["finish_reason"] == "cancelled" and rows[0]["output_text"]
 
 
+def test_gc_spares_pinned_blobs_and_what_a_pinned_record_names(imagine_home):
+    """A flow's cached step result is a JSON record in the blob store that no log row names: its pin keeps
+    it, and the parts it names, from gc; once unpinned they go."""
+    import hashlib
+    import json
+
+    store = Store(imagine_home / "logs.db")
+    part = Image(png_bytes(color=(4, 5, 6)))
+    body = json.dumps({"fields": {"image": store.put_part(part)}}).encode()
+    record = hashlib.sha256(body).hexdigest()
+    store.blobs.put(body, record)
+    store.pin(record, "flows")
+    old = time.time() - 7200
+    for sha in (record, part.sha256):
+        os.utime(store.blobs.path(sha), (old, old))
+    assert store.gc()["blobs"] == 0
+    assert store.blobs.path(record).exists() and store.blobs.path(part.sha256).exists()
+    store.unpin(record, "flows")
+    assert store.gc()["blobs"] == 2
+    assert not store.blobs.path(record).exists() and not store.blobs.path(part.sha256).exists()
+    with pytest.raises(StoreError):
+        store.pin("../../etc/passwd", "flows")
+
+
 def test_gc_removes_orphans_only_once_old(imagine_home):
     store = Store(imagine_home / "logs.db")
     kept = Image(png_bytes(color=(1, 2, 3)))

@@ -12,7 +12,8 @@ files up to QUICK_CHECK_MAX_BYTES, or by the first "malformed" error later) is m
 `logs.db.corrupt-<time>` and a fresh log is started, with one warning line; nothing else is touched. Blob
 hashes read back from the database are checked (64 lowercase hex digits) before they become paths.
 `Store.gc` removes blobs no row refers to and writers' leftover temporary files, both only once older than
-a grace period, so concurrent writers are never raced.
+a grace period, so concurrent writers are never raced; `Store.pin` keeps a blob no row names (a flow's
+cached step result) and the blobs its JSON record names.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import quote
 
-from .blobs import GC_GRACE_SECONDS, BlobStore, blob_hashes, sweep, valid_sha256
+from .blobs import _SHA256, GC_GRACE_SECONDS, BlobStore, blob_hashes, sweep, valid_sha256
 from .errors import InputError, StoreError
 from .events import Usage
 from .parts import (Audio, Data, Image, MediaPart, Message, Part, Segment, Segments, Text, ToolResult, ToolUse, Vector,
@@ -93,7 +94,16 @@ MIGRATIONS: list[str] = [
         created TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE pins (
+        sha256 TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (sha256, owner)
+    );
+    """,
 ]
+PIN_WALK_MAX_BYTES = 1024 * 1024  # a pinned JSON record this small is read for the blobs it names
 
 _MEDIA_KINDS: dict[str, type[MediaPart]] = {"image": Image, "audio": Audio, "video": Video}
 
@@ -621,9 +631,33 @@ class Store:
             yield self._decode(row)
 
     # -- garbage collection ---------------------------------------------------------------------
-    def referenced_blobs(self, after_rowid: int | None = None) -> set[str]:
-        """Every blob hash some row's input or output refers to (rows inserted after `after_rowid` only)."""
+    def pin(self, sha256: str, owner: str) -> None:
+        """Keep a blob no log row names (a flow's cached step result, say) from `gc`; a pinned blob that is
+        a small JSON record keeps the blobs it names too. `owner` says who pinned it, for `unpin`."""
+        self._execute("INSERT OR IGNORE INTO pins (sha256, owner, created) VALUES (?, ?, ?)",
+                      (valid_sha256(sha256), owner, _now()))
+
+    def unpin(self, sha256: str, owner: str) -> None:
+        self._execute("DELETE FROM pins WHERE sha256 = ? AND owner = ?", (valid_sha256(sha256), owner))
+
+    def _pinned(self) -> set[str]:
         found: set[str] = set()
+        for (sha,) in self._query("SELECT DISTINCT sha256 FROM pins"):
+            if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+                continue
+            found.add(sha)
+            try:
+                path = self.blobs.path(sha)
+                if path.stat().st_size <= PIN_WALK_MAX_BYTES:
+                    blob_hashes(json.loads(path.read_bytes()), found)
+            except (OSError, ValueError, StoreError):
+                continue  # gone, or not a JSON record: it keeps only itself
+        return found
+
+    def referenced_blobs(self, after_rowid: int | None = None) -> set[str]:
+        """Every blob hash some row's input or output refers to (rows inserted after `after_rowid` only),
+        and every pinned blob with the blobs it names (always all of them: pins are few)."""
+        found: set[str] = self._pinned()
         rows = (self._query("SELECT input, output_parts FROM responses WHERE rowid > ?", (after_rowid,))
                 if after_rowid is not None else self._query("SELECT input, output_parts FROM responses"))
         for row in rows:

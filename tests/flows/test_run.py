@@ -68,6 +68,10 @@ def test_twenty_items_then_all_from_the_cache(tmp_path, mock_engine):
 
     assert get_store().get(items[5]["steps"]["first"]["log_id"])["output_text"] == "item 5"
 
+    store = get_store()  # `imagine logs gc` past the grace period must not throw the cache away
+    for blob in store.blobs.root.glob("??/*"):
+        os.utime(blob, (time.time() - 7200,) * 2)
+    store.gc()
     again = Flow.load(twenty(tmp_path)).run(out=tmp_path / "out2")
     assert len(mock_engine.requests) == 39, "a second run is served from the cache: no engine call"
     assert again.manifest["counts"] == {"done": 20}

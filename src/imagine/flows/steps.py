@@ -151,7 +151,11 @@ def save_cached(key: str, outcome: StepOutcome, client: "Client", state: "RunSta
     body = json.dumps(record, sort_keys=True, default=str).encode()
     sha = hashlib.sha256(body).hexdigest()
     store.blobs.put(body, sha)
+    store.pin(sha, "flows")  # no log row names a cached result: the pin keeps it (and its parts) from `logs gc`
+    previous = state.cached(key)
     state.remember(key, sha)
+    if previous is not None and previous != sha:
+        store.unpin(previous, "flows")
 
 
 def load_cached(key: str, client: "Client", state: "RunState") -> StepOutcome | None:
