@@ -116,7 +116,8 @@ class Client:
         first = decision.plan[0] if decision.plan else None
         engine = self.registry.engine(first.engine_id) if first else None
         request = Request(messages=tuple(messages), model=first.model if first else "",
-                          options=engine.parse_options(options) if engine else NoOptions(),
+                          options=(first.options if first.options is not None else engine.parse_options(options))
+                          if engine and first else NoOptions(),
                           schema=json_schema, want=want, tools=tuple(tools), limits=limits)
         execution = self.router.build(decision, request)  # raises, naming why, when nothing can take it
         assert engine is not None and first is not None

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,8 @@ from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part, Text, ToolUs
 if TYPE_CHECKING:
     from .config import EndpointSettings, ModelSpec
 
-__all__ = ["Engine", "Locality", "NoOptions", "OptionsT", "Request", "Response", "check_finite", "new_id",
-           "normalize_tools"]
+__all__ = ["Engine", "Locality", "NoOptions", "OptionsT", "Request", "Response", "check_finite", "installed",
+           "new_id", "normalize_tools"]
 
 Locality = Literal["local", "cloud"]
 # An engine's options model: `Engine[OptionsT]` validates into it, `Request[OptionsT]` carries it.
@@ -44,6 +45,21 @@ OptionsT = TypeVar("OptionsT", bound=BaseModel)
 # Called with a Response whose log could not be written (its `log_error` says why): the CLI registers
 # one that prints a single `warning: not logged: ...` line for every command.
 LOG_FAILURE_HOOKS: list[Callable[["Response"], None]] = []
+
+
+_INSTALLED: set[str] = set()
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported. Availability is checked on every request (the registry hands out
+    engines through it), and `find_spec` stats the file system each time: a module found once stays found
+    (a package does not vanish from a running process); one not found is looked for again next time."""
+    if module in _INSTALLED or sys.modules.get(module) is not None:
+        return True
+    if importlib.util.find_spec(module) is None:
+        return False
+    _INSTALLED.add(module)
+    return True
 
 
 def new_id() -> str:
@@ -129,7 +145,7 @@ class Engine(Generic[OptionsT]):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         """None when the engine can run here, else a sentence saying how to make it available."""
-        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in cls.requires if not installed(m)]
         if missing:
             extra = f"pip install 'imagine[{cls.extra}]'" if cls.extra else f"pip install {' '.join(missing)}"
             return f"needs {', '.join(missing)}: {extra}"

@@ -78,6 +78,7 @@ class Registry:
         self._classes: dict[str, type[Engine]] = {}
         self._broken: dict[str, str] = {}  # entry points that failed to import, with the reason
         self._instances: dict[str, Engine] = {}
+        self.generation = 0  # bumped whenever the engines change: what the router cached is stale then
         if load_plugins:
             self._load_entry_points()
             self._bind_endpoints()
@@ -123,6 +124,7 @@ class Registry:
             raise ValueError(f"an engine with id {cls.id!r} is already registered")
         self._classes[cls.id] = cls
         self._instances.pop(cls.id, None)
+        self.generation += 1
         return cls
 
     # -- lookup ---------------------------------------------------------------------------------

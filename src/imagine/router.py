@@ -85,6 +85,7 @@ class Candidate:
     reason: str = ""
     est_cost: float | None = None
     quality: float = 0.0
+    options: Any = None  # the request's options as this engine parsed them (None until judged)
 
     def record(self) -> dict[str, Any]:
         return {"ref": self.ref, "locality": self.locality, "kept": self.kept, "reason": self.reason,
@@ -197,8 +198,29 @@ class Router:
         self.spent_today = spent_today or (lambda: 0.0)
         self.latency: dict[str, float] = {}  # engine id -> smoothed seconds, for `fastest`
         self._pairs_cache: dict[str, list[_Static]] = {}
-        self._options_cache: dict[tuple[str, str], str | None] = {}
         self._fit_cache: dict[tuple[str, frozenset[Modality], Modality, frozenset[str]], str | None] = {}
+        # a named model's resolution (requested, inputs, output) -> ENGINE:MODEL, kept only where resolving
+        # it again could not come out differently (the engine checks no model file or hub id)
+        self._named_cache: dict[tuple[str, frozenset[Modality], Modality], str] = {}
+        self._generation = registry.generation
+
+    def _fresh(self) -> None:
+        """Drop what was cached about the registry's engines when they changed (register, replace)."""
+        if self._generation != self.registry.generation:
+            self._pairs_cache.clear()
+            self._fit_cache.clear()
+            self._named_cache.clear()
+            self._generation = self.registry.generation
+
+    def _resolve_named(self, target: str, needed: frozenset[Modality], want: Modality) -> str:
+        key = (target, needed, want)
+        ref = self._named_cache.get(key)
+        if ref is None:
+            resolved = self.registry.resolve(target, inputs=needed or {Modality.TEXT}, want=want)
+            ref = resolved.ref
+            if type(resolved.engine).check_model is Engine.check_model and len(self._named_cache) < 1024:
+                self._named_cache[key] = ref
+        return ref
 
     # -- planning -----------------------------------------------------------------------------------
     def _static(self, engine_id: str, model: str) -> _Static:
@@ -257,17 +279,16 @@ class Router:
         requested = (requested or "auto").strip() or "auto"
         decision = Decision(requested, policy, direct=direct)
         needed = frozenset(m for msg in messages for m in msg.modalities)
+        self._fresh()
         target = self.registry.expand(requested, configured=direct)
         if target not in BUILTIN_ALIASES:  # named: the registry's checks give the specific error and its hint
-            resolved = self.registry.resolve(target, inputs=needed or {Modality.TEXT}, want=want)
-            requested = decision.requested = resolved.ref
+            requested = decision.requested = self._resolve_named(target, needed, want)
         features = frozenset(({"json_schema"} if schema else set()) | ({"tools"} if tools else set()))
         in_tokens, size = estimate_tokens(messages), prompt_bytes(messages)
         try:
             out_tokens = int((options or {}).get("max_tokens") or 512)
         except (TypeError, ValueError):  # not a number: the engine's option check says so
             out_tokens = 512
-        options_key = repr(sorted((options or {}).items()))
         budget_left = None
         if policy.max_cost_per_day is not None:
             budget_left = policy.max_cost_per_day - self.spent_today()
@@ -275,7 +296,7 @@ class Router:
         dropped: list[Candidate] = []
         for static in self._pairs(requested):
             cand = Candidate(static.ref, static.engine_id, static.model, static.locality)
-            cand.kept, cand.reason = self._judge(static, cand, needed, want, features, policy, options, options_key,
+            cand.kept, cand.reason = self._judge(static, cand, needed, want, features, policy, options,
                                                  in_tokens, out_tokens, budget_left, direct, size)
             (kept if cand.kept else dropped).append(cand)
         if target not in BUILTIN_ALIASES and dropped:
@@ -286,7 +307,7 @@ class Router:
         return decision
 
     def _judge(self, static: _Static, cand: Candidate, needed: frozenset[Modality], want: Modality,
-               features: frozenset[str], policy: Policy, options: dict[str, Any] | None, options_key: str,
+               features: frozenset[str], policy: Policy, options: dict[str, Any] | None,
                in_tokens: int, out_tokens: int, budget_left: float | None, direct: bool = False,
                size: int = 0) -> tuple[bool, str]:
         if policy.local_only and static.locality != "local":
@@ -301,17 +322,11 @@ class Router:
         misfit = self._fit_cache[fit_key]
         if misfit:
             return False, misfit
-        key = (static.engine_id, options_key)
-        if key not in self._options_cache:
-            try:
-                static.engine.parse_options(options or {})
-                self._options_cache[key] = None
-            except OptionsError as exc:
-                self._options_cache[key] = f"options: {exc.message}"
-        problem = self._options_cache[key]
-        if problem:
-            return False, problem
-        too_long = context_error(static.engine, static.model, options, size)
+        try:  # parsed once per candidate; the request and the context check take this same object
+            cand.options = static.engine.parse_options(options or {})
+        except OptionsError as exc:
+            return False, f"options: {exc.message}"
+        too_long = context_error(static.engine, static.model, cand.options, size)
         if too_long is not None:  # a prompt that cannot fit the window is refused before anything runs
             return False, f"too long: {too_long.message}"
         cand.est_cost = static.engine.estimate_cost(static.model, in_tokens, out_tokens)
@@ -392,9 +407,13 @@ class Execution(Engine):
         self.router, self.decision, self.template = router, decision, request
 
     def _request_for(self, cand: Candidate, engine: Engine) -> Request:
-        raw = self.template.options.model_dump(exclude_unset=True)
         policy = self.decision.policy
-        if policy.cascade and policy.check == "confidence" and "logprobs" in engine.Options.model_fields:
+        logprobs = policy.cascade and policy.check == "confidence" and "logprobs" in engine.Options.model_fields
+        template = self.template
+        if not logprobs and cand.model == template.model and type(template.options) is engine.Options:
+            return template  # the plan's first candidate: its options were parsed once, at planning
+        raw = template.options.model_dump(exclude_unset=True)
+        if logprobs:
             raw.setdefault("logprobs", True)  # the confidence check reads the mean token log-probability
         return Request(messages=self.template.messages, model=cand.model, options=engine.parse_options(raw),
                        schema=self.template.schema, want=self.template.want, tools=self.template.tools,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.util
 import io
 import ipaddress
 import json
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..._bridge import on_bridge_loop
 from ...config import EndpointSettings, ModelSpec
-from ...engine import Engine
+from ...engine import Engine, installed
 from ...errors import EngineUnavailable, InputError
 from ...parts import MediaPart, Modality, Part
 from .._support.options import StopStrings
@@ -139,7 +138,7 @@ class CloudEngine(Engine[CloudOptionsT]):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if importlib.util.find_spec(cls.sdk) is None:
+        if not installed(cls.sdk):
             return f"needs the {cls.sdk} SDK: pip install 'imagine[{cls.extra or 'cloud'}]'"
         if cls.endpoint.key_env and not cls.api_key() and not is_loopback(cls.endpoint.base_url):
             return f"set {cls.endpoint.key_env} (or api_key in [endpoints.{cls.id}] of config.toml)"
