@@ -548,6 +548,28 @@ def _headers(client: openai.AsyncOpenAI) -> dict[str, str]:
     return headers
 
 
+def _prepared(client: openai.AsyncOpenAI, http: Any, timeout: float) -> tuple[Any, Any, dict[str, Any]] | None:
+    """(URL, merged headers, timeout extension) of a chat completion request, worked out once per client and
+    timeout: what `build_request` merges again on every request (the client's headers, the URL, the
+    timeout). None where the client has cookies or query params to merge: `build_request` does that."""
+    if http.cookies or http.params:
+        return None
+    base = str(client.base_url)
+    cache: dict[tuple[str, float], tuple[Any, Any, dict[str, Any]]] | None = getattr(client, "_imagine_prepared", None)
+    if cache is None:
+        cache = client._imagine_prepared = {}  # type: ignore[attr-defined]
+    found = cache.get((base, timeout))
+    if found is None:
+        import httpx2
+
+        if len(cache) >= 64:
+            cache.clear()
+        headers = http._merge_headers({**_headers(client), "X-Stainless-Read-Timeout": f"{timeout:g}"})
+        found = cache[(base, timeout)] = (http._merge_url(base + "chat/completions"), httpx2.Headers(headers),
+                                          httpx2.Timeout(timeout).as_dict())
+    return found
+
+
 async def _chunks(client: openai.AsyncOpenAI, body: dict[str, Any], timeout: float) -> AsyncIterator[dict[str, Any]]:
     """POST a streamed chat completion through the SDK client's HTTP pool and yield each SSE event's JSON.
     Failures raise the SDK's own exceptions (status errors, timeouts, connection errors, an `error` event),
@@ -557,9 +579,15 @@ async def _chunks(client: openai.AsyncOpenAI, body: dict[str, Any], timeout: flo
     from openai._httpx2 import request_exceptions, timeout_exceptions
 
     http = client._client
-    request = http.build_request("POST", str(client.base_url) + "chat/completions",
-                                 headers={**_headers(client), "X-Stainless-Read-Timeout": f"{timeout:g}"},
-                                 content=json.dumps(body).encode(), timeout=httpx2.Timeout(timeout))
+    content = json.dumps(body).encode()
+    prepared = _prepared(client, http, timeout)
+    if prepared is None:
+        request = http.build_request("POST", str(client.base_url) + "chat/completions",
+                                     headers={**_headers(client), "X-Stainless-Read-Timeout": f"{timeout:g}"},
+                                     content=content, timeout=httpx2.Timeout(timeout))
+    else:
+        url, headers, limits = prepared
+        request = httpx2.Request("POST", url, headers=headers, content=content, extensions={"timeout": limits})
     try:
         response = await http.send(request, stream=True)
     except timeout_exceptions() as exc:
