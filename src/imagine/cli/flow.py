@@ -90,6 +90,30 @@ def _run(call: Callable[[Any], Any], as_json: bool) -> None:
                                                                  if failed else "see the manifest"))
 
 
+def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: asyncio in this process; ray: one Ray task per item (pip install 'imagine[ray]')."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="Run on this Ray cluster (e.g. ray://head:10001) instead of a Ray started here."),
+        click.option("--ray-cpus", type=click.IntRange(min=1), default=None,
+                     help="CPUs of the Ray started here (default: all)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _executor(kind: str, address: str | None, cpus: int | None) -> Any:
+    """None for the local executor (the runner's default); a RayExecutor, which the caller closes."""
+    if kind != "ray":
+        if address or cpus:
+            raise click.UsageError("--ray-address and --ray-cpus need --executor ray")
+        return None
+    from ..flows.ray import RayExecutor
+
+    return RayExecutor(address=address, num_cpus=cpus)
+
+
 @click.group("flow")
 def flow() -> None:
     """Declarative multimodal flows: a YAML DAG of steps run over many items, cached and resumable."""
@@ -103,23 +127,37 @@ def flow() -> None:
               help="Keep running: process new files in DIR (the for_each input) as they arrive.")
 @click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between --watch scans.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line: run id, status, counts, manifest path.")
-def run(file: str, inputs: tuple[str, ...], out: str | None, watch: str | None, poll: float, as_json: bool) -> None:
+@_executor_options
+def run(file: str, inputs: tuple[str, ...], out: str | None, watch: str | None, poll: float, as_json: bool,
+        executor: str, ray_address: str | None, ray_cpus: int | None) -> None:
     """Run FILE over its inputs; writes outputs and manifest.json under the output folder."""
     from ..flows import Flow
 
     loaded = Flow.load(file)
     bound = _inputs(inputs)
-    _run(lambda report: loaded.run(bound, out, watch=watch, poll=poll, progress=report), as_json)
+    chosen = _executor(executor, ray_address, ray_cpus)
+    try:
+        _run(lambda report: loaded.run(bound, out, watch=watch, poll=poll, progress=report, executor=chosen),
+             as_json)
+    finally:
+        if chosen is not None:
+            chosen.close()
 
 
 @flow.command("resume")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line: run id, status, counts, manifest path.")
-def resume(run_id: str, as_json: bool) -> None:
+@_executor_options
+def resume(run_id: str, as_json: bool, executor: str, ray_address: str | None, ray_cpus: int | None) -> None:
     """Finish RUN_ID after a crash or Ctrl-C; finished items are not computed again."""
     from ..flows import Flow
 
-    _run(lambda report: Flow.resume(run_id, progress=report), as_json)
+    chosen = _executor(executor, ray_address, ray_cpus)
+    try:
+        _run(lambda report: Flow.resume(run_id, progress=report, executor=chosen), as_json)
+    finally:
+        if chosen is not None:
+            chosen.close()
 
 
 @flow.command("validate")
@@ -134,11 +172,18 @@ def validate(file: str) -> None:
 
 @flow.command("show")
 @click.argument("file", type=click.Path(dir_okay=False))
-def show(file: str) -> None:
+@click.option("--png", "png", type=OutPath(), default=None, metavar="PNG",
+              help="Also draw the DAG as a picture to this PNG file.")
+def show(file: str, png: str | None) -> None:
     """Print FILE's DAG as text: inputs, steps in order with what each reads, outputs."""
     from ..flows import Flow
 
-    click.echo(Flow.load(file).show())
+    loaded = Flow.load(file)
+    click.echo(loaded.show())
+    if png is not None:
+        from ..flows.picture import save_png
+
+        click.echo(f"picture: {save_png(loaded, png)}", err=True)
 
 
 @flow.command("runs")

@@ -170,8 +170,7 @@ class Flow:
                 if todo:
                     if progress is not None:
                         progress("total", "", str(len(todo) + len(records)))
-                    await executor.map(todo, lambda item: runner.run_item(item, values),  # type: ignore[arg-type]
-                                       done)
+                    await executor.map(todo, runner.work(values), done)  # type: ignore[arg-type]
                     self._finish(runner, records, run_id, "running" if watch else "done", out_dir)
                 if watch is None or failed or (stop is not None and stop.is_set()):
                     break

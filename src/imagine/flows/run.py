@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .flow import Flow
     from .state import RunState
 
-__all__ = ["Executor", "LocalExecutor", "Progress", "Runner", "summary"]
+__all__ = ["Executor", "ItemWork", "LocalExecutor", "Progress", "Runner", "summary"]
 
 Progress = Callable[[str, str, str], None]  # (step or "item", item key, status); ("total", "", count) first
 
@@ -62,6 +62,17 @@ class LocalExecutor:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class ItemWork:
+    """`runner.run_item(item, inputs)` as a callable that still says which runner and inputs it uses."""
+
+    runner: "Runner"
+    inputs: dict[str, Any]
+
+    def __call__(self, item: Item | None) -> Awaitable[dict[str, Any]]:
+        return self.runner.run_item(item, self.inputs)
 
 
 class StepFailed(Exception):
@@ -114,6 +125,11 @@ class Runner:
     def _say(self, step: str, key: str, status: str) -> None:
         if self.progress is not None:
             self.progress(step, key, status)
+
+    def work(self, inputs: dict[str, Any]) -> "ItemWork":
+        """What an executor calls per item; it carries the runner, so an executor that runs items in other
+        processes (Ray) can rebuild one there from the flow file, the settings and the run id."""
+        return ItemWork(self, inputs)
 
     # -- one item -----------------------------------------------------------------------------------
     async def run_item(self, item: Item | None, inputs: dict[str, Any]) -> dict[str, Any]:

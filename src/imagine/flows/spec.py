@@ -138,6 +138,7 @@ class StepSpec(_Model):
     on_error: Literal["fail", "skip", "default"] = "fail"
     default: dict[str, Any] | None = None
     save: str | None = None  # a file name template for the step's main output
+    num_gpus: float = Field(default=0, ge=0, le=64)  # the Ray executor reserves this much GPU per item
 
     @model_validator(mode="after")
     def _task_or_flow(self) -> "StepSpec":
@@ -149,7 +150,8 @@ class StepSpec(_Model):
 
     def digest(self) -> str:
         """What the cache key takes from the step itself (not its name, not what decides retries)."""
-        keep = self.model_dump(exclude={"when", "retries", "backoff", "on_error", "default", "save"})
+        keep = self.model_dump(exclude={"when", "retries", "backoff", "on_error", "default", "save",
+                                           "num_gpus"})
         return hashlib.sha256(yaml.safe_dump(keep, sort_keys=True).encode()).hexdigest()
 
 
