@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = ["RayExecutor", "item_resources", "run_item_in_worker"]
 
-# One Client, Flow and RunState per worker process and (settings, flow file, flow version): Ray reuses its
-# workers, so the registry, its loaded models and the SQLite connections are built once, not per item.
-_WORKER_CACHE: dict[tuple[str, str, str], tuple["Client", "Flow", "RunState"]] = {}
+# Per worker process: one Client and RunState per settings, one loaded Flow per (settings, file, version).
+# Ray reuses its workers, so the registry, its loaded models and the SQLite connections are built once per
+# worker, not per item, nor per run of another flow file.
+_CLIENTS: dict[str, tuple["Client", "RunState"]] = {}
+_FLOWS: dict[tuple[str, str, str], "Flow"] = {}
 
 
 def _import_ray() -> Any:
@@ -63,14 +65,17 @@ def _worker(settings: "Settings", flow_path: str, flow_sha: str) -> tuple["Clien
     from .spec import FlowError
     from .state import RunState
 
-    key = (settings.model_dump_json(), flow_path, flow_sha)
-    if key not in _WORKER_CACHE:
-        client = Client(settings=settings)
+    known = settings.model_dump_json()
+    if known not in _CLIENTS:
+        _CLIENTS[known] = (Client(settings=settings), RunState(settings.home / "flows.db"))
+    client, state = _CLIENTS[known]
+    key = (known, flow_path, flow_sha)
+    if key not in _FLOWS:
         flow = Flow.load(flow_path, client=client)
         if flow.sha != flow_sha:
             raise FlowError(f"{flow_path} changed while the run was going; run it again")
-        _WORKER_CACHE[key] = (client, flow, RunState(settings.home / "flows.db"))
-    return _WORKER_CACHE[key]
+        _FLOWS[key] = flow
+    return client, _FLOWS[key], state
 
 
 def run_item_in_worker(settings: "Settings", flow_path: str, flow_sha: str, run_id: str, out_dir: str,
