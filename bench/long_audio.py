@@ -25,6 +25,7 @@ os.environ.setdefault("IMAGINE_HOME", tempfile.mkdtemp(prefix="imagine-bench-"))
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helpers.media import write_long_flac  # noqa: E402  (the long-audio tests' own generator)
 from tests.helpers.rss import run_measured  # noqa: E402  (one clean peak-RSS measure for tests and benches)
 
 RATE = 16000
@@ -41,25 +42,6 @@ def sentences() -> list[np.ndarray]:
         part = next(p for p in speak(text, log=False).parts if isinstance(p, Audio))
         clips.append(part.samples(RATE)[0])
     return clips
-
-
-def write_flac(path: Path, minutes: int, clips: list[np.ndarray]) -> None:
-    """`minutes` of silence with a sentence 20 s into each minute, encoded one minute at a time."""
-    import av
-
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=RATE, layout="mono")
-        for minute in range(minutes):
-            block = np.zeros(60 * RATE, np.float32)
-            clip = clips[minute % len(clips)]
-            block[20 * RATE:20 * RATE + len(clip)] = clip
-            pcm = (np.clip(block, -1, 1) * 32767).astype("<i2")[None, :]
-            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-            frame.sample_rate = RATE
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
 
 
 BASELINE_TRANSCRIBE = """
@@ -104,7 +86,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in args.minutes:
             path = Path(tmp) / f"{minutes}min.flac"
-            write_flac(path, minutes, clips)
+            write_long_flac(path, minutes, clips, rate=RATE)
             jobs = {"transcribe": (imagine + ["transcribe", str(path)], BASELINE_TRANSCRIBE),
                     "vad": (imagine + ["vad", str(path)], BASELINE_VAD)}
             for job, (argv, baseline) in jobs.items():

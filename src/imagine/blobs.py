@@ -18,16 +18,16 @@ from typing import Any, Callable
 
 from .errors import StoreError
 
-__all__ = ["GC_GRACE_SECONDS", "BlobStore", "blob_hashes", "sweep", "valid_sha256"]
+__all__ = ["GC_GRACE_SECONDS", "SHA256", "BlobStore", "blob_hashes", "sweep", "valid_sha256"]
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256 = re.compile(r"[0-9a-f]{64}")  # a blob's name: its sha256, 64 lowercase hex digits
 GC_GRACE_SECONDS = 3600.0
 
 
 def valid_sha256(value: Any) -> str:
     """`value` when it is a sha256 hex digest (64 lowercase hex digits), else StoreError: a hash read
     from the database must never become a path outside the blob store."""
-    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+    if not isinstance(value, str) or not SHA256.fullmatch(value):
         shown = repr(value)[:40]
         raise StoreError(f"the log names a blob by an invalid hash {shown} (not 64 lowercase hex digits)",
                          hint="the log was edited or damaged; that row cannot be read back")
@@ -82,7 +82,7 @@ def blob_hashes(value: Any, found: set[str]) -> set[str]:
     """Add every blob hash a logged input or output (decoded JSON) names to `found`."""
     if isinstance(value, dict):
         sha = value.get("sha256")
-        if isinstance(sha, str) and _SHA256.fullmatch(sha):
+        if isinstance(sha, str) and SHA256.fullmatch(sha):
             found.add(sha)
         for item in value.values():
             blob_hashes(item, found)
@@ -110,7 +110,7 @@ def sweep(blobs: BlobStore, referenced: set[str], referenced_since: Callable[[],
                 continue
             is_tmp = file.name.startswith(".tmp-")
             sha = folder.name + file.name
-            if not is_tmp and (not _SHA256.fullmatch(sha) or sha in referenced):
+            if not is_tmp and (not SHA256.fullmatch(sha) or sha in referenced):
                 continue
             if now - info.st_mtime < grace_s:
                 removed["kept_young"] += 1

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import quote
 
-from .blobs import _SHA256, GC_GRACE_SECONDS, BlobStore, blob_hashes, sweep, valid_sha256
+from .blobs import GC_GRACE_SECONDS, SHA256, BlobStore, blob_hashes, sweep, valid_sha256
 from .errors import InputError, StoreError
 from .events import Usage
 from .parts import (Audio, Data, Image, MediaPart, Message, Part, Segment, Segments, Text, ToolResult, ToolUse, Vector,
@@ -643,7 +643,7 @@ class Store:
     def _pinned(self) -> set[str]:
         found: set[str] = set()
         for (sha,) in self._query("SELECT DISTINCT sha256 FROM pins"):
-            if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            if not isinstance(sha, str) or not SHA256.fullmatch(sha):
                 continue
             found.add(sha)
             try:

@@ -18,6 +18,7 @@ from imagine.config import get_settings
 from imagine.engine import Request, Response
 from imagine.parts import Audio, Data, Segments
 
+from ..helpers.media import write_long_flac
 from ..helpers.rss import run_measured
 from ..helpers.speech import RATE, needs_espeak, speech, trim, wer
 
@@ -113,24 +114,6 @@ def test_a_recording_that_fits_one_window_is_heard_whole(recording, heard) -> No
 # -- memory: a child process, as a user runs it ----------------------------------------------------------
 
 
-def write_flac(path: Path, minutes: int, voice: np.ndarray) -> None:
-    """`minutes` of silence with `voice` 20 s into every fifth minute, encoded a minute at a time."""
-    import av
-
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=RATE, layout="mono")
-        for minute in range(minutes):
-            block = np.zeros(60 * RATE, np.float32)
-            if minute % 5 == 0:
-                block[20 * RATE:20 * RATE + len(voice)] = voice
-            frame = av.AudioFrame.from_ndarray((block * 32767).astype("<i2")[None, :], format="s16", layout="mono")
-            frame.sample_rate = RATE
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-
-
 MINUTES = int(os.environ.get("IMAGINE_LONG_AUDIO_MINUTES", "40"))  # before the fix: ~2.3 GB at 40 min
 
 
@@ -138,7 +121,7 @@ MINUTES = int(os.environ.get("IMAGINE_LONG_AUDIO_MINUTES", "40"))  # before the 
 def test_long_audio_runs_in_flat_memory(tmp_path: Path, command: str) -> None:
     sentence = SENTENCES[0][1]
     path = tmp_path / "long.flac"
-    write_flac(path, MINUTES, trim(speech(sentence)))
+    write_long_flac(path, MINUTES, [trim(speech(sentence))], every=5, rate=RATE)
     env = {**os.environ, "IMAGINE_HOME": str(tmp_path / "home")}
     run = run_measured([sys.executable, "-m", "imagine", command, str(path)], env=env)
     output = run.stdout

@@ -78,3 +78,25 @@ def make_video(slides: Sequence[tuple[float, PILImage.Image]], audio: np.ndarray
             for packet in astream.encode():
                 container.mux(packet)
     return buf.getvalue()
+
+
+def write_long_flac(path, minutes: int, clips: Sequence[np.ndarray], *, every: int = 1, rate: int = 16000) -> None:
+    """`minutes` of digital silence as FLAC with a clip 20 s into every `every`-th minute (the clips in
+    turn), encoded a minute at a time so that hours of audio never sit in memory: the long-audio tests and
+    bench/long_audio.py share it."""
+    import av
+
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono")
+        for minute in range(minutes):
+            block = np.zeros(60 * rate, np.float32)
+            if minute % every == 0:
+                clip = clips[(minute // every) % len(clips)]
+                block[20 * rate:20 * rate + len(clip)] = clip
+            pcm = (np.clip(block, -1, 1) * 32767).astype("<i2")[None, :]
+            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)

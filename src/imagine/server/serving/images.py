@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import Request as HttpRequest
 
+from ...blobs import SHA256
 from ...errors import ImagineError, LimitExceeded, StoreError
 from ...media.sniff import sniff_mime
 from ...parts import Image, Message, Modality, Part
@@ -34,7 +35,6 @@ from .media import Target, bad_field, finish, log_header, respond, target
 __all__ = ["EditForm", "blob", "edit", "generate"]
 
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 MASK = "mask"  # the part name imagine's image engines read as the inpainting mask (tasks.MASK)
 
@@ -206,7 +206,7 @@ async def blob(caller: Caller, sha256: str, fmt: str | None = None,
     or learn whether a well-known image was ever sent here by asking for its hash. Inputs are a 404,
     exactly like a hash never seen, so the answer reveals nothing. The log does not record which API key
     made a response, so any key of this server may fetch any output (its hash is unguessable)."""
-    if not _SHA256.fullmatch(sha256):
+    if not SHA256.fullmatch(sha256):
         raise bad_field("sha256", "must be 64 lowercase hex digits (a blob's sha256)")
     missing = ApiError(404, f"no blob {sha256}", param="sha256", code="not_found")
     store = caller.client.store
