@@ -40,6 +40,7 @@ from ...events import Done, Event, PartOut, TextDelta, ToolCall, Usage
 from ...parts import Audio, Data, Image, Message, Modality, Part, Text, ToolResult, ToolUse, Video
 from .._support.structured import REPAIR_NOTE, check_json, schema_note
 from ._cloud import CloudEngine, CloudOptions, PerLoop, data_url, display_url, retry_after_seconds, scrub
+from ._openai_http import chunks, close_client
 
 if TYPE_CHECKING:
     import openai
@@ -162,7 +163,7 @@ class OpenAICompatEngine(CloudEngine[OpenAIOptions]):
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         # one client per event loop: an async HTTP pool must not be shared between loops
-        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._make_client, lambda client: client.close())
+        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._make_client, close_client)
 
     @classmethod
     def default_endpoint(cls) -> EndpointSettings:
@@ -349,7 +350,7 @@ class OpenAICompatEngine(CloudEngine[OpenAIOptions]):
 
         async with self._clients.use() as client:
             try:
-                async for chunk in _chunks(client, body, self.timeout(request.options)):
+                async for chunk in chunks(client, body, self.timeout(request.options)):
                     reply.chunks += 1
                     reply.usage = chunk.get("usage") or reply.usage
                     for choice in (chunk.get("choices") or [])[:1]:
@@ -533,108 +534,6 @@ def _said(exc: Exception) -> str:
         said = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}" if isinstance(d, dict)
                          else str(d) for d in said[:3])
     return one_line(str(said or getattr(exc, "message", "") or exc))
-
-
-def _headers(client: openai.AsyncOpenAI) -> dict[str, str]:
-    """The headers the SDK would send (key, user agent, organization...), worked out once per client."""
-    headers: dict[str, str] | None = getattr(client, "_imagine_headers", None)
-    if headers is None:
-        import openai
-
-        headers = {name: value for name, value in {**client.auth_headers, **client.default_headers}.items()
-                   if not isinstance(value, openai.Omit)}
-        headers["X-Stainless-Retry-Count"] = "0"
-        client._imagine_headers = headers  # type: ignore[attr-defined]
-    return headers
-
-
-def _prepared(client: openai.AsyncOpenAI, http: Any, timeout: float) -> tuple[Any, Any, dict[str, Any]] | None:
-    """(URL, merged headers, timeout extension) of a chat completion request, worked out once per client and
-    timeout: what `build_request` merges again on every request (the client's headers, the URL, the
-    timeout). None where the client has cookies or query params to merge: `build_request` does that."""
-    if http.cookies or http.params:
-        return None
-    base = str(client.base_url)
-    cache: dict[tuple[str, float], tuple[Any, Any, dict[str, Any]]] | None = getattr(client, "_imagine_prepared", None)
-    if cache is None:
-        cache = client._imagine_prepared = {}  # type: ignore[attr-defined]
-    found = cache.get((base, timeout))
-    if found is None:
-        import httpx2
-
-        if len(cache) >= 64:
-            cache.clear()
-        headers = http._merge_headers({**_headers(client), "X-Stainless-Read-Timeout": f"{timeout:g}"})
-        found = cache[(base, timeout)] = (http._merge_url(base + "chat/completions"), httpx2.Headers(headers),
-                                          httpx2.Timeout(timeout).as_dict())
-    return found
-
-
-async def _chunks(client: openai.AsyncOpenAI, body: dict[str, Any], timeout: float) -> AsyncIterator[dict[str, Any]]:
-    """POST a streamed chat completion through the SDK client's HTTP pool and yield each SSE event's JSON.
-    Failures raise the SDK's own exceptions (status errors, timeouts, connection errors, an `error` event),
-    exactly as `chat.completions.create` would, so the error mapping is the same."""
-    import httpx2
-    import openai
-    from openai._httpx2 import request_exceptions, timeout_exceptions
-
-    http = client._client
-    content = json.dumps(body).encode()
-    prepared = _prepared(client, http, timeout)
-    if prepared is None:
-        request = http.build_request("POST", str(client.base_url) + "chat/completions",
-                                     headers={**_headers(client), "X-Stainless-Read-Timeout": f"{timeout:g}"},
-                                     content=content, timeout=httpx2.Timeout(timeout))
-    else:
-        url, headers, limits = prepared
-        request = httpx2.Request("POST", url, headers=headers, content=content, extensions={"timeout": limits})
-    try:
-        response = await http.send(request, stream=True)
-    except timeout_exceptions() as exc:
-        raise openai.APITimeoutError(request=request) from exc
-    except request_exceptions() as exc:
-        raise openai.APIConnectionError(request=request) from exc
-    try:
-        if response.status_code >= 400:
-            try:
-                await response.aread()
-            except request_exceptions():
-                pass
-            raise client._make_status_error_from_response(response)
-        data: list[bytes] = []
-        pending = b""
-        done = False
-        try:
-            async for piece in response.aiter_bytes():
-                if done:
-                    continue  # the rest after [DONE], read so the connection can be reused
-                lines = (pending + piece).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    if line.endswith(b"\r"):
-                        line = line[:-1]
-                    if line.startswith(b"data:"):
-                        data.append(line[6:] if line[5:6] == b" " else line[5:])
-                        continue
-                    if line or not data:
-                        continue  # event:, id:, retry:, comments; or a blank line with nothing before it
-                    text, data = b"\n".join(data), []
-                    if text.startswith(b"[DONE]"):
-                        done = True
-                        break
-                    event = json.loads(text)
-                    if isinstance(event, dict) and event.get("error"):
-                        error = event["error"]
-                        message = error.get("message") if isinstance(error, dict) else None
-                        raise openai.APIError(message if isinstance(message, str) and message
-                                              else "An error occurred during streaming", request, body=error)
-                    yield event
-        except timeout_exceptions() as exc:
-            raise openai.APITimeoutError(request=request) from exc
-        except request_exceptions() as exc:
-            raise openai.APIConnectionError(request=request) from exc
-    finally:
-        await response.aclose()
 
 
 def _rejects_format(exc: Exception) -> bool:
