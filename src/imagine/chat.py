@@ -32,7 +32,7 @@ class ChatSession:
 
     def __init__(self, model: str | None = None, options: dict[str, Any] | None = None,
                  system: str | None = None, read: Callable[[str], str] = input, out: TextIO | None = None,
-                 policy: str | None = None) -> None:
+                 policy: str | None = None, memory: bool = False) -> None:
         self.model = model
         self.options = options or {}
         self.system = system
@@ -42,6 +42,11 @@ class ChatSession:
         self.history: list[Message] = []
         self.pending: list[Part] = []
         self.conversation_id = new_id()
+        self.memory: Any = None
+        if memory:
+            from .index.memory import Memory
+
+            self.memory = Memory()
 
     def say(self, text: str, end: str = "\n") -> None:
         self.out.write(text + end)
@@ -110,6 +115,9 @@ class ChatSession:
         from .tasks import ask
 
         system = self.system if not self.history else None
+        recalled, recall_text = self._recall(text)
+        if recall_text:
+            system = f"{system}\n\n{recall_text}" if system else recall_text
         try:
             response = ask(text, self.model, attach=list(self.pending), system=system, options=self.options,
                            history=self.history, conversation_id=self.conversation_id, policy=self.policy)
@@ -125,7 +133,33 @@ class ChatSession:
         except ImagineError as exc:
             self.say(f"\nerror: {exc}", end="")
         self.say("")
-        self.history.extend(response.request.messages[len(self.history):])
+        new = list(response.request.messages[len(self.history):])
+        if recall_text:  # recalled memories help this turn only; the first turn keeps its own system prompt
+            new = [Message.system(self.system) if m.role == "system" and self.system else m for m in new
+                   if m.role != "system" or self.system]
+        self.history.extend(new)
         reply = response.text_so_far()
         if reply:
             self.history.append(Message.assistant(reply))
+        if self.memory is not None and reply:
+            from .index.memory import remember_response
+
+            if recalled:
+                self.say("  (memories used: " + ", ".join(f"[{r.label}] {r.chunk.meta.get('summary') or r.chunk.text}"
+                                                         for r in recalled) + ")")
+            try:
+                remember_response(self.memory, text, response, self.model)
+            except ImagineError as exc:
+                self.say(f"(not remembered: {exc})")
+
+    def _recall(self, text: str) -> tuple[list[Any], str]:
+        if self.memory is None:
+            return [], ""
+        from .index.memory import context
+
+        try:
+            recalled = self.memory.recall(text)
+        except ImagineError as exc:
+            self.say(f"(memory unavailable: {exc})")
+            return [], ""
+        return recalled, context(recalled) if recalled else ""

@@ -69,6 +69,18 @@ class Client:
     def _spent_today(self) -> float:
         return self.store.cost_since_midnight()
 
+    def index(self, name: str, *, create: bool = False, **kwargs: Any) -> "Any":
+        """The index NAME under this client's home (`imagine.index.Index`): add files, search, ask."""
+        from .index import Index
+
+        return Index(name, self, create=create, **kwargs)
+
+    def memory(self) -> "Any":
+        """The memory of past conversations (`imagine.index.memory.Memory`)."""
+        from .index.memory import Memory
+
+        return Memory(self)
+
     def close(self) -> None:
         """Close the log store (engines keep their models until the process ends)."""
         if self._store is not None:

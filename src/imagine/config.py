@@ -84,6 +84,8 @@ class Settings(BaseModel):
     policy: str = Field(default="direct", description="routing preference when no -m is given")
     max_cost_per_day: float | None = Field(default=None, ge=0, description="US dollars, across all engines")
     allow_private_urls: bool = Field(default=False, description="let media URLs reach private/local addresses")
+    index_url: str | None = Field(default=None, description="postgresql://... keeps new indexes in PostgreSQL + "
+                                                            "pgvector; default: LanceDB folders under the home")
 
     @field_validator("engines")
     @classmethod
@@ -132,6 +134,7 @@ _ENV_KEYS: dict[str, tuple[str, ...]] = {
     "IMAGINE_MAX_VIDEO_FRAMES": ("limits", "max_video_frames"),
     "IMAGINE_MAX_PROMPT_BYTES": ("limits", "max_prompt_bytes"),
     "IMAGINE_ALLOW_PRIVATE_URLS": ("allow_private_urls",),
+    "IMAGINE_INDEX_URL": ("index_url",),
 }
 
 

@@ -36,9 +36,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "engines": ("engines:engines", "Engines and endpoints (`imagine engines add NAME ...` writes an "
                                    "[endpoints.NAME] table)."),
     "flow": ("flow:flow", "Declarative multimodal flows: a YAML DAG of steps run over many items, cached and resumable."),
+    "index": ("index:index", "Multimodal indexes over your files: add, list, show, rm, drop (search with "
+                             "`imagine search`)."),
     "keys": ("serve:keys", "API keys for `imagine serve`: stored hashed in the imagine home, each shown once."),
     "lab": ("lab:lab", "Train and sample imagine's own small models (needs the torch extra)."),
     "logs": ("logs:logs", "Show logged responses, newest first (`imagine logs show ID` for one)."),
+    "memory": ("index:memory", "What `ask --memory` and `chat --memory` remember: list, forget."),
     "models": ("models:models", "List engines: local or cloud, what they take and give, and whether they can "
                                 "run here. `imagine models ENGINE` shows one in full: why it is local or cloud, "
                                 "its models and options."),
@@ -47,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                            "and why."),
     "see": ("image:see", "Ask a vision-language model about one or more IMAGEs: the last argument is the "
                          "question (with a single argument, the model describes the image)."),
+    "search": ("index:search", "Search index NAME for QUERY (or -a IMAGE); prints ranked hits with where each "
+                               "came from."),
     "serve": ("serve:serve", "Serve imagine's engines over the OpenAI API (chat completions, models) at "
                              "http://HOST:PORT/v1."),
     "speak": ("media:speak", "Speak TEXT (or stdin) to a WAV file (default voice: Piper's; -m espeak for 100+ "

@@ -28,9 +28,14 @@ __all__ = ["ask", "chat", "route"]
 @click.option("-p", "--policy", help="Let the router choose: local_only, local, cloud, cheapest, fastest, best, "
                                      "cascade (comma-separated).")
 @click.option("--max-cost", type=FiniteFloat(min=0), help="Refuse plans estimated above this many US dollars.")
+@click.option("--index", "index_name", help="Answer from this index (imagine index add ...), citing its sources.")
+@click.option("-k", "--top", "k", default=5, show_default=True, type=click.IntRange(1, 50),
+              help="With --index: how many chunks to retrieve.")
+@click.option("--memory", is_flag=True, help="Recall relevant past turns, and remember this one (imagine memory).")
 def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], attach: tuple[str, ...],
         system: str | None, schema: str | None, continue_: bool, conversation: str | None,
-        out: str | None, as_json: bool, no_log: bool, policy: str | None, max_cost: float | None) -> None:
+        out: str | None, as_json: bool, no_log: bool, policy: str | None, max_cost: float | None,
+        index_name: str | None, k: int, memory: bool) -> None:
     """Ask a model. PROMPT may also come on stdin (piped text is put before PROMPT)."""
     from .. import tasks
 
@@ -39,12 +44,27 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
         from ..router import Policy
 
         policy = Policy.parse(policy, max_cost=max_cost)  # type: ignore[assignment]
+    if index_name:
+        _ask_index(index_name, text, model, k, attach, schema, continue_ or bool(conversation), options, policy,
+                   no_log, as_json)
+        return
+    recalled, mind = [], None
+    if memory:
+        from ..index.memory import Memory, context
+
+        mind = Memory()
+        recalled = mind.recall(text)
+        if recalled:
+            system = f"{system}\n\n{context(recalled)}" if system else context(recalled)
     response = tasks.ask(text, model, attach=list(attach), system=system, schema=load_schema(schema),
                          options=parse_options(options), conversation=conversation or continue_ or None,
                          log=False if no_log else None, policy=policy)
     if as_json:
         response.complete()
         payload = response_payload(response)
+        if memory:
+            payload["memories"] = [{"label": r.label, "id": r.id, "summary": r.chunk.meta.get("summary"),
+                                    "similarity": round(r.similarity, 4)} for r in recalled]
         click.echo(json.dumps(payload, indent=2))
     else:
         payload = None
@@ -64,6 +84,29 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
         click.echo(f"wrote {target}", err=True)
     if response.log_error:
         click.echo(f"warning: not logged: {response.log_error}", err=True)
+    if mind is not None:
+        from ..index.memory import remember_response
+
+        if recalled and not as_json:
+            click.echo("Memories used:\n" + "\n".join(
+                f"[{r.label}] {r.chunk.meta.get('when', '')} {r.chunk.meta.get('summary') or r.chunk.text} "
+                f"(memory {r.id})" for r in recalled), err=True)
+        remember_response(mind, text, response, model)
+
+
+def _ask_index(name: str, text: str, model: str | None, k: int, attach: tuple[str, ...], schema: str | None,
+               continuing: bool, options: tuple[str, ...], policy: object, no_log: bool, as_json: bool) -> None:
+    from ..errors import InputError
+    from ..index import Index
+    from .index import print_answer
+
+    if attach or schema or continuing:
+        raise InputError("--index answers one question from the index", hint="drop -a, --schema and -c/--cid")
+    ix = Index(name)
+    result = ix.ask(text, model, k=k, options=parse_options(options), policy=policy,
+                    log=False if no_log else None)
+    print_answer(result, as_json)
+    ix.close()
 
 
 @click.command()
@@ -71,13 +114,14 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
 @OPTIONS
 @click.option("-s", "--system", help="System prompt.")
 @click.option("-p", "--policy", help="Route every turn with this policy (local_only keeps the chat on the device).")
-def chat(model: str | None, options: tuple[str, ...], system: str | None, policy: str | None) -> None:
+@click.option("--memory", is_flag=True, help="Recall relevant past turns, and remember these (imagine memory).")
+def chat(model: str | None, options: tuple[str, ...], system: str | None, policy: str | None, memory: bool) -> None:
     """Interactive chat. Commands: !attach FILE, !model ID, !new, !help, !quit. Ctrl-C stops a reply."""
     from ..chat import ChatSession
 
     if hasattr(sys.stdin, "reconfigure"):  # an undecodable line reaches the UTF-8 rule as one turn's error
         sys.stdin.reconfigure(errors="surrogateescape")
-    ChatSession(model=model, options=parse_options(options), system=system, policy=policy).run()
+    ChatSession(model=model, options=parse_options(options), system=system, policy=policy, memory=memory).run()
 
 
 @click.command()
