@@ -19,6 +19,7 @@ __all__ = ["TARGET", "Piece", "group_lines", "group_segments", "split_text"]
 TARGET = 500  # characters: ~80-120 MiniLM tokens, inside its 128-token window after tokenization
 MAX_CHARS = 800
 MAX_SECONDS = 30.0
+MAX_PAUSE = 2.0  # seconds of silence that end a spoken chunk: a pause usually ends a thought
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -121,8 +122,9 @@ def group_lines(lines: Sequence[dict[str, Any]]) -> list[Piece]:
 
 
 def group_segments(segments: Iterable[Segment], target: int = TARGET, max_seconds: float = MAX_SECONDS) -> list[Piece]:
-    """Consecutive timed segments joined while the text stays under `target` and the span under
-    `max_seconds`; each piece keeps the start of its first and the end of its last segment."""
+    """Consecutive timed segments joined while the text stays under `target`, the span under `max_seconds`
+    and no pause is longer than MAX_PAUSE; each piece keeps the start of its first and the end of its last
+    segment, so a citation points at the second the answer starts being said."""
     pieces: list[Piece] = []
     texts: list[str] = []
     start = end = 0.0
@@ -130,7 +132,8 @@ def group_segments(segments: Iterable[Segment], target: int = TARGET, max_second
         text = seg.text.strip()
         if not text:
             continue
-        if texts and (sum(len(t) + 1 for t in texts) + len(text) > target or seg.end - start > max_seconds):
+        if texts and (sum(len(t) + 1 for t in texts) + len(text) > target or seg.end - start > max_seconds
+                      or seg.start - end > MAX_PAUSE):
             pieces.append(Piece(" ".join(texts), start=round(start, 3), end=round(end, 3)))
             texts = []
         if not texts:

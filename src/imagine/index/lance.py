@@ -201,7 +201,7 @@ class LanceStore:
             if table is None or table.count_rows() == 0:
                 return []
             self._ensure_fts(table)
-            search = table.search(query, query_type="fts").select(list(_COLUMNS)).limit(k)
+            search = table.search(query, query_type="fts").select([*_COLUMNS, "_score"]).limit(k)
             sql = _where_sql(filters)
             if sql:
                 search = search.where(sql, prefilter=True)

@@ -87,7 +87,7 @@ def answer(index: "Index", question: str, model: str | None = None, *, k: int = 
         return result
     # Fused order, but only chunks close to the question or found by its words next to a close one.
     result.sources = [h for h in hits if h.similarity is None or h.similarity >= min_similarity]
-    options = {"temperature": 0, **ask_kwargs.pop("options", {})}
+    options = dict(ask_kwargs.pop("options", None) or {})
     result.response = ask(sources_prompt(question, result.sources), model, system=SYSTEM, options=options,
                           client=index.client, **ask_kwargs)
     return result
