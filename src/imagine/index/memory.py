@@ -77,7 +77,7 @@ class Memory:
 
         prompt = SUMMARY_PROMPT.format(question=_clip(question, 1500), answer=_clip(answer, 3000))
         try:
-            text = ask(prompt, model, client=self.client, temperature=0, max_tokens=60).text()
+            text = ask(prompt, model, client=self.client, max_tokens=60).text()
         except ImagineError:
             return ""
         return _clip(text.strip().splitlines()[0] if text.strip() else "", 300)
