@@ -126,3 +126,44 @@ def test_an_item_reserves_its_hungriest_steps_gpus(tmp_path, mock_engine):
           b: {task: ask, model: mock, input: "${a.text}"}
         """, "g.yaml"))
     assert same.spec.steps["b"].digest() == flow.spec.steps["b"].digest(), "num_gpus does not change the cache key"
+
+
+def test_a_flow_used_as_a_step_runs_on_ray(tmp_path, imagine_home, ray_executor):
+    """Workers load the sub-flow file themselves (relative to the parent's folder) and run it per item."""
+    write(tmp_path, """
+        inputs:
+          words: {file: words.txt}
+        steps:
+          loud: {task: ask, model: mock, input: "shout ${inputs.words}"}
+          again: {task: ask, model: mock, input: "${loud.text}!", num_gpus: 0}
+        outputs:
+          result: {from: "${again.text}"}
+          both: {from: {loud: "${loud.text}", again: "${again.text}"}}
+        """, "shout.yaml")
+    path = write(tmp_path, """
+        inputs:
+          rows: {list: [red, green, blue, gold]}
+        for_each: rows
+        steps:
+          sub: {flow: shout.yaml, inputs: {words: "${item}"}}
+          after: {task: ask, model: mock, input: "${sub.result} done"}
+        outputs:
+          out: {from: "${after.text}", file: "out/${item.name}.txt"}
+          row: {from: {result: "${sub.result}", both: "${sub.both}"}, file: rows.jsonl}
+        """)
+    on_ray = Flow.load(path).run(out=tmp_path / "ray", executor=ray_executor)
+    assert on_ray.status == "done" and on_ray.manifest["counts"] == {"done": 4}, on_ray.items
+    assert calls(imagine_home) == 12, "three engine calls per item, all in the workers"
+    inner = on_ray.items[2]["steps"]["sub"]
+    assert inner["flow"] == str(tmp_path / "shout.yaml")
+    assert {n: s["engine"] for n, s in inner["steps"].items()} == {"loud": "mock:echo", "again": "mock:echo"}
+    assert all(s["log_id"] for s in inner["steps"].values())
+    assert (tmp_path / "ray" / "out" / "0002.txt").read_text() == "shout blue! done"
+    rows = [json.loads(line) for line in (tmp_path / "ray" / "rows.jsonl").read_text().splitlines()]
+    assert rows[1]["result"] == "shout green!" and rows[1]["both"] == {"loud": "shout green", "again": "shout green!"}
+
+    local = Flow.load(path).run(out=tmp_path / "local")
+    assert calls(imagine_home) == 12, "the sub-flow's steps are served from the cache the workers filled"
+    assert local.items[2]["steps"]["sub"]["status"] == "cached"
+    assert essentials(local.manifest) == essentials(on_ray.manifest)
+    assert files(tmp_path / "local") == files(tmp_path / "ray")

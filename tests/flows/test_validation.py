@@ -168,3 +168,13 @@ def test_cli_validate_is_one_line_and_exit_2(tmp_path):
     result = CliRunner().invoke(cli, ["flow", "validate", str(tmp_path / "f.yaml")])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "f.yaml:2:13: steps.a.task: unknown task 'nope'" in result.output
+
+
+def test_a_record_output_takes_only_what_reads_as_json(tmp_path):
+    msg = error_of(tmp_path, """
+        steps:
+          say: {task: speak, model: espeak, input: hi}
+        outputs:
+          row: {from: {said: hi, audio: "${say.audio}"}, file: rows.jsonl}
+        """)
+    assert "f.yaml:4:33: outputs.row.from.audio: expects text, but a reference in '${say.audio}' is audio" in msg

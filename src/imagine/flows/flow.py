@@ -108,7 +108,9 @@ class Flow:
             lines.append(f"    {name}: {what}{model} <- {', '.join(deps) or 'inputs'}  -> {gives}"
                          + (f"  (when {step.when.op})" if step.when else ""))
         for name, o in self.spec.outputs.items():
-            lines.append(f"  output {name}: {o.from_}" + (f" -> {o.file}" if o.file else ""))
+            src = (o.from_.replace("\n", "\\n") if isinstance(o.from_, str)  # one line per output
+                   else "{" + ", ".join(f"{k}: {v}" for k, v in o.from_.items()) + "}")
+            lines.append(f"  output {name}: {src}" + (f" -> {o.file}" if o.file else ""))
         return "\n".join(lines)
 
     # -- running ------------------------------------------------------------------------------------

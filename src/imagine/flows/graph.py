@@ -116,6 +116,9 @@ class Graph:
         for out, o in spec.outputs.items():
             for head, fld in refs_in(o.from_):
                 self._check_ref(("outputs", out, "from"), None, head, fld)
+            if isinstance(o.from_, dict):  # a record is JSON: each field must read as text, data or numbers
+                for fname, value in o.from_.items():
+                    self._check_textlike(("outputs", out, "from", fname), value)
             for head, fld in refs_in(o.file or ""):
                 self._check_ref(("outputs", out, "file"), None, head, fld)
 
@@ -161,7 +164,10 @@ class Graph:
         return order
 
     def kind_of(self, value: Any) -> str:
-        """The modality a value will have: one reference keeps its source's; anything else is text."""
+        """The modality a value will have: one reference keeps its source's; a mapping is data (a record);
+        anything else is text."""
+        if isinstance(value, dict):
+            return "data"
         ref = single_ref(value)
         if ref is None:
             return "text"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .graph import REF
+from .graph import refs_in
 
 if TYPE_CHECKING:
     from PIL import ImageDraw
@@ -53,7 +53,7 @@ def _edges(flow: "Flow") -> list[tuple[str, str]]:
     edges = [(dep, name) for name in graph.order for dep in sorted(graph.deps[name])]
     edges += [("@source", name) for name in graph.order if not graph.deps[name]]
     for out, o in flow.spec.outputs.items():
-        heads = {m.group(1) for m in REF.finditer(o.from_)} & set(flow.spec.steps)
+        heads = {head for head, _ in refs_in(o.from_)} & set(flow.spec.steps)
         edges += [(h, f"@out:{out}") for h in sorted(heads)] or [("@source", f"@out:{out}")]
     return edges
 

@@ -20,8 +20,8 @@ from ..parts import Data, Part, Segments, Text, Vector
 from .graph import TASKS, engine_of
 from .inputs import Item, input_value, items_of
 from .spec import FlowError, InputSpec, StepSpec
-from .steps import (Context, Missing, StepOutcome, cache_key, call_task, check_when, load_cached, resolve,
-                    save_cached, step_args, text_of)
+from .steps import (Context, Missing, StepOutcome, cache_key, call_task, check_when, load_cached,
+                    output_value, resolve, save_cached, step_args, text_of)
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -252,7 +252,7 @@ class Runner:
         values: dict[str, Part] = {}
         for out, o in sub.spec.outputs.items():
             try:
-                value = resolve(o.from_, subctx)
+                value = output_value(o.from_, subctx)
             except Missing:
                 continue
             values[out] = value if isinstance(value, Part) else Text(text_of(value))
@@ -288,7 +288,7 @@ class Runner:
     def _write_outputs(self, ctx: Context, record: dict[str, Any]) -> None:
         for out, o in self.flow.spec.outputs.items():
             try:
-                value = resolve(o.from_, ctx)
+                value = output_value(o.from_, ctx)
             except Missing:
                 continue
             record["outputs"][out] = summary(value)
@@ -310,7 +310,9 @@ class Runner:
             with path.open("w", encoding="utf-8") as fh:
                 for r in records:
                     if r["status"] == "done" and out in r["outputs"]:
-                        fh.write(json.dumps({"key": r["key"], **r["item"], out: r["outputs"][out]}, default=str) + "\n")
+                        value = r["outputs"][out]
+                        fields = value if isinstance(o.from_, dict) and isinstance(value, dict) else {out: value}
+                        fh.write(json.dumps({"key": r["key"], **r["item"], **fields}, default=str) + "\n")
 
 
 def for_each_input(flow: "Flow", overrides: dict[str, str], watch: str | None) -> tuple[str | None, dict[str, InputSpec]]:

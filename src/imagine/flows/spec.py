@@ -157,9 +157,11 @@ class StepSpec(_Model):
 
 class OutputSpec(_Model):
     """A named output: the value `from` takes, written to `file` (a template) under the output folder. A
-    file name shared by every item ending in .jsonl collects one line per item."""
+    file name shared by every item ending in .jsonl collects one line per item. `from` may be a mapping of
+    field -> reference: one JSON record (a vector as its numbers), whose fields a .jsonl line takes as its
+    own — so a searchable index is one row per item with its text and its vector side by side."""
 
-    from_: str = Field(alias="from")
+    from_: str | dict[str, str] = Field(alias="from")
     file: str | None = None
 
 

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from ..client import Client
     from .state import RunState
 
-__all__ = ["Context", "StepOutcome", "cache_key", "call_task", "check_when", "load_cached", "resolve",
-           "save_cached", "text_of", "wer"]
+__all__ = ["Context", "StepOutcome", "cache_key", "call_task", "check_when", "load_cached", "output_value",
+           "plain", "resolve", "save_cached", "text_of", "wer"]
 
 
 @dataclass
@@ -79,6 +79,28 @@ def text_of(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
     return "" if value is None else str(value)
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON for a record output: text as a string, data as it is, a vector as its numbers."""
+    if isinstance(value, Text):
+        return value.text
+    if isinstance(value, Data):
+        return value.value
+    if isinstance(value, Vector):
+        return list(value.values)
+    if isinstance(value, Segments):
+        return [{"start": s.start, "end": s.end, "text": s.text} for s in value.items]
+    if isinstance(value, Part):
+        raise InputError(f"a {value.modality.value} cannot go into a record; give it an output file of its own")
+    return value
+
+
+def output_value(template: str | dict[str, str], ctx: Context) -> Any:
+    """What an output's `from` gives: the reference's value, or for a mapping one `Data` record."""
+    if isinstance(template, dict):
+        return Data({k: plain(resolve(v, ctx)) for k, v in template.items()})
+    return resolve(template, ctx)
 
 
 def resolve(value: Any, ctx: Context) -> Any:
