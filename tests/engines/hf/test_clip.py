@@ -24,8 +24,8 @@ from imagine.engines.hf.clip import ClipEngine  # noqa: E402
 from imagine.parts import Data  # noqa: E402
 
 from ...helpers.cli import run  # noqa: E402
+from ...helpers.clip import PROJECTION, tiny_clip  # noqa: E402
 
-PROJECTION = 16  # the tiny CLIP's projection_dim
 SIGLIP_DIM = 24  # the tiny SigLIP embeds in its hidden size (text head projects to it too)
 WORDS = "a photo of the red green blue cat dog square circle".split()
 
@@ -43,36 +43,7 @@ def png(color: tuple[int, int, int], size: tuple[int, int] = (40, 30), name: str
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide CLIP with a character BPE vocabulary written here (plus a few word merges)."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab: dict[str, int] = {}
-    for token in [*letters, *"0123456789.,!?'", *(c + "</w>" for c in letters)]:
-        vocab[token] = len(vocab)
-    merges = ["r e", "re d</w>", "c a", "ca t</w>", "d o", "do g</w>"]
-    for merge in merges:
-        vocab[merge.replace(" ", "")] = len(vocab)
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer.from_pretrained(folder)
-    eos = vocab["<|endoftext|>"]
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"],
-                         eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=30, patch_size=6),
-        projection_dim=PROJECTION)
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    return tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="module")
