@@ -71,8 +71,11 @@ def _snippet(text: str, width: int = 90) -> str:
 
 
 def sources_prompt(question: str, hits: list[Hit]) -> str:
+    """Sources first, the question last, then the instruction again: small local models follow what they
+    read last, and answer the question they were asked instead of continuing the sources."""
     blocks = [f"[{n}] ({hit.chunk.citation()})\n{hit.chunk.text.strip()}" for n, hit in enumerate(hits, start=1)]
-    return "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+    return ("Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\n\n"
+            "Answer in one or two sentences, using only the sources above, and cite them like [1].")
 
 
 def answer(index: "Index", question: str, model: str | None = None, *, k: int = 5,
