@@ -253,8 +253,9 @@ class Request(Generic[OptionsT]):
 def normalize_tools(tools: Any) -> tuple[dict[str, Any], ...]:
     """Tool definitions as `{"name", "description", "parameters"}`, the one shape engines read.
 
-    Accepted: that shape itself, OpenAI's `{"type": "function", "function": {...}}`, and Anthropic's
-    `{"name", "description", "input_schema"}`. A malformed definition is an InputError naming the field
+    Accepted: that shape itself, OpenAI's `{"type": "function", "function": {...}}`, Anthropic's
+    `{"name", "description", "input_schema"}`, and (see tools.py) Python functions, pydantic model classes
+    and `Tool`s. A malformed definition is an InputError naming the field
     (e.g. `tools[1].function.name is missing`), raised before any engine is called."""
     if isinstance(tools, (str, bytes, dict)) or not hasattr(tools, "__iter__"):
         raise InputError(f"tools must be a list of tool definitions, not {type(tools).__name__}",
@@ -263,6 +264,10 @@ def normalize_tools(tools: Any) -> tuple[dict[str, Any], ...]:
     out = []
     for index, tool in enumerate(tools):
         where = f"tools[{index}]"
+        if not isinstance(tool, dict):  # a function, a pydantic class or a Tool: its spec
+            from .tools import spec_of
+
+            tool = spec_of(tool)
         if not isinstance(tool, dict):
             raise InputError(f"{where} must be a dict, not {type(tool).__name__}")
         kind = tool.get("type", "function")
