@@ -68,12 +68,11 @@ def as_tool(obj: Any, *, side_effects: bool | None = None, sends_data: bool | No
     if isinstance(obj, Tool):
         return obj
     if isinstance(obj, type) and issubclass(obj, BaseModel):
-        name = obj.__name__
         schema = obj.model_json_schema()
         schema.pop("title", None)
-        return Tool(name, _description(obj), schema, model=obj)
+        return Tool(obj.__name__, _description(obj), schema, model=obj)
     if callable(obj) and not isinstance(obj, dict):
-        name = getattr(obj, "__name__", None)
+        name = str(getattr(obj, "__name__", "") or "")
         if not name or name == "<lambda>":
             raise InputError("a tool function needs a name (a def, not a lambda)")
         model = _function_model(obj, name)
