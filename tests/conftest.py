@@ -39,7 +39,8 @@ def imagine_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home = tmp_path / "imagine-home"
     monkeypatch.setenv("IMAGINE_HOME", str(home))
     for var in ("IMAGINE_MODEL", "IMAGINE_LOG", "IMAGINE_MAX_BYTES", "IMAGINE_MAX_PIXELS",
-                "IMAGINE_MAX_AUDIO_SECONDS", "IMAGINE_MAX_VIDEO_FRAMES", "IMAGINE_MAX_PROMPT_BYTES"):
+                "IMAGINE_MAX_AUDIO_SECONDS", "IMAGINE_MAX_VIDEO_FRAMES", "IMAGINE_MAX_PROMPT_BYTES",
+                "IMAGINE_INDEX_URL"):
         monkeypatch.delenv(var, raising=False)
     config.reset_settings()
     registry.reset_registry()
