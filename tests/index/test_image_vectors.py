@@ -62,3 +62,22 @@ def test_a_picture_without_text_needs_an_image_embedder(tmp_path):
     index.add([doc])
     with pytest.raises(InputError, match="no readable text"):
         index.search(_picture(tmp_path / "q.png", (200, 10, 10), "square"), 3)
+
+
+def test_video_key_frames_are_found_by_picture_with_their_scene(clip_dir, tmp_path):
+    from ..helpers.media import make_video
+
+    from PIL import Image as PILImage
+
+    slides = [(2.0, PILImage.new("RGB", (64, 48), (220, 30, 30))), (2.0, PILImage.new("RGB", (64, 48), (30, 40, 220)))]
+    video = tmp_path / "slides.mp4"
+    video.write_bytes(make_video(slides))
+    index = Index("clips", default_client(), create=True, image_embedder=f"clip:{clip_dir}")
+    report = index.add([video])
+    assert not report.failed and report.added[0][1] == 2  # one key frame per scene, no text, no speech
+    query = tmp_path / "blue.png"
+    buf = io.BytesIO()
+    PILImage.new("RGB", (64, 48), (30, 40, 220)).save(buf, "PNG")
+    query.write_bytes(buf.getvalue())
+    best = index.search(query, 2)[0].chunk
+    assert best.scene == 2 and best.space == "image" and 1.5 <= best.start <= 2.5

@@ -36,6 +36,7 @@ class Piece:
     box: tuple[int, int, int, int] | None = None
     start: float | None = None
     end: float | None = None
+    scene: int | None = None
 
 
 def _units(text: str) -> Iterable[tuple[int, int]]:

@@ -174,10 +174,10 @@ class Index:
         return report
 
     def _chunks(self, source: str, digest: str, extracted: Extracted) -> list[Chunk]:
-        kept = [(i, p) for i, p in enumerate(extracted.pieces) if p.text.strip()]
-        text_vectors = self._embed([p.text for _, p in kept], self.config.embedder) if kept else []
-        chunks = [self._chunk(source, digest, extracted, n, piece, vector, "text", scene=extracted.scenes.get(i))
-                  for n, ((i, piece), vector) in enumerate(zip(kept, text_vectors))]
+        kept = [p for p in extracted.pieces if p.text.strip()]
+        text_vectors = self._embed([p.text for p in kept], self.config.embedder) if kept else []
+        chunks = [self._chunk(source, digest, extracted, n, piece, vector, "text")
+                  for n, (piece, vector) in enumerate(zip(kept, text_vectors))]
         if extracted.images and self.config.image_embedder:
             image_vectors = self._embed([image for _, image in extracted.images], self.config.image_embedder)
             chunks.extend(self._chunk(source, digest, extracted, len(chunks) + n, piece, vector, "image")
@@ -186,11 +186,11 @@ class Index:
 
     @staticmethod
     def _chunk(source: str, digest: str, extracted: Extracted, n: int, piece: Piece, vector: list[float],
-               space: str, scene: int | None = None) -> Chunk:
+               space: str) -> Chunk:
         meta: dict[str, Any] = {"line": piece.line} if piece.line is not None else {}
         return Chunk(id=f"{digest[:16]}-{space[0]}{n}", source=source, kind=extracted.kind, text=piece.text,
                      vector=vector, page=piece.page, span=piece.span, box=piece.box, start=piece.start,
-                     end=piece.end, scene=scene, space=space, meta=meta)
+                     end=piece.end, scene=piece.scene, space=space, meta=meta)
 
     def add_text(self, source: str, text: str, *, kind: str = "note", meta: dict[str, Any] | None = None) -> Chunk:
         """Index one piece of text that is not a file (a memory, a note); `source` names it for deletion."""

@@ -38,7 +38,6 @@ class Extracted:
     kind: str
     pieces: list[Piece] = field(default_factory=list)
     images: list[tuple[Piece, Image]] = field(default_factory=list)
-    scenes: dict[int, int] = field(default_factory=dict)  # piece index -> video scene number
 
 
 def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -82,7 +81,7 @@ def extract(path: Path, client: "Client", *, image_vectors: bool = False, ocr_mo
     if isinstance(part, Image):
         return _image(part, client, image_vectors=image_vectors, ocr_model=ocr_model)
     if isinstance(part, Video):
-        return _video(part, client, ocr_model=ocr_model, asr_model=asr_model)
+        return _video(part, client, image_vectors=image_vectors, ocr_model=ocr_model, asr_model=asr_model)
     if isinstance(part, Audio):
         return Extracted("audio", group_segments(_transcript(part, client, asr_model)))
     raise InputError(f"cannot index {path.name}: {part.modality.value} files are not indexed")
@@ -133,19 +132,45 @@ def _transcript(media: Audio | Video, client: "Client", model: str | None) -> li
     return [seg for part in response.parts if isinstance(part, Segments) for seg in part.items]
 
 
-def _video(video: Video, client: "Client", *, ocr_model: str | None, asr_model: str | None) -> Extracted:
+def _video(video: Video, client: "Client", *, image_vectors: bool, ocr_model: str | None,
+           asr_model: str | None) -> Extracted:
     from ..timeline import watch
 
     timeline = watch(video, ocr_model=ocr_model, asr_model=asr_model, client=client)
     out = Extracted("video")
     speech: list[Segment] = []
+    scenes: list[Segment] = []
     for seg in timeline.items:
         if seg.meta.get("kind") == "scene":
+            scenes.append(seg)
             if seg.text.strip():
-                out.scenes[len(out.pieces)] = int(seg.meta.get("scene", 0)) or len(out.scenes) + 1
-                out.pieces.append(Piece(seg.text.replace(" / ", "\n"), start=seg.start, end=seg.end))
+                out.pieces.append(Piece(seg.text.replace(" / ", "\n"), start=seg.start, end=seg.end,
+                                        scene=int(seg.meta.get("scene", 0)) or len(scenes)))
         else:
             speech.append(seg)
     out.pieces.extend(group_segments(speech))
+    if image_vectors and scenes:
+        out.images.extend(_key_frames(video, scenes, client))
     return out
+
+
+def _key_frames(video: Video, scenes: list[Segment], client: "Client") -> list[tuple[Piece, Image]]:
+    """The first frame of each scene as a picture, for an index with an image embedder (one more decoding
+    pass over the video, at the timeline's sampling rate)."""
+    import io
+
+    wanted = [(seg.start, seg) for seg in scenes]
+    frames: list[tuple[Piece, Image]] = []
+    for time, frame in video.frames(0.5, limits=client.settings.part_limits()):
+        while wanted and time + 0.25 >= wanted[0][0]:
+            _, seg = wanted.pop(0)
+            buf = io.BytesIO()
+            frame.save(buf, format="PNG")
+            width, height = frame.size
+            piece = Piece("", box=(0, 0, width, height), start=seg.start, end=seg.end,
+                          scene=int(seg.meta.get("scene", 0)) or None)
+            frames.append((piece, Image(buf.getvalue(), mime="image/png")))
+        if not wanted:
+            break
+    return frames
 

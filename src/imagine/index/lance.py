@@ -108,7 +108,9 @@ class LanceStore:
                 if any(len(c.vector) != dim for c in group):
                     raise InputError("chunks of one space must have vectors of one width")
                 table = self._table(space, dim)
-                table.add(pa.Table.from_pylist([c.row() for c in group], schema=_schema(dim)))
+                rows = pa.Table.from_pylist([c.row() for c in group], schema=_schema(dim))
+                # an id already stored is replaced, not duplicated (the PostgreSQL store behaves the same)
+                table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
     def delete_source(self, source: str) -> int:
         removed = 0
