@@ -27,8 +27,9 @@ def _hit_payload(n: int, hit: Any) -> dict[str, Any]:
 
 
 def _snippet(text: str, width: int = 100) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
+    from ..index.chunking import snippet
+
+    return snippet(text, width)
 
 
 @click.group()

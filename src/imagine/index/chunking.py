@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from ..parts import Segment
 
-__all__ = ["TARGET", "Piece", "group_lines", "group_segments", "split_text"]
+__all__ = ["TARGET", "Piece", "group_lines", "group_segments", "snippet", "split_text"]
 
 TARGET = 500  # characters: ~80-120 MiniLM tokens, inside its 128-token window after tokenization
 MAX_CHARS = 800
@@ -88,6 +88,12 @@ def split_text(text: str, target: int = TARGET) -> list[Piece]:
 
 def _piece(text: str, start: int, end: int) -> Piece:
     return Piece(text[start:end], span=(start, end), line=text.count("\n", 0, start) + 1)
+
+
+def snippet(text: str, width: int = 90) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis: for listings and prompts."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
 def _bounds(points: Sequence[Sequence[float]]) -> tuple[int, int, int, int]:

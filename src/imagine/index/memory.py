@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ImagineError, InputError
+from .chunking import snippet
 from .index import Index
 from .store import Chunk, Hit
 
@@ -43,11 +44,6 @@ class Recalled:
         return self.chunk.source.removeprefix("memory:")
 
 
-def _clip(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
-
-
 class Memory:
     """The memory of one imagine home."""
 
@@ -64,23 +60,23 @@ class Memory:
         if not question.strip() or not answer.strip():
             raise InputError("a memory needs both the question and the answer")
         summary = self._summary(question, answer, model) if summarize else ""
-        summary = summary or _clip(answer, 200)
+        summary = summary or snippet(answer, 200)
         when = time.strftime("%Y-%m-%d %H:%M")
-        text = f"{summary}\nAsked: {_clip(question, 300)}"
+        text = f"{summary}\nAsked: {snippet(question, 300)}"
         memory_id = log_id or f"{int(time.time() * 1000)}"
         meta: dict[str, Any] = {"log_id": log_id, "conversation_id": conversation_id, "when": when,
-                                "summary": summary, "question": _clip(question, 300), "answer": _clip(answer, 300)}
+                                "summary": summary, "question": snippet(question, 300), "answer": snippet(answer, 300)}
         return self.index.add_text(f"memory:{memory_id}", text, kind=KIND, meta=meta)
 
     def _summary(self, question: str, answer: str, model: str | None) -> str:
         from ..tasks import ask
 
-        prompt = SUMMARY_PROMPT.format(question=_clip(question, 1500), answer=_clip(answer, 3000))
+        prompt = SUMMARY_PROMPT.format(question=snippet(question, 1500), answer=snippet(answer, 3000))
         try:
             text = ask(prompt, model, client=self.client, max_tokens=60).text()
         except ImagineError:
             return ""
-        return _clip(text.strip().splitlines()[0] if text.strip() else "", 300)
+        return snippet(text.strip().splitlines()[0] if text.strip() else "", 300)
 
     def recall(self, query: str, k: int = 3, min_similarity: float = MIN_SIMILARITY) -> list[Recalled]:
         if not query.strip() or not self.index.sources():

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .chunking import snippet
 from .store import Hit
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Answer:
         return sorted(n for n in seen if 1 <= n <= len(self.sources))
 
     def sources_text(self) -> str:
-        return "\n".join(f"[{n}] {hit.chunk.citation()}: {_snippet(hit.chunk.text)}"
+        return "\n".join(f"[{n}] {hit.chunk.citation()}: {snippet(hit.chunk.text)}"
                          for n, hit in enumerate(self.sources, start=1))
 
     def payload(self) -> dict[str, Any]:
@@ -63,11 +64,6 @@ class Answer:
                              "page": h.chunk.page, "box": h.chunk.box, "start": h.chunk.start, "end": h.chunk.end,
                              "scene": h.chunk.scene, "text": h.chunk.text, "similarity": h.similarity}
                             for n, h in enumerate(self.sources, start=1)]}
-
-
-def _snippet(text: str, width: int = 90) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
 def sources_prompt(question: str, hits: list[Hit]) -> str:
