@@ -144,3 +144,25 @@ async def test_reading_pauses_while_the_consumer_is_behind() -> None:
         assert await reply.read() == big
         await reply.aclose()
         pool.close()
+
+
+async def test_a_close_delimited_body_is_read_to_the_end_by_a_slow_consumer() -> None:
+    """The rest of the body and the close can both arrive while the consumer is busy: the rest still counts."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nfirst;")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"second;third")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    pool = Pool("127.0.0.1", server.sockets[0].getsockname()[1])
+    reply = await pool.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"", 5)
+    pieces = []
+    async for piece in reply.iter_bytes():
+        pieces.append(piece)
+        await asyncio.sleep(0.2)  # busy: the server sends the rest and closes meanwhile
+    await reply.aclose()
+    server.close()
+    assert b"".join(pieces) == b"first;second;third"

@@ -167,8 +167,9 @@ class Reply:
                 yield piece
         elif self._framing == "close":
             while True:
-                if conn.buf:
+                if conn.buf:  # what came before the close is the body too, however late it is read
                     yield conn.take(len(conn.buf))
+                    continue
                 if conn.closed:
                     break
                 try:
