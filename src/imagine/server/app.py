@@ -10,11 +10,13 @@ import os
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from ..client import Client
 from ..errors import ConfigError
 from . import errors
 from .deps import Guard
+from .fastpath import FastPath
 from .keys import KeyStore
 from .metrics import Metrics, MetricsMiddleware
 from .routes import chat, health, metrics as metrics_route, models
@@ -28,6 +30,7 @@ __all__ = ["ROUTERS", "app_from_env", "create_app", "check_bind", "run"]
 ROUTERS = [health.router, models.router, chat.router, metrics_route.router]
 ROUTERS += [embeddings.router, audio.router, images.router]  # media endpoints
 ROUTERS += [responses_route.router]  # the Responses API
+FAST_ROUTES = ("/v1/chat/completions", "/v1/responses")  # answered by fastpath.py for valid JSON bodies
 
 
 def check_bind(settings: ServerSettings, keys: KeyStore) -> None:
@@ -57,6 +60,9 @@ def create_app(client: Client | None = None, *, settings: ServerSettings | None 
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    fast = {r.path: r for router in ROUTERS for r in router.routes
+            if isinstance(r, APIRoute) and r.path in FAST_ROUTES and "POST" in (r.methods or ())}
+    app.add_middleware(FastPath, routes=fast)  # innermost: after the Guard, CORS and metrics, like a route
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors as E
 
-__all__ = ["ApiError", "error_body", "install", "status_of"]
+__all__ = ["ApiError", "error_body", "install", "response_for", "status_of"]
 
 log = logging.getLogger("imagine.server")
 
@@ -67,6 +67,14 @@ def imagine_error_response(exc: E.ImagineError, param: str | None = None) -> JSO
     return JSONResponse(error_body(str(exc), kind, param, code), status_code=status, headers=headers)
 
 
+def response_for(exc: ApiError | E.ImagineError) -> JSONResponse:
+    """The error answer for an ApiError or an imagine error (what the handlers below send)."""
+    if isinstance(exc, ApiError):
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
+                            headers=exc.headers)
+    return imagine_error_response(exc)
+
+
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     """('body', 'messages', 0, 'content') -> 'messages[0].content'."""
     out = ""
@@ -95,8 +103,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
-                            headers=exc.headers)
+        return response_for(exc)
 
     @app.exception_handler(E.ImagineError)
     async def _imagine(request: Request, exc: E.ImagineError) -> JSONResponse:
