@@ -42,10 +42,11 @@ class Chunk:
     space: str = "text"  # what the vector embeds: the chunk's text or its image
     meta: Mapping[str, Any] = field(default_factory=dict)
 
-    def row(self) -> dict[str, Any]:
+    def row(self, with_vector: bool = True) -> dict[str, Any]:
         """The flat record backends store (nulls where a field does not apply)."""
-        return {"id": self.id, "source": self.source, "kind": self.kind, "text": self.text,
-                "vector": [float(v) for v in self.vector], "page": self.page,
+        vector = {"vector": [float(v) for v in self.vector]} if with_vector else {}
+        return {"id": self.id, "source": self.source, "kind": self.kind, "text": self.text, **vector,
+                "page": self.page,
                 "span_start": self.span[0] if self.span else None, "span_end": self.span[1] if self.span else None,
                 "box": json.dumps(list(self.box)) if self.box else None, "start_s": self.start, "end_s": self.end,
                 "scene": self.scene, "space": self.space, "meta": json.dumps(dict(self.meta), sort_keys=True)}
