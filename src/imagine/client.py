@@ -38,11 +38,13 @@ class Client:
     """Settings + registry + router + store, and the one request path over them.
 
     `home` (default IMAGINE_HOME) holds config.toml, the log and the blob store; `config` overrides
-    settings for this client (e.g. `{"log": False}`); `policy` applies to every request that names none."""
+    settings for this client (e.g. `{"log": False}`); `policy` applies to every request that names none;
+    `log_extra` adds columns to every row it logs (the server records the API key that asked)."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, config: dict[str, Any] | None = None,
                  policy: "str | Policy | None" = None, settings: Settings | None = None,
-                 registry: Registry | None = None, router: Router | None = None, store: Store | None = None) -> None:
+                 registry: Registry | None = None, router: Router | None = None, store: Store | None = None,
+                 log_extra: dict[str, Any] | None = None) -> None:
         if settings is None:
             explicit = dict(config or {})
             if home is not None:
@@ -52,6 +54,7 @@ class Client:
         self.registry = registry or Registry(settings)
         self._router = router or Router(self.registry, spent_today=self._spent_today)
         self.policy = policy
+        self.log_extra = log_extra  # more columns for every row this client logs (the server's api_key)
         self._store = store
 
     # -- what the client owns -------------------------------------------------------------------
@@ -135,10 +138,11 @@ class Client:
         assert engine is not None and first is not None
         logged = list(messages if new_messages is None else new_messages)
         store = self.store if log else None
+        extra = self.log_extra
 
         def on_finish(response: Response) -> None:
             assert store is not None
-            store.log_response(response, logged)
+            store.log_response(response, logged, extra=extra)
 
         return Response(engine=engine, request=request, schema_model=schema_model,
                         on_finish=on_finish if store is not None else None,

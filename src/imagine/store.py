@@ -102,6 +102,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sha256, owner)
     );
     """,
+    # the id of the server API key a row was made for (NULL: no key): what it may later reach again
+    "ALTER TABLE responses ADD COLUMN api_key TEXT;",
 ]
 PIN_WALK_MAX_BYTES = 1024 * 1024  # a pinned JSON record this small is read for the blobs it names
 
@@ -467,10 +469,10 @@ class Store:
         return str(row["id"])
 
     def log_response(self, response: "Response", new_messages: list[Message],
-                     routing: dict[str, Any] | None = None) -> str:
-        """Log a finished response; `new_messages` are the ones this turn added to the conversation.
-        A cancelled response keeps what it got: its text so far and the usage (and cost) the engine had
-        reported by then."""
+                     routing: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> str:
+        """Log a finished response; `new_messages` are the ones this turn added to the conversation, `extra`
+        more columns (the server's api_key). A cancelled response keeps what it got: its text so far and
+        the usage (and cost) the engine had reported by then."""
         reported = any(isinstance(e, Usage) for e in response.events_seen)
         usage = response.usage if response.done and reported else None  # a cancelled stream may report none
         prov = response.provenance
@@ -503,6 +505,7 @@ class Store:
                 "chosen": f"{prov['engine']}:{prov['model']}"},
             "finish_reason": response.finish_reason,
             "error": str(response.error) if response.error else None,
+            **(extra or {}),
         })
 
     # -- reading --------------------------------------------------------------------------------

@@ -177,3 +177,22 @@ def test_errors_name_the_field(server, pipe):
     assert err.value.body["param"] == "image"
     missing = httpx.post(server.base_url + "/images/edits", data={"prompt": "x", "model": f"diffusers:{pipe}"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "image"
+
+
+def test_with_keys_a_blob_is_served_only_to_the_key_that_made_it(server):
+    from imagine.server.keys import KeyStore
+
+    store = KeyStore(server.home)
+    made = [store.create(name) for name in ("maker", "other")]
+    try:
+        maker, other = (secret for _, secret in made)
+        result = server.openai(maker).images.generate(model="dall-e-2", prompt="a red dot", response_format="url",
+                                                      extra_body=STEPS)
+        url = result.data[0].url
+        assert httpx.get(url, headers={"authorization": f"Bearer {maker}"}).status_code == 200
+        assert httpx.get(url, headers={"authorization": f"Bearer {other}"}).status_code == 404  # as if unknown
+        assert httpx.get(url).status_code == 401
+    finally:
+        for key, _ in made:
+            store.revoke(key.id)
+    assert httpx.get(url).status_code == 200  # no keys in use again: this loopback server serves its outputs

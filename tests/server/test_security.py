@@ -124,3 +124,16 @@ def test_keys_cli_create_list_revoke(tmp_path):
     assert run("keys", "revoke", record["id"], home=tmp_path).returncode == 0
     assert json.loads(run("keys", "list", "--json", home=tmp_path).stdout)[0]["revoked"]
     assert_one_line_error(run("keys", "revoke", "key_nope", home=tmp_path), "no API key")
+
+
+def test_previous_response_id_belongs_to_the_key_that_made_it(world):
+    server, _, keys, _ = world
+    first = server.openai(keys["full"]).responses.create(model="mock", input="remember the word teal")
+    assert server.client.store.get(first.id.removeprefix("resp_"))["api_key"] == next(
+        k.id for k in world[3].keys() if k.name == "full")
+    with pytest.raises(openai.NotFoundError) as caught:  # another key: the same 404 as an unknown id
+        server.openai(keys["local"]).responses.create(model="mock", input="and now?", previous_response_id=first.id)
+    assert caught.value.body["code"] == "previous_response_not_found"
+    again = server.openai(keys["full"]).responses.create(model="mock", input="and now?",
+                                                        previous_response_id=first.id)
+    assert again.id != first.id and again.output_text

@@ -157,5 +157,5 @@ async def caller(request: Request) -> Caller:
     base: Client = state.client
     policy = "local_only" if key is not None and key.local_only else base.policy
     client = Client(settings=base.settings, registry=base.registry, router=base.router, store=base.store,
-                    policy=policy)
+                    policy=policy, log_extra={"api_key": key.id} if key is not None else None)
     return Caller(client, key, keys)

@@ -181,12 +181,15 @@ async def edit(form: EditForm, caller: Caller, settings: ServerSettings,
     return await _answer(caller, response, request, base_url, "image", http)
 
 
-def _is_output(store: Any, sha256: str) -> bool:
-    """Whether some logged response made the blob (it is in a row's output parts). The LIKE narrows the
-    scan to rows that mention the hash at all; the JSON check then makes sure it names an output part
-    and is not, say, text that happens to contain it."""
-    rows = store._query("SELECT output_parts FROM responses WHERE error IS NULL AND output_parts LIKE ?",
-                        (f"%{sha256}%",))
+def _is_output(store: Any, sha256: str, key_id: str | None = None) -> bool:
+    """Whether some logged response made the blob (it is in a row's output parts), for API key `key_id`
+    when keys are in use. The LIKE narrows the scan to rows that mention the hash at all; the JSON check
+    then makes sure it names an output part and is not, say, text that happens to contain it."""
+    sql = "SELECT output_parts FROM responses WHERE error IS NULL AND output_parts LIKE ?"
+    params: tuple[Any, ...] = (f"%{sha256}%",)
+    if key_id is not None:
+        sql, params = sql + " AND api_key = ?", (*params, key_id)
+    rows = store._query(sql, params)
     for (cell,) in rows:
         try:
             parts = json.loads(cell or "[]")
@@ -204,14 +207,15 @@ async def blob(caller: Caller, sha256: str, fmt: str | None = None,
     Only outputs: the blob store also holds every input callers uploaded (images to edit, audio to
     transcribe), and serving those to anyone who knows a hash would let a caller fetch another's upload,
     or learn whether a well-known image was ever sent here by asking for its hash. Inputs are a 404,
-    exactly like a hash never seen, so the answer reveals nothing. The log does not record which API key
-    made a response, so any key of this server may fetch any output (its hash is unguessable)."""
+    exactly like a hash never seen, so the answer reveals nothing. With API keys in use, only the key
+    whose request made the blob gets it: another key's output is the same 404."""
     if not SHA256.fullmatch(sha256):
         raise bad_field("sha256", "must be 64 lowercase hex digits (a blob's sha256)")
     missing = ApiError(404, f"no blob {sha256}", param="sha256", code="not_found")
     store = caller.client.store
     try:
-        if not await asyncio.to_thread(_is_output, store, sha256):
+        key_id = caller.key.id if caller.key is not None else None
+        if not await asyncio.to_thread(_is_output, store, sha256, key_id):
             raise missing
         data = store.blobs.get(sha256)
     except StoreError:

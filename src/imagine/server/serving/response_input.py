@@ -136,19 +136,22 @@ def _not_found(response_id: str) -> ApiError:
                     param="previous_response_id", code="previous_response_not_found")
 
 
-def history(store: Store, response_id: str, max_turns: int) -> History:
+def history(store: Store, response_id: str, max_turns: int, key_id: str | None = None) -> History:
     """The logged conversation up to and including `response_id` (branching from an older turn works:
-    later turns of the same conversation are left out). Exact ids only; a prefix is not found."""
+    later turns of the same conversation are left out). Exact ids only; a prefix is not found. With API
+    keys in use (`key_id`), only a response made for that key is found: another key's is a 404, the same
+    answer as an id never seen, so ids reveal nothing across keys."""
     log_id = response_id.removeprefix("resp_")
     try:
         row = store.get(log_id)
     except InputError:
         raise _not_found(response_id) from None
-    if row["id"] != log_id or not row.get("conversation_id"):
+    if row["id"] != log_id or not row.get("conversation_id") or (key_id is not None and row.get("api_key") != key_id):
         raise _not_found(response_id)
     conversation_id = str(row["conversation_id"])
     rows = [r for r in store.recent(limit=max_turns, conversation_id=conversation_id)
-            if (r["created"], r["id"]) <= (row["created"], row["id"])]
+            if (r["created"], r["id"]) <= (row["created"], row["id"])
+            and (key_id is None or r.get("api_key") == key_id)]
     messages: list[Message] = []
     for turn in reversed(rows):  # oldest first
         try:

@@ -116,7 +116,8 @@ async def plan_response(request: ResponsesRequest, caller: Caller, settings: Ser
     client = caller.client
     past: History | None = None
     if request.previous_response_id:
-        past = history(client.store, request.previous_response_id, settings.max_messages)
+        past = history(client.store, request.previous_response_id, settings.max_messages,
+                       caller.key.id if caller.key is not None else None)
     new = await to_input(request.input, client.settings.part_limits(), client.settings.allow_private_urls,
                          past.calls if past else None)
     system = [Message("system", [Text(request.instructions)])] if request.instructions else []
