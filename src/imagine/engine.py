@@ -115,6 +115,9 @@ class Engine(Generic[OptionsT]):
     auto_select: ClassVar[bool] = True  # may `auto`/`local`/`cloud` pick it (False: only when named)
     locality_reason: ClassVar[str] = ""  # why it counts as local or cloud, where that is not obvious
     kind: ClassVar[str | None] = None  # wire protocol of an API engine bound to endpoints ("openai", ...)
+    # Runs the model inside this process (its CPU/GPU), so a server queues its requests; False for an engine
+    # that calls a server (even a local vLLM or llama.cpp server batches and queues on its own).
+    in_process: ClassVar[bool] = True
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the engine needs
     extra: ClassVar[str | None] = None  # the pip extra that installs them
@@ -350,6 +353,8 @@ class Response:
             async for event in stream:
                 if self.ttft_s is None and isinstance(event, (TextDelta, PartOut)):
                     self.ttft_s = time.perf_counter() - t0
+                if isinstance(event, ToolCall):
+                    self._check_tool_call(event)
                 self.events_seen.append(event)
                 if isinstance(event, Error):
                     self.error = _exception_for(event)
@@ -401,6 +406,26 @@ class Response:
     @log_error.setter
     def log_error(self, value: str | None) -> None:
         self._log_error = value
+
+    def _check_tool_call(self, call: ToolCall) -> None:
+        """Every engine's tool calls are checked here, once: the tool must be one the request offered and its
+        arguments must fit that tool's schema, else a SchemaError naming the tool and the field (an agent
+        can hand it back to the model). A grammar makes this hold by construction on llama.cpp; API models
+        and prompted local ones can get it wrong."""
+        if not self.request.tools:
+            return
+        from .tools import as_tool, check_arguments
+
+        spec = next((t for t in self.request.tools if t["name"] == call.name), None)
+        if spec is None:
+            offered = ", ".join(t["name"] for t in self.request.tools)
+            raise SchemaError(f"the model called tool {call.name!r}, which it was not given",
+                              hint=f"tools offered: {offered}")
+        try:
+            check_arguments(as_tool(spec), call.arguments)
+        except InputError as exc:
+            raise SchemaError(f"the model called a tool with invalid arguments: {exc}",
+                              hint="use a stronger model, or describe the parameters more plainly") from None
 
     def _validate_schema(self) -> Any:
         import jsonschema

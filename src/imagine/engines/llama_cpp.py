@@ -13,6 +13,15 @@ The KV cache is kept between requests: a chat resends its whole history each tur
 evaluates only what follows the longest prefix it already holds (usage reports it as `cached_tokens`).
 The run lock keeps two requests from sharing that cache. `-o prefix_cache=false` (or `prefix_cache =
 false` in [engines.llama-cpp]) evaluates every prompt from the start, for comparison.
+
+Tools (`tools=`): the model has no tool slot, so they are described in the system turn and calls are
+written in the `<tool_call>` syntax (_support/tool_calls.py), with generation constrained by a grammar
+(_support/tool_grammar.py): the arguments always parse and fit the tool's schema, even from the 135M
+bundled model. `-o tool_choice=auto` (the default) lets the model choose with its first token between a
+call and a plain answer; `required` or a tool's name force a call; `none` answers without tools. A
+135M model rarely chooses a tool on its own: force one when the task needs it. In auto, a call the
+conversation already holds the result of is not made again (small models copy their last turn, and an
+agent would loop): the model answers in text instead.
 """
 
 from __future__ import annotations
@@ -30,13 +39,15 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
-from ..events import Done, Event, TextDelta, Usage
+from ..events import Done, Event, TextDelta, ToolCall, Usage
 from ..parts import Modality
 from ._support.assets import require_asset
 from ._support.cache import file_bytes, model_cache
 from ._support.model_refs import ModelRef, parse_model_ref
 from ._support.options import StopStrings
 from ._support.threads import Finished, stream_from_thread
+from ._support.tool_calls import ToolChoice, only_repeats, parse_tool_calls, resolve_tool_choice, with_tool_turns
+from ._support.tool_grammar import DECISION, NoCallStart, call_grammar, compiled, decides_to_call, repeats_call
 from ._support.tool_text import with_tools_as_text
 
 __all__ = ["LlamaCppEngine", "LlamaCppOptions", "bundled_smollm2_path", "reused_prefix"]
@@ -117,6 +128,9 @@ class LlamaCppOptions(BaseModel):
     prefix_cache: bool | None = Field(default=None, description="reuse the KV cache of the previous request for "
                                       "the prompt's common prefix (a later turn of a chat reads only its new "
                                       "messages); default prefix_cache from [engines.llama-cpp] (on)")
+    tool_choice: str | None = Field(default=None, description="with tools: auto (the model chooses), none, "
+                                    "required, or the name of the tool to call (forced calls are "
+                                    "grammar-constrained)")
 
 
 class LlamaCppEngine(Engine[LlamaCppOptions]):
@@ -124,7 +138,7 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
     locality = "local"
     inputs = frozenset({Modality.TEXT})
     outputs = frozenset({Modality.TEXT})
-    features = frozenset({"stream", "json_schema", "seed", "stop", "system"})
+    features = frozenset({"stream", "json_schema", "seed", "stop", "system", "tools"})
     default_model = BUNDLED
     description = "GGUF models via llama.cpp (default: bundled SmolLM2-135M-Instruct)"
     requires = ("llama_cpp",)
@@ -231,21 +245,27 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
 
     # -- generation -----------------------------------------------------------------------------
     @staticmethod
-    def _chat_messages(request: Request) -> list[dict[str, str]]:
+    def _chat_messages(request: Request, choice: ToolChoice | None = None) -> list[dict[str, str]]:
+        if request.tools:  # the tools in the system turn, calls and results in the syntax it is asked to write
+            offered = request.tools if choice is None or choice.mode != "none" else ()
+            messages = with_tool_turns(request.messages, offered)
+        else:  # no tool slot: calls and results read as text
+            messages = with_tools_as_text(request.messages)
         out = []
-        for msg in with_tools_as_text(request.messages):  # no tool slot: calls and results read as text
+        for msg in messages:
             role = msg.role if msg.role in ("system", "user", "assistant") else "user"
             out.append({"role": role, "content": msg.text})
         return out
 
     async def stream(self, request: Request[LlamaCppOptions]) -> AsyncIterator[Event]:
         opts = request.options
+        choice = resolve_tool_choice(opts.tool_choice, request.tools)  # before loading: a typo fails at once
         llm, run_lock = await asyncio.to_thread(self.load, request.model, opts.n_ctx)
         repeat_penalty = opts.repetition_penalty
         if request.schema is not None and "repetition_penalty" not in opts.model_fields_set:
             repeat_penalty = 1.0
         kwargs: dict[str, Any] = dict(
-            messages=self._chat_messages(request), stream=True, temperature=opts.temperature,
+            messages=self._chat_messages(request, choice), stream=True, temperature=opts.temperature,
             top_p=opts.top_p, top_k=opts.top_k, max_tokens=opts.max_tokens, stop=opts.stop or [],
             repeat_penalty=repeat_penalty, seed=opts.seed)
         if request.schema is not None:
@@ -258,48 +278,103 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
 
         reuse = self.config.prefix_cache if opts.prefix_cache is None else opts.prefix_cache
 
-        def produce(emit: Callable[[str], None], stop: threading.Event) -> tuple[str, int, int, int]:
-            """Runs in a worker thread: generate and hand each piece to the loop."""
+        def produce(emit: Callable[[str], None], stop: threading.Event) -> tuple[str, int, int, int, str | None]:
+            """Runs in a worker thread: generate and hand each piece to the loop (a tool call is returned
+            whole instead, to be parsed)."""
             with run_lock:  # one generation at a time per loaded model: requests never share its KV cache
                 if not reuse:
                     llm.reset()  # forget the previous prompt: the whole prompt is evaluated again
                 previous = llm.input_ids[:llm.n_tokens].tolist()  # what the KV cache holds now
-                finish, prompt_tokens, cached = "stop", None, 0
-                for chunk in self._completion(llm, request, kwargs):
-                    if prompt_tokens is None:
-                        # the prompt is evaluated and the first token sampled, not yet evaluated
-                        prompt_tokens = llm.n_tokens
-                        cached = reused_prefix(previous, llm.input_ids[:prompt_tokens].tolist())
-                    if stop.is_set():
-                        finish = "cancelled"
-                        break
-                    choice = chunk["choices"][0]
-                    text = choice["delta"].get("content")
-                    if text:
-                        emit(text)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                prompt_tokens = prompt_tokens or 0
+                seen: dict[str, int] = {}
+
+                def run(kw: dict[str, Any], sink: Callable[[str], None],
+                        enough: Callable[[str], bool] = lambda _text: False) -> tuple[str, str]:
+                    finish = "stop"
+                    pieces: list[str] = []
+                    for chunk in self._completion(llm, request, kw):
+                        if "prompt" not in seen:
+                            # the prompt is evaluated and the first token sampled, not yet evaluated
+                            seen["prompt"] = llm.n_tokens
+                            seen["cached"] = reused_prefix(previous, llm.input_ids[:llm.n_tokens].tolist())
+                        if stop.is_set():
+                            return "".join(pieces), "cancelled"
+                        choice_ = chunk["choices"][0]
+                        text = choice_["delta"].get("content")
+                        if text:
+                            pieces.append(text)
+                            sink(text)
+                            if enough("".join(pieces)):
+                                return "".join(pieces), "stop"
+                        if choice_.get("finish_reason"):
+                            finish = choice_["finish_reason"]
+                    return "".join(pieces), finish
+
+                call: str | None = None
+                finish = "stop"
+                if choice.mode != "none":
+                    calling = choice.mode == "required"
+                    if not calling:  # the model's own choice: one greedy token under the decision grammar
+                        first, finish = run(self._tool_kwargs(kwargs, DECISION, max_tokens=1, temperature=0.0),
+                                            lambda _t: None)
+                        calling = decides_to_call(first)
+                    if calling and finish != "cancelled":
+                        grammar = call_grammar(request.tools, choice.names)
+                        call, finish = run(self._tool_kwargs(kwargs, grammar), lambda _t: None, repeats_call)
+                    if choice.mode == "auto" and call is not None and only_repeats(call, request.messages):
+                        call = None  # it has those results already: a small model copies its last turn
+                answer = kwargs
+                if choice.mode == "auto":  # the answer is text: it may not open a call
+                    answer = {**kwargs, "logits_processor": self._no_call_start(llm, kwargs)}
+                if call is None and finish != "cancelled":
+                    _, finish = run(answer, emit)
+                prompt_tokens = seen.get("prompt", 0)
                 # every sampled token but the last is evaluated into the context
                 completion = max(0, llm.n_tokens - prompt_tokens) + (finish in ("length", "cancelled"))
-                return finish, prompt_tokens, completion, cached
+                return finish, prompt_tokens, completion, seen.get("cached", 0), call
 
         try:
             async for item in stream_from_thread(produce):
                 if isinstance(item, Finished):
-                    finish, prompt_tokens, completion, cached = item.value
+                    finish, prompt_tokens, completion, cached, call = item.value
+                    for event in self._calls(call, finish):
+                        yield event
                     mean = logprobs.mean if logprobs is not None else None
                     extra: dict[str, Any] = {"cached_tokens": cached} if cached else {}
                     if mean is not None:
                         extra["mean_logprob"] = round(mean, 4)
                     yield Usage(input_tokens=prompt_tokens, output_tokens=completion, cost=0.0, extra=extra)
-                    yield Done(finish)
+                    yield Done("tool_calls" if call is not None and finish == "stop" else finish)
                 else:
                     yield TextDelta(item)
         except ImagineError:
             raise
         except Exception as exc:  # llama.cpp's own errors, raised in the worker
             raise UpstreamError(f"llama.cpp failed: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _tool_kwargs(kwargs: dict[str, Any], grammar: str, **changes: Any) -> dict[str, Any]:
+        """The request's arguments for a grammar-constrained step: no schema or stop strings (they would cut
+        the call), no repetition penalty (a call copies from the prompt), no log-probabilities recorded."""
+        out = {k: v for k, v in kwargs.items() if k not in ("response_format", "logits_processor")}
+        return {**out, "grammar": compiled(grammar), "stop": [], "repeat_penalty": 1.0, **changes}
+
+    @staticmethod
+    def _no_call_start(llm: Any, kwargs: dict[str, Any]) -> Any:
+        import llama_cpp
+
+        return llama_cpp.LogitsProcessorList([NoCallStart(llm), *(kwargs.get("logits_processor") or [])])
+
+    @staticmethod
+    def _calls(call: str | None, finish: str) -> list[ToolCall]:
+        """The ToolCall events of a constrained call; one cut off by max_tokens is the caller's to fix."""
+        if call is None or finish == "cancelled":
+            return []
+        _, calls, problems = parse_tool_calls(call)
+        if not calls:
+            why = "it hit max_tokens" if finish == "length" else "; ".join(problems) or "no call was written"
+            raise UpstreamError(f"the model's tool call could not be read: {why}",
+                                hint="raise -o max_tokens" if finish == "length" else None)
+        return calls
 
     def _completion(self, llm: Any, request: Request, kwargs: dict[str, Any]) -> Any:
         """llama.cpp's chunk iterator; a prompt longer than the window is the caller's input to fix."""
