@@ -21,8 +21,8 @@ from ...events import ToolCall
 from ...parts import Message, Part, Text, ToolResult, ToolUse
 from .tool_text import tool_names
 
-__all__ = ["CALL_CLOSE", "CALL_OPEN", "CallHolder", "ToolChoice", "call_id", "call_text", "only_repeats", "openai_tools",
-           "parse_tool_calls", "resolve_tool_choice", "tool_system_note", "with_tool_turns"]
+__all__ = ["CALL_CLOSE", "CALL_OPEN", "CallHolder", "ToolChoice", "call_id", "call_text", "only_repeats",
+           "openai_tools", "parse_tool_calls", "resolve_tool_choice", "tool_system_note", "with_tool_turns"]
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)

@@ -19,6 +19,12 @@ running, at the price of running sampling generations one at a time.
 A schema cannot constrain generation here: it goes into the system prompt, the answer is checked as JSON
 against it, and a failing answer gets exactly one repair turn showing the validation error; if that
 fails too, a SchemaError says so. Only the final, validated JSON is streamed.
+
+Tools (`tools=`) go to the chat template (`apply_chat_template(tools=...)`) when it reads them (Qwen, Hermes,
+Llama 3 and most recent templates mention `tools`); otherwise they are described in the system turn
+(_support/tool_calls.py). Either way the model answers in the Hermes `<tool_call>{...}</tool_call>`
+convention, which is parsed into ToolCall events; the call syntax is never streamed as text. There is no
+grammar here, so a call may be malformed: the arguments are validated above the engine.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ from pydantic import Field
 
 from ...engine import Engine, Request
 from ...errors import ImagineError, InputError, SchemaError, UpstreamError
-from ...events import Done, Event, TextDelta, Usage
+from ...events import Done, Event, TextDelta, ToolCall, Usage
 from ...parts import Image, Modality, Text
 from .._support.cache import model_cache
 from .._support.options import StopStrings
 from .._support.structured import REPAIR_NOTE, check_json, schema_note
 from .._support.threads import Finished, stream_from_thread
+from .._support.tool_calls import CallHolder, openai_tools, parse_tool_calls, tool_system_note, with_tool_turns
 from .._support.tool_text import with_tools_as_text
 from . import _hf
 from ._vision import VLM_EXAMPLES, Turn, config_is_vision, fold_system, load_vision, looks_vision, vision_inputs
@@ -109,7 +116,13 @@ def _plain_prompt(chat: list[dict[str, str]]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in chat) + "\nassistant:"
 
 
-def render_text_prompt(tokenizer: Any, turns: Sequence[Turn]) -> str:
+def template_takes_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template renders a `tools` list (one that does not ignores it silently)."""
+    template = getattr(tokenizer, "chat_template", None)
+    return isinstance(template, str) and "tools" in template
+
+
+def render_text_prompt(tokenizer: Any, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None) -> str:
     def chat(turns: Sequence[Turn]) -> list[dict[str, str]]:
         return [{"role": role, "content": "\n".join(p for p in parts if isinstance(p, str))} for role, parts in turns]
 
@@ -118,22 +131,24 @@ def render_text_prompt(tokenizer: Any, turns: Sequence[Turn]) -> str:
     from jinja2 import TemplateError
 
     try:
-        return str(tokenizer.apply_chat_template(chat(turns), add_generation_prompt=True, tokenize=False))
+        return str(tokenizer.apply_chat_template(chat(turns), add_generation_prompt=True, tokenize=False,
+                                                 **({"tools": tools} if tools else {})))
     except TemplateError:
         if not turns or turns[0][0] != "system":
             raise
         # some templates (Gemma's) refuse a system turn: fold it into the first user turn instead
-        return str(tokenizer.apply_chat_template(chat(fold_system(turns)), add_generation_prompt=True, tokenize=False))
+        return str(tokenizer.apply_chat_template(chat(fold_system(turns)), add_generation_prompt=True, tokenize=False,
+                                                 **({"tools": tools} if tools else {})))
 
 
-def encode(loaded: Loaded, turns: Sequence[Turn]) -> dict[str, Any]:
+def encode(loaded: Loaded, turns: Sequence[Turn], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Model inputs (input_ids, attention_mask, pixels for a VLM) on the model's device."""
     from jinja2 import TemplateError
 
     try:
         if loaded.vision:
             return vision_inputs(loaded.processor, turns, loaded.device, loaded.dtype)
-        prompt = render_text_prompt(loaded.tokenizer, turns)
+        prompt = render_text_prompt(loaded.tokenizer, turns, tools)
     except TemplateError as exc:  # e.g. "roles must alternate user/assistant"
         raise InputError(f"the model's chat template refused this conversation: {exc}",
                          hint="check the order of system, user and assistant turns") from None
@@ -162,12 +177,13 @@ def _eos_ids(loaded: Loaded) -> set[int]:
 
 
 def run_generation(loaded: Loaded, turns: Sequence[Turn], opts: TransformersOptions, *,
-                   on_text: Callable[[str], None], cancel: threading.Event) -> Generated:
+                   on_text: Callable[[str], None], cancel: threading.Event,
+                   tools: list[dict[str, Any]] | None = None) -> Generated:
     """Generate one answer to `turns`, passing each piece of (stop-cut) text to `on_text` as it comes."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-    inputs = encode(loaded, turns)
+    inputs = encode(loaded, turns, tools)
     prompt_len = int(inputs["input_ids"].shape[1])
     tokenizer = loaded.tokenizer
     stops = [s for s in (opts.stop or []) if s]
@@ -247,6 +263,14 @@ def with_schema(turns: list[Turn], schema: dict[str, Any]) -> list[Turn]:
     return [("system", [note]), *turns]
 
 
+def with_tools_note(turns: list[Turn], tools: Sequence[dict[str, Any]]) -> list[Turn]:
+    """For a template that does not take tools: the tools and the call syntax in the system turn."""
+    note = tool_system_note(tools)
+    if turns and turns[0][0] == "system":
+        return [("system", [*turns[0][1], "\n\n" + note]), *turns[1:]]
+    return [("system", [note]), *turns]
+
+
 # -- the engine ------------------------------------------------------------------------------------------
 
 class TransformersOptions(_hf.HFOptions):
@@ -265,7 +289,7 @@ class TransformersEngine(Engine[TransformersOptions]):
     locality = "local"
     inputs = frozenset({Modality.TEXT, Modality.IMAGE})
     outputs = frozenset({Modality.TEXT})
-    features = frozenset({"stream", "seed", "stop", "json_schema", "system"})
+    features = frozenset({"stream", "seed", "stop", "json_schema", "system", "tools"})
     default_model = ""
     model_hint = MODEL_HINT
     description = "Any Hugging Face chat or vision-language model via transformers (-m transformers:OWNER/NAME)"
@@ -349,7 +373,9 @@ class TransformersEngine(Engine[TransformersOptions]):
     def turns(request: Request) -> list[Turn]:
         """The conversation as (role, ordered text and image parts); other roles read as user turns."""
         out: list[Turn] = []
-        for msg in with_tools_as_text(request.messages):  # no tool slot: calls and results read as text
+        # with tools, earlier calls and results in the syntax the model is asked to write; else as plain text
+        messages = with_tool_turns(request.messages, ()) if request.tools else with_tools_as_text(request.messages)
+        for msg in messages:
             parts: list[str | Image] = []
             for part in msg.parts:
                 if isinstance(part, Text):
@@ -378,6 +404,10 @@ class TransformersEngine(Engine[TransformersOptions]):
         loaded = await asyncio.to_thread(self.load, source, opts)
         if has_images and not loaded.vision:
             raise self._no_vision(request.model)
+        if request.schema is None and request.tools:
+            async for event in self._with_tools(loaded, turns, opts, list(request.tools)):
+                yield event
+            return
         if request.schema is None:
             async for item in self._generate(loaded, turns, opts, stream=True):
                 if isinstance(item, str):
@@ -388,6 +418,34 @@ class TransformersEngine(Engine[TransformersOptions]):
             return
         async for event in self._structured(loaded, turns, opts, request.schema):
             yield event
+
+    async def _with_tools(self, loaded: Loaded, turns: list[Turn], opts: TransformersOptions,
+                          tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
+        """Stream the answer's text up to its first `<tool_call>`, then turn the calls into ToolCall events.
+        A block that does not parse is passed on as the text the model wrote, not dropped."""
+        native = not loaded.vision and template_takes_tools(loaded.tokenizer)
+        if not native:
+            turns = with_tools_note(turns, tools)
+        holder = CallHolder()
+        template_tools = openai_tools(tools) if native else None
+        async for item in self._generate(loaded, turns, opts, stream=True, tools=template_tools):
+            if isinstance(item, str):
+                text = holder.feed(item)
+                if text:
+                    yield TextDelta(text)
+                continue
+            calls: list[ToolCall] = []
+            if holder.calling:
+                _, calls, _problems = parse_tool_calls(holder.held)
+                if not calls:
+                    yield TextDelta(holder.held)
+            tail = holder.flush()
+            if tail:
+                yield TextDelta(tail)
+            for call in calls:
+                yield call
+            yield Usage(input_tokens=item.input_tokens, output_tokens=item.output_tokens, cost=0.0)
+            yield Done("tool_calls" if calls and item.finish == "stop" else item.finish)
 
     async def _structured(self, loaded: Loaded, turns: list[Turn], opts: TransformersOptions,
                           schema: dict[str, Any]) -> AsyncIterator[Event]:
@@ -418,12 +476,13 @@ class TransformersEngine(Engine[TransformersOptions]):
                           hint="use a stronger (instruction-tuned) model, simplify the schema, or raise max_tokens")
 
     async def _generate(self, loaded: Loaded, turns: list[Turn], opts: TransformersOptions, *,
-                        stream: bool) -> AsyncIterator[str | Generated]:
+                        stream: bool, tools: list[dict[str, Any]] | None = None) -> AsyncIterator[str | Generated]:
         """Pieces of text as they come (when `stream`), then the Generated summary."""
 
         def produce(emit: Callable[[str], None], cancel: threading.Event) -> Generated:
+            extra = {"tools": tools} if tools else {}  # the plain call stays the seam tests replace
             return run_generation(loaded, turns, opts, on_text=emit if stream else (lambda _text: None),
-                                  cancel=cancel)
+                                  cancel=cancel, **extra)
 
         try:
             async for item in stream_from_thread(produce):
