@@ -95,6 +95,9 @@ def _local(ref: str = "mock:echo") -> Any:
 def test_lane_ref_is_none_for_cloud_models() -> None:
     cloud = SimpleNamespace(decision=None, engine=SimpleNamespace(locality="cloud", id="openai"), model_ref="openai:x")
     assert lane_ref(cloud) is None and lane_ref(_local()) == "mock:echo"
+    local_server = SimpleNamespace(decision=None, model_ref="vllm:qwen",
+                                   engine=SimpleNamespace(locality="local", id="vllm", in_process=False))
+    assert lane_ref(local_server) is None  # a vLLM / llama.cpp server on loopback queues by itself
 
 
 def test_lanes_are_fifo_round_robin_per_key_and_bounded() -> None:

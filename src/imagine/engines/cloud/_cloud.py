@@ -76,6 +76,7 @@ class CloudEngine(Engine[CloudOptionsT]):
     Subclasses set `kind`, `sdk`, `known_models`, `Options` and implement `stream`."""
 
     locality = "cloud"
+    in_process = False  # the model runs behind an API: the server it calls queues and batches on its own
     locality_reason: ClassVar[str] = ""  # why it counts as local or cloud (set per endpoint; shown by `imagine models`)
     _clients: "PerLoop[Any]"  # set by each subclass: its SDK client per event loop
     kind: ClassVar[str]  # wire protocol: "openai", "anthropic", "gemini"

@@ -42,10 +42,13 @@ class ClientGone(Exception):
 
 
 def lane_ref(response: "Response") -> str | None:
-    """The local engine:model a response will run on first, or None for a cloud one (no lane).
+    """The local in-process engine:model a response will run on first, or None for a cloud one or an
+    API endpoint, local or not (no lane).
 
     The router's plan names the first candidate; a fallback to another engine after a failure runs
     inside the same slot, which at worst holds a local lane a little longer than needed."""
+    if not getattr(response.engine, "in_process", True):
+        return None  # an endpoint on loopback (vLLM, llama.cpp server) queues and batches by itself
     decision = getattr(response, "decision", None)
     plan = decision.plan if decision is not None else []
     if plan:
