@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("serve:keys", "API keys for `imagine serve`: stored hashed in the imagine home, each shown once."),
     "lab": ("lab:lab", "Train and sample imagine's own small models (needs the torch extra)."),
     "logs": ("logs:logs", "Show logged responses, newest first (`imagine logs show ID` for one)."),
+    "mcp": ("mcp:mcp", "MCP both ways: `serve` imagine's tasks as MCP tools; list (`tools`) or `call` any MCP "
+                       "server's tools."),
     "memory": ("index:memory", "What `ask --memory` and `chat --memory` remember: list, forget."),
     "models": ("models:models", "List engines: local or cloud, what they take and give, and whether they can "
                                 "run here. `imagine models ENGINE` shows one in full: why it is local or cloud, "
