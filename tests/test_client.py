@@ -44,11 +44,11 @@ def test_the_module_functions_use_the_default_client(imagine_home: Path):
 
 @pytest.mark.parametrize("policy", [None, "local", "cheapest"])
 def test_tools_are_refused_the_same_way_with_and_without_a_policy(policy):
-    """llama-cpp has no tool calling: naming it with tools is refused up front, never answered as if the
+    """An engine without tool calling (mock) named with tools is refused up front, never answered as if the
     tools were not there — with or without a policy."""
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-    with pytest.raises(InputError, match="engine llama-cpp cannot call tools") as caught:
-        imagine.ask("weather in Paris?", "llama-cpp", tools=[tool], policy=policy)
+    with pytest.raises(InputError, match="engine mock cannot call tools") as caught:
+        imagine.ask("weather in Paris?", "mock", tools=[tool], policy=policy)
     assert "tools feature" in (caught.value.hint or "")
 
 
