@@ -137,3 +137,28 @@ def test_cli_lists_and_calls_tools(tmp_path: Path, imagine_home: Path) -> None:
     assert last.startswith("error: MCP tool 'explode' failed:") and last.endswith("exploded: nope")
     missing = _imagine("call", server, "paint", cwd=tmp_path, home=imagine_home)
     assert missing.returncode == 2 and "no tool named 'paint'" in missing.stderr
+
+
+@pytest.mark.llm
+async def test_bundled_model_calls_a_tool_of_an_sdk_server() -> None:
+    """The bundled SmolLM2 is offered an MCP tool like any other; its call runs on the SDK server and the
+    result goes back to it as a tool turn. (The agent loop does this for every step.)"""
+    pytest.importorskip("llama_cpp", reason="needs the llama extra: pip install -e '.[llama]'")
+    import imagine
+    from imagine import Message
+
+    greedy = dict(temperature=0, seed=42, max_tokens=120)
+    async with mcp_tools(SDK_SERVER) as tools:
+        add = next(t for t in tools if t.name == "add")
+        prompt = "What is 1234 plus 4321? Use the add tool."
+        first = await imagine.aask(prompt, tools=[add], tool_choice="add", **greedy)
+        (call,) = first.tool_calls
+        args = check_arguments(add, call.arguments)
+        assert sorted([args["a"], args["b"]]) == [1234, 4321]
+        result = await add.fn(**args)
+        assert result == "5555"
+        history = [Message.user(prompt), first.as_message(), Message.tool_result(call.id, result, name="add")]
+        answer = await imagine.aask(history, tools=[add], **greedy)
+        # the engine takes the MCP result as the tool turn and answers in text (a 135M model's answer is not
+        # reliably the sum: seen "1234 + 4321"), without calling the tool again
+        assert answer.tool_calls == [] and answer.text().strip()

@@ -10,9 +10,9 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
@@ -110,24 +110,17 @@ async def test_errors_come_back_as_error_results(imagine_home: Path, tmp_path: P
         assert "read_text" in {t.name for t in (await session.list_tools()).tools}
 
 
-async def test_streamable_http_on_loopback(imagine_home: Path, tmp_path: Path) -> None:
-    from mcp.client.streamable_http import streamable_http_client
-
+@contextmanager
+def http_server(home: Path, folder: Path) -> Iterator[str]:
+    """`imagine mcp serve --http` on a free loopback port, as a subprocess; yields its URL."""
     port = unused_port()
-    png = tmp_path / "note.png"
-    png.write_bytes(picture([("MEETING AT NOON", (40, 60))]))
     proc = subprocess.Popen([sys.executable, "-m", "imagine", "mcp", "serve", "--http", "--port", str(port),
-                             "--files", str(tmp_path)],
-                            env={**os.environ, **_env(imagine_home)}, cwd=str(tmp_path),
+                             "--files", str(folder)],
+                            env={**os.environ, **_env(home)}, cwd=str(folder),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        url = f"http://127.0.0.1:{port}/mcp"
         _wait_for_port(port, proc)
-        async with streamable_http_client(url) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            assert "read_text" in {t.name for t in (await session.list_tools()).tools}
-            text = only(await session.call_tool("read_text", {"image": str(png)}), mt.TextContent).text
-            assert "MEETING" in text and "NOON" in text
+        yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
         try:
@@ -137,7 +130,49 @@ async def test_streamable_http_on_loopback(imagine_home: Path, tmp_path: Path) -
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
-    assert proc.returncode is not None
+
+
+async def test_streamable_http_on_loopback(imagine_home: Path, tmp_path: Path) -> None:
+    from mcp.client.streamable_http import streamable_http_client
+
+    png = tmp_path / "note.png"
+    png.write_bytes(picture([("MEETING AT NOON", (40, 60))]))
+    with http_server(imagine_home, tmp_path) as url:
+        async with streamable_http_client(url) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            assert "read_text" in {t.name for t in (await session.list_tools()).tools}
+            text = only(await session.call_tool("read_text", {"image": str(png)}), mt.TextContent).text
+            assert "MEETING" in text and "NOON" in text
+
+
+async def test_http_needs_a_key_once_keys_exist(imagine_home: Path, tmp_path: Path) -> None:
+    import json
+
+    import httpx
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    from imagine.agents.mcp_client import mcp_tools
+
+    made = subprocess.run([sys.executable, "-m", "imagine", "keys", "create", "--json"], capture_output=True,
+                          text=True, env={**os.environ, **_env(imagine_home)}, timeout=60, check=True)
+    key = json.loads(made.stdout)["key"]
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                        "clientInfo": {"name": "t", "version": "0"}}}
+    with http_server(imagine_home, tmp_path) as url:
+        accept = {"Accept": "application/json, text/event-stream"}
+        assert httpx.post(url, json=hello, headers=accept).status_code == 401
+        assert httpx.post(url, json=hello, headers={**accept, "Authorization": "Bearer imk-wrong"}).status_code == 401
+        headers = {"Authorization": f"Bearer {key}"}
+        async with create_mcp_http_client(headers=headers) as http, \
+                streamable_http_client(url, http_client=http) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            assert "speak" in {t.name for t in (await session.list_tools()).tools}
+        async with mcp_tools(url, headers=headers) as tools:  # imagine's client passes the key too
+            assert not any(t.sends_data for t in tools)  # loopback: data stays on the device
+            assert "read_text" in {t.name for t in tools}
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:

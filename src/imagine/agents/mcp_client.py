@@ -163,9 +163,10 @@ class McpClient:
 
     def __init__(self, spec: "str | Sequence[str] | ServerSpec", *, env: dict[str, str] | None = None,
                  cwd: str | None = None, timeout: float = 120.0, connect_timeout: float = 60.0,
-                 side_effects: bool | None = None, prefix: str = "") -> None:
+                 side_effects: bool | None = None, prefix: str = "", headers: dict[str, str] | None = None) -> None:
         self.spec = ServerSpec.parse(spec)
         self.env, self.cwd, self.timeout, self.connect_timeout = env, cwd, timeout, connect_timeout
+        self.headers = dict(headers or {})  # HTTP only: e.g. {"Authorization": "Bearer KEY"}
         self.side_effects, self.prefix = side_effects, prefix
         self.tools: list[Tool] = []
         self.server_name = ""
@@ -205,15 +206,19 @@ class McpClient:
         with suppress(Exception, asyncio.CancelledError):  # a server that already died has nothing to say
             await asyncio.wait_for(task, 10)
 
-    def _transport(self) -> Any:
+    async def _transport(self, stack: AsyncExitStack) -> Any:
+        """The (read, write) streams to the server, their closing pushed onto `stack`."""
         if self.spec.url is not None:
             from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
 
-            return streamable_http_client(self.spec.url)
+            http = await stack.enter_async_context(create_mcp_http_client(headers=self.headers))
+            return await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=http))
         from mcp import StdioServerParameters, stdio_client
 
         command, *args = self.spec.command
-        return stdio_client(StdioServerParameters(command=command, args=args, env=self.env, cwd=self.cwd))
+        params = StdioServerParameters(command=command, args=args, env=self.env, cwd=self.cwd)
+        return await stack.enter_async_context(stdio_client(params))
 
     async def _hold(self, ready: "asyncio.Future[None]") -> None:
         """Open, list, wait until closed, close: all in this one task."""
@@ -222,7 +227,7 @@ class McpClient:
 
         try:
             async with AsyncExitStack() as stack:
-                read, write = await stack.enter_async_context(self._transport())
+                read, write = await self._transport(stack)
                 session = await stack.enter_async_context(ClientSession(read, write))
                 init = await session.initialize()
                 self.server_name = init.server_info.name

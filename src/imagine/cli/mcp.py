@@ -18,7 +18,20 @@ from .app import ImagineGroup
 __all__ = ["mcp"]
 
 SERVER = click.argument("server", metavar="SERVER")
-SERVER_HELP = "SERVER is a command line in one argument ('python my_server.py') or an http(s) URL."
+HEADER = click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                      help="An HTTP header for a URL server, e.g. 'Authorization: Bearer KEY' (repeatable).")
+
+
+def _headers(pairs: tuple[str, ...]) -> dict[str, str]:
+    from ..errors import InputError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, colon, value = pair.partition(":")
+        if not colon or not name.strip():
+            raise InputError(f"--header {pair!r} is not 'NAME: VALUE'")
+        out[name.strip()] = value.strip()
+    return out
 
 
 @click.group(cls=ImagineGroup)
@@ -66,14 +79,15 @@ def serve(use_http: bool, host: str, port: int, folders: tuple[Path, ...], log_l
 
 @mcp.command()
 @SERVER
+@HEADER
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: name, description, parameters, marks.")
-def tools(server: str, as_json: bool) -> None:
+def tools(server: str, headers: tuple[str, ...], as_json: bool) -> None:
     """List the tools of an MCP SERVER, with what each takes.
 
     SERVER is a command line in one argument ('python my_server.py') or an http(s) URL."""
     from ..agents.mcp_client import connect_sync, describe
 
-    with connect_sync(server) as client:
+    with connect_sync(server, headers=_headers(headers)) as client:
         found = client.tools
     if as_json:
         click.echo(json.dumps([describe(t) for t in found], indent=2))
@@ -101,11 +115,12 @@ def _write(part: Any, out: str | None, default_name: str) -> Path:
 @mcp.command()
 @SERVER
 @click.argument("tool")
+@HEADER
 @click.option("--args", "arguments", default="{}", metavar="JSON", help="The tool's arguments, a JSON object.")
 @click.option("-O", "--out", type=OutPath(),
               help="Where images and audio the tool returns go (a file, or a folder); default: here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (media as records).")
-def call(server: str, tool: str, arguments: str, out: str | None, as_json: bool) -> None:
+def call(server: str, tool: str, headers: tuple[str, ...], arguments: str, out: str | None, as_json: bool) -> None:
     """Call TOOL of an MCP SERVER with --args JSON and print what it returns (media go to files).
 
     SERVER is a command line in one argument ('python my_server.py') or an http(s) URL."""
@@ -118,7 +133,7 @@ def call(server: str, tool: str, arguments: str, out: str | None, as_json: bool)
         args = json.loads(arguments)
     except json.JSONDecodeError as exc:
         raise InputError(f"--args is not JSON: {exc.msg} at column {exc.colno}") from None
-    with connect_sync(server) as client:
+    with connect_sync(server, headers=_headers(headers)) as client:
         spec = next((t for t in client.tools if t.name == tool), None)
         if spec is None:
             names = ", ".join(t.name for t in client.tools) or "none"
