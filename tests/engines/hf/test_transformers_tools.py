@@ -18,7 +18,7 @@ from imagine.engines._support.tool_calls import openai_tools  # noqa: E402
 from imagine.engines.hf import transformers as tt  # noqa: E402
 from imagine.tools import as_tool  # noqa: E402
 
-from .test_transformers import TEMPLATE, make_tokenizer, never_eos, text_config  # noqa: E402
+from ...helpers.tiny_llama import TEMPLATE, make_tokenizer, never_eos, text_config  # noqa: E402
 
 TOOLS_TEMPLATE = ("{% if tools %}<s>system: tools:{% for t in tools %} {{ t['function']['name'] }}{% endfor %}</s>\n"
                   "{% endif %}" + TEMPLATE)
