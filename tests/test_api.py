@@ -16,6 +16,8 @@ EXPECTED = {
     "ToolUse", "ToolResult",
     # declarative flows (imagine.flows)
     "Flow",
+    # the agent loop (imagine.agents)
+    "agent", "AgentRun",
 }
 
 

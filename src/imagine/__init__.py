@@ -12,6 +12,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` pays only for the CLI
+    from .agents.loop import AgentRun, agent
     from .client import Client, default_client
     from .config import Settings, get_settings, load_settings
     from .engine import Engine, Request, Response
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # the names below load lazily (PEP 562), so `imagine --help` 
     from .timeline import watch
 
 _HOMES = {
+    "agents.loop": ("AgentRun", "agent"),
     "client": ("Client", "default_client"),
     "timeline": ("watch",),
     "config": ("Settings", "get_settings", "load_settings"),
@@ -89,6 +91,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AgentRun",
     "Audio",
     "BudgetExceeded",
     "Client",
@@ -136,6 +139,7 @@ __all__ = [
     "Video",
     "__version__",
     "aask",
+    "agent",
     "ask",
     "default_client",
     "detect_speech",

@@ -417,15 +417,20 @@ class Response:
         from .tools import as_tool, check_arguments
 
         spec = next((t for t in self.request.tools if t["name"] == call.name), None)
+        error: SchemaError | None = None
         if spec is None:
             offered = ", ".join(t["name"] for t in self.request.tools)
-            raise SchemaError(f"the model called tool {call.name!r}, which it was not given",
-                              hint=f"tools offered: {offered}")
-        try:
-            check_arguments(as_tool(spec), call.arguments)
-        except InputError as exc:
-            raise SchemaError(f"the model called a tool with invalid arguments: {exc}",
-                              hint="use a stronger model, or describe the parameters more plainly") from None
+            error = SchemaError(f"the model called tool {call.name!r}, which it was not given",
+                                hint=f"tools offered: {offered}")
+        else:
+            try:
+                check_arguments(as_tool(spec), call.arguments)
+            except InputError as exc:
+                error = SchemaError(f"the model called a tool with invalid arguments: {exc}",
+                                    hint="use a stronger model, or describe the parameters more plainly")
+        if error is not None:
+            error.tool_call = call  # type: ignore[attr-defined]  # the agent answers this call with the error
+            raise error
 
     def _validate_schema(self) -> Any:
         import jsonschema

@@ -22,6 +22,8 @@ EXIT_INTERRUPTED = 130
 # name -> ("module:attribute" under imagine.cli, one-line help). The help is the first paragraph of
 # the command's docstring, which is what click shortens for the command list.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "agent": ("agent:agent", "Let a model answer PROMPT by calling imagine's tasks as tools (read_text, "
+                             "transcribe, see, ...), its steps shown as they run."),
     "ask": ("ask:ask", "Ask a model."),
     "chat": ("ask:chat", "Interactive chat."),
     "demo": ("demo:demo", "Run the offline demo on the bundled model: a streamed answer, a schema extraction, "
