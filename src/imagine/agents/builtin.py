@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ..errors import InputError
 from ..parts import Audio, Data, Image, MediaPart, Part, Text, Vector, Video, load_part
 from ..tools import Tool, as_tool
+from .safety import inside_folders, not_a_url
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -69,7 +70,8 @@ class Workspace:
         self.attached: list[str] = []
         limits = client.settings.part_limits()
         for source in attach:
-            part = source if isinstance(source, Part) else load_part(self._local_file(source), limits=limits)
+            part = source if isinstance(source, Part) else load_part(not_a_url(os.fspath(source), "attach"),
+                                                                      limits=limits)
             handle = self.add(part)
             self.attached.append(handle)
             for name in {str(source) if not isinstance(source, Part) else "", getattr(part, "name", None) or ""}:
@@ -96,27 +98,8 @@ class Workspace:
         return "\n".join(lines)
 
     def inside(self, raw: str) -> Path:
-        """`raw` as a real path inside an allowed folder (relative paths are taken in the first one);
-        `..` and symlinks are resolved before the check, so neither leads out."""
-        if not self.dirs:
-            raise InputError(f"{raw!r}: no folder is allowed for this run", hint="allow one with --allow-dir DIR "
-                             "(allow_dirs=[...] in Python)")
-        given = Path(raw).expanduser()
-        candidate = given if given.is_absolute() else self.dirs[0] / given
-        try:
-            real = candidate.resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise InputError(f"{raw!r} does not exist in the allowed folders") from None
-        if not any(real == d or real.is_relative_to(d) for d in self.dirs):
-            raise InputError(f"{raw!r} is outside the allowed folders (" + ", ".join(str(d) for d in self.dirs) + ")",
-                             hint="only files inside --allow-dir folders can be read")
-        return real
-
-    def _local_file(self, source: str | os.PathLike[str]) -> str:
-        text = os.fspath(source)
-        if text[:8].lower().startswith(("http://", "https://")):
-            raise InputError(f"{text}: attach a local file", hint="a URL is fetched by the fetch tool, if allowed")
-        return text
+        """`raw` as a real path inside one of the run's allowed folders (see `safety.inside_folders`)."""
+        return inside_folders(raw, self.dirs)
 
     def resolve(self, ref: str, kinds: tuple[type[Part], ...], what: str) -> Part:
         """A media argument as a part: a handle, an attachment's name, or a file inside an allowed folder."""
@@ -125,10 +108,7 @@ class Workspace:
         ref = ref.strip()
         part = self.media.get(ref) or self.media.get(self.names.get(ref, ""))
         if part is None:
-            if ref[:8].lower().startswith(("http://", "https://")):
-                raise InputError(f"{what}: {ref} is a URL; tools take files and handles",
-                                 hint="fetch it first with the fetch tool, if it is allowed")
-            part = load_part(str(self.inside(ref)), limits=self.client.settings.part_limits())
+            part = load_part(str(self.inside(not_a_url(ref, what))), limits=self.client.settings.part_limits())
         if not isinstance(part, kinds):
             wanted = " or ".join(k.modality.value for k in kinds)
             raise InputError(f"{what}: {ref} is {part.modality.value}, not {wanted}")
@@ -146,7 +126,7 @@ class Workspace:
         ref = self.client.registry.expand(model)
         if ref in ("auto", "local", "cloud"):  # routed: only `local` is sure to stay on the device
             return ref != "local"
-        return self.client.registry.engine(ref.partition(":")[0]).locality != "local"
+        return self.client.registry.engine_class(ref.partition(":")[0]).locality != "local"
 
     def tool(self, name: str) -> Tool:
         """The built-in tool `name`, bound to this workspace, with its marks and timeout."""

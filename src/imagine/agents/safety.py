@@ -9,7 +9,9 @@ silent skip:
   the whole run (`confirm=True`, `--yes`) or answers yes to this one call (a `confirm` function, the CLI's
   question on a terminal); with neither, refused;
 - `local_only`: a tool marked `sends_data` is refused, as the router refuses a cloud engine;
-- a timeout per tool (`Tool.timeout`): a tool running past it is reported as failed.
+- a timeout per tool (`Tool.timeout`): a tool running past it is reported as failed;
+- files: a tool reads only inside the run's allowed folders (`..` and symlinks resolved before the check),
+  and never a URL (loading one would fetch it: only the `fetch` tool, marked as sending data, may).
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
-from ..errors import ImagineError
+from ..errors import ImagineError, InputError
 from ..tools import Tool
 
 if TYPE_CHECKING:
     from ..client import Client
     from ..router import Policy
 
-__all__ = ["Confirm", "Guard", "ToolRefused", "ToolTimeout", "is_local_only", "run_tool"]
+__all__ = ["Confirm", "Guard", "ToolRefused", "ToolTimeout", "inside_folders", "is_local_only", "not_a_url",
+           "run_tool"]
 
 # True: yes to every side-effecting call of the run; a function: asked per call (True to run it)
 Confirm = bool | Callable[[Tool, dict[str, Any]], "bool | Awaitable[bool]"] | None
@@ -116,3 +120,29 @@ async def run_tool(tool: Tool, arguments: dict[str, Any]) -> Any:
         return await asyncio.wait_for(call(), tool.timeout)
     except asyncio.TimeoutError:
         raise ToolTimeout(f"tool {tool.name!r} took longer than {tool.timeout:g} s and was stopped") from None
+
+
+def not_a_url(ref: str, what: str) -> str:
+    """`ref`, unless it is an http(s) URL: loading one would send a request, which only `fetch` may do."""
+    if ref[:8].lower().startswith(("http://", "https://")):
+        raise InputError(f"{what}: {ref} is a URL; tools take files and handles",
+                         hint="fetch it first with the fetch tool, if it is allowed")
+    return ref
+
+
+def inside_folders(raw: str, folders: Sequence[Path]) -> Path:
+    """`raw` as a real path inside one of `folders` (already resolved); a relative path is taken in the first.
+    `..` and symlinks are resolved before the check, so neither leads out; a missing file is refused too."""
+    if not folders:
+        raise InputError(f"{raw!r}: no folder is allowed for this run",
+                         hint="allow one with --allow-dir DIR (allow_dirs=[...] in Python)")
+    given = Path(raw).expanduser()
+    candidate = given if given.is_absolute() else folders[0] / given
+    try:
+        real = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        raise InputError(f"{raw!r} does not exist in the allowed folders") from None
+    if not any(real == folder or real.is_relative_to(folder) for folder in folders):
+        raise InputError(f"{raw!r} is outside the allowed folders (" + ", ".join(str(f) for f in folders) + ")",
+                         hint="only files inside --allow-dir folders can be read")
+    return real
