@@ -46,3 +46,17 @@ def never_eos(lm_head: Any) -> None:
 
     with torch.no_grad():
         lm_head.weight[2].zero_()
+
+
+def save_tiny_llama(folder: Any) -> Any:
+    """A tiny random Llama (never ends on its own) and its tokenizer saved into `folder`; returns it."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(text_config(len(tok)))
+    never_eos(model.lm_head)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -20,24 +20,14 @@ from imagine.parts import Image  # noqa: E402
 
 from ...helpers.cli import assert_one_line_error, run  # noqa: E402
 from ...helpers.media import png_bytes  # noqa: E402
-from ...helpers.tiny_llama import TEMPLATE, make_tokenizer, never_eos, text_config  # noqa: E402
+from ...helpers.tiny_llama import TEMPLATE, make_tokenizer, never_eos, save_tiny_llama, text_config  # noqa: E402
 
 IMAGE_TOKENS = (30 // 6) ** 2  # 25 patches; LLaVA's "default" strategy drops the CLS token
 
 
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("hf") / "tiny-llama"
-    tok = make_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(text_config(len(tok)))
-    never_eos(model.lm_head)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("hf") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")

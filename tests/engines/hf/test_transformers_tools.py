@@ -18,7 +18,7 @@ from imagine.engines._support.tool_calls import openai_tools  # noqa: E402
 from imagine.engines.hf import transformers as tt  # noqa: E402
 from imagine.tools import as_tool  # noqa: E402
 
-from ...helpers.tiny_llama import TEMPLATE, make_tokenizer, never_eos, text_config  # noqa: E402
+from ...helpers.tiny_llama import TEMPLATE, save_tiny_llama  # noqa: E402
 
 TOOLS_TEMPLATE = ("{% if tools %}<s>system: tools:{% for t in tools %} {{ t['function']['name'] }}{% endfor %}</s>\n"
                   "{% endif %}" + TEMPLATE)
@@ -31,18 +31,8 @@ def get_weather(city: str) -> str:
 
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama whose chat template ignores tools (test_transformers builds it the same way)."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("hf") / "tiny-llama"
-    tok = make_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(text_config(len(tok)))
-    never_eos(model.lm_head)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    """A tiny random Llama whose chat template ignores tools."""
+    return save_tiny_llama(tmp_path_factory.mktemp("hf") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")
