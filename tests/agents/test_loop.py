@@ -197,6 +197,8 @@ def test_tools_are_checked_before_anything_runs(model):
         imagine.agent("x", tools=["summon"], model="mock")
     with pytest.raises(InputError, match="two tools are named"):
         imagine.agent("x", tools=["read_text", "read_text"], model="mock")
+    with pytest.raises(InputError, match="'lookup' has no function to run"):
+        imagine.agent("x", tools=[{"name": "lookup", "parameters": {"type": "object"}}], model="mock")
     with pytest.raises(InputError, match="prompt"):
         imagine.agent("  ", tools=[], model="mock")
     run = imagine.agent("hello there", tools=[], model="mock")

@@ -138,6 +138,9 @@ class AgentRun:
         out: dict[str, Tool] = {}
         for item in given:
             tool = self.workspace.tool(item) if isinstance(item, str) else as_tool(item)
+            if tool.fn is None:  # a schema alone (a dict, a pydantic class): the loop would have nothing to run
+                raise InputError(f"tool {tool.name!r} has no function to run",
+                                 hint="give the function itself, or a Tool with fn=")
             if tool.name in out:
                 raise InputError(f"two tools are named {tool.name!r}", hint="tool names must be unique in a run")
             out[tool.name] = tool

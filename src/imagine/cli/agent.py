@@ -34,9 +34,14 @@ def _tool_models(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def _ask_on_terminal(tool: Any, arguments: dict[str, Any]) -> bool:
     """The per-call question for a side-effecting tool (only asked when stdin is a terminal)."""
-    shown = ", ".join(f"{k}={json.dumps(v)[:60]}" for k, v in arguments.items())
+    shown = ", ".join(f"{k}={_short(v)}" for k, v in arguments.items())
     return click.confirm(f"run {tool.name}({shown})? it has side effects", default=False, err=True)
 
 
@@ -50,7 +55,7 @@ def _say(step: Any) -> None:
             what = "answers"
         click.echo(f"[{step.step}] {step.model} {what} ({step.seconds:.2f} s)", err=True)
         return
-    args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)[:60]}" for k, v in step.arguments.items())
+    args = ", ".join(f"{k}={_short(v)}" for k, v in step.arguments.items())
     mark = "x" if step.result.is_error else "->"
     click.echo(f"    {step.name}({args}) {mark} {step.summary(100)} ({step.seconds:.2f} s)", err=True)
 
@@ -103,8 +108,11 @@ def agent(prompt: tuple[str, ...], tools: tuple[str, ...], max_steps: int, model
           options: tuple[str, ...], attach: tuple[str, ...], allow_dirs: tuple[str, ...], yes: bool,
           tool_models: tuple[str, ...], system: str | None, policy: str | None, out: str | None, as_json: bool,
           no_log: bool) -> None:
-    """Let a model answer PROMPT by calling imagine's tasks as tools: imagine agent "what does the slide say
-    and what did the speaker add?" -a slide.png -a talk.wav"""
+    """Let a model answer PROMPT by calling imagine's tasks as tools (read_text, transcribe, see, ...), its
+    steps shown as they run.
+
+    \b
+    imagine agent "what does the slide say, and what did the speaker add?" -a slide.png -a talk.wav"""
     from ..agents.loop import AgentRun
 
     text = prompt_text(prompt, read_stdin_if_piped())
