@@ -113,3 +113,17 @@ def test_one_line_errors(imagine_home, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = run("agent", "hi", "-m", "mock", "--tool-model", "see", home=imagine_home)
     assert proc.returncode != 0 and "TOOL=MODEL" in proc.stderr
+
+
+def test_the_agent_calls_a_tool_of_an_mcp_server(server, imagine_home):
+    pytest.importorskip("mcp", reason="needs the agents extra: pip install -e '.[agents]'")
+    import shlex
+    import sys
+
+    sdk_server = shlex.join([sys.executable, str(Path(__file__).parents[1] / "helpers" / "mcp_sdk_server.py")])
+    server.reply(call("add", {"a": 20, "b": 22}), answer_with_tool_results)
+    proc = agent(server, imagine_home, "What is 20 plus 22?", "--tool", "read_text", "--mcp", sdk_server)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "From the tools: 42"  # computed by the SDK-written server
+    first = server.requests[0].json
+    assert {t["function"]["name"] for t in first["tools"]} >= {"read_text", "add", "square"}

@@ -104,20 +104,41 @@ def _write_media(run: Any, out: str | None) -> list[Path]:
 @click.option("-O", "--out", type=OutPath(), help="Folder for the images and audio the tools make (default: here).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the answer, every step, the files.")
 @click.option("--no-log", is_flag=True, help="Do not log the model calls.")
+@click.option("--mcp", "mcp_servers", multiple=True, metavar="CMD|URL",
+              help="Also give the agent the tools of this MCP server: a command line (stdio) or an http(s) URL; "
+                   "repeatable. Tools not marked read-only by their server need --yes.")
 def agent(prompt: tuple[str, ...], tools: tuple[str, ...], max_steps: int, model: str | None,
           options: tuple[str, ...], attach: tuple[str, ...], allow_dirs: tuple[str, ...], yes: bool,
           tool_models: tuple[str, ...], system: str | None, policy: str | None, out: str | None, as_json: bool,
-          no_log: bool) -> None:
+          no_log: bool, mcp_servers: tuple[str, ...]) -> None:
     """Let a model answer PROMPT by calling imagine's tasks as tools (read_text, transcribe, see, ...), its
     steps shown as they run.
 
     \b
     imagine agent "what does the slide say, and what did the speaker add?" -a slide.png -a talk.wav"""
-    from ..agents.loop import AgentRun
+    from contextlib import ExitStack
 
     text = prompt_text(prompt, read_stdin_if_piped())
+    with ExitStack() as servers:
+        given: list[Any] = list(tools) if tools or mcp_servers else []
+        if mcp_servers:
+            from ..agents.builtin import DEFAULT_TOOLS
+            from ..agents.mcp_client import connect_sync
+
+            given = given or list(DEFAULT_TOOLS)
+            for spec in mcp_servers:  # each server stays connected while the agent runs
+                given.extend(servers.enter_context(connect_sync(spec)).tools)
+        _run(text, given or None, max_steps, model, options, attach, allow_dirs, yes, tool_models, system,
+             policy, out, as_json, no_log)
+
+
+def _run(text: str, tools: list[Any] | None, max_steps: int, model: str | None, options: tuple[str, ...],
+         attach: tuple[str, ...], allow_dirs: tuple[str, ...], yes: bool, tool_models: tuple[str, ...],
+         system: str | None, policy: str | None, out: str | None, as_json: bool, no_log: bool) -> None:
+    from ..agents.loop import AgentRun
+
     confirm: Any = True if yes else (_ask_on_terminal if sys.stdin.isatty() else None)
-    run = AgentRun(text, list(tools) if tools else None, model, max_steps=max_steps, attach=list(attach),
+    run = AgentRun(text, tools, model, max_steps=max_steps, attach=list(attach),
                    allow_dirs=list(allow_dirs), system=system, policy=policy, confirm=confirm,
                    models=_tool_models(tool_models), options=parse_options(options),
                    log=False if no_log else None, yes_hint="run again with --yes to allow it")
