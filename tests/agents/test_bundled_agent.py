@@ -31,6 +31,7 @@ def test_the_bundled_model_calls_the_tool_and_answers_from_its_result():
         assert [s.name for s in steps if isinstance(s, ToolStep)][:1] == ["get_weather"]
         assert city.lower() in asked[0].lower(), (question, asked)
         assert run.stopped == "answer" and run.text().strip(), "the run ends with a text answer"
+        assert "<tool" not in run.text() and "[tool" not in run.text(), "no call or result syntax in the answer"
         assert isinstance(steps[-1], ModelStep) and not steps[-1].calls
         history = default_client().store.conversation(run.run_id)  # what the model was sent, as logged
         results = [p for m in history if m.role == "tool" for p in m.tool_results]

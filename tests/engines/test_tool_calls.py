@@ -105,3 +105,18 @@ def test_response_checks_every_engines_tool_calls(mock_engine):
     with pytest.raises(SchemaError, match="'get_time', which it was not given") as info:
         asyncio.run(respond(mock_engine, [ToolCall("c3", "get_time", {})])._complete())
     assert "get_weather" in (info.value.hint or "")
+
+
+def test_results_as_context_ends_on_the_question_with_the_results_as_facts():
+    from imagine.engines._support.tool_calls import results_as_context
+    from imagine.parts import Message, ToolResult, ToolUse
+
+    messages = [Message.system("Be brief."), Message.user("Weather in Oslo?"),
+                Message("assistant", [ToolUse("c1", "get_weather", {"city": "Oslo"})]),
+                Message("tool", [ToolResult("c1", "Sunny, 4 C.")]),
+                Message("tool", [ToolResult("c2", "timeout", name="get_time", is_error=True)])]
+    out = results_as_context(messages)
+    assert [m.role for m in out] == ["system", "user"] and out[-1].text == "Weather in Oslo?"
+    assert "Be brief." in out[0].text and "- get_weather: Sunny, 4 C." in out[0].text
+    assert "- get_time (failed): timeout" in out[0].text
+    assert "<tool" not in out[0].text

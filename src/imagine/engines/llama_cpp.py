@@ -40,13 +40,14 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, ImagineError, InputError, UpstreamError
 from ..events import Done, Event, TextDelta, ToolCall, Usage
-from ..parts import Modality
+from ..parts import Modality, ToolResult
 from ._support.assets import require_asset
 from ._support.cache import file_bytes, model_cache
 from ._support.model_refs import ModelRef, parse_model_ref
 from ._support.options import StopStrings
 from ._support.threads import Finished, stream_from_thread
-from ._support.tool_calls import ToolChoice, only_repeats, parse_tool_calls, resolve_tool_choice, with_tool_turns
+from ._support.tool_calls import (ToolChoice, only_repeats, parse_tool_calls, resolve_tool_choice,
+                                 results_as_context, with_tool_turns)
 from ._support.tool_grammar import DECISION, NoCallStart, call_grammar, compiled, decides_to_call, repeats_call
 from ._support.tool_text import with_tools_as_text
 
@@ -245,10 +246,12 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
 
     # -- generation -----------------------------------------------------------------------------
     @staticmethod
-    def _chat_messages(request: Request, choice: ToolChoice | None = None) -> list[dict[str, str]]:
-        if request.tools:  # the tools in the system turn, calls and results in the syntax it is asked to write
+    def _chat_messages(request: Request, choice: ToolChoice | None = None, plain: bool = False) -> list[dict[str, str]]:
+        if request.tools and not plain:  # the tools in the system turn, calls and results in the syntax it is asked to write
             offered = request.tools if choice is None or choice.mode != "none" else ()
             messages = with_tool_turns(request.messages, offered)
+        elif plain:
+            messages = results_as_context(request.messages)
         else:  # no tool slot: calls and results read as text
             messages = with_tools_as_text(request.messages)
         out = []
@@ -325,6 +328,10 @@ class LlamaCppEngine(Engine[LlamaCppOptions]):
                 answer = kwargs
                 if choice.mode == "auto":  # the answer is text: it may not open a call
                     answer = {**kwargs, "logits_processor": self._no_call_start(llm, kwargs)}
+                    if any(isinstance(p, ToolResult) for m in request.messages for p in m.parts):
+                        # answering from results: the conversation without the call syntax, which a small
+                        # model otherwise copies into its answer instead of using the results
+                        answer["messages"] = self._chat_messages(request, ToolChoice("none"), plain=True)
                 if call is None and finish != "cancelled":
                     _, finish = run(answer, emit)
                 prompt_tokens = seen.get("prompt", 0)

@@ -22,7 +22,8 @@ from ...parts import Message, Part, Text, ToolResult, ToolUse
 from .tool_text import tool_names
 
 __all__ = ["CALL_CLOSE", "CALL_OPEN", "CallHolder", "ToolChoice", "call_id", "call_text", "only_repeats",
-           "openai_tools", "parse_tool_calls", "resolve_tool_choice", "tool_system_note", "with_tool_turns"]
+           "openai_tools", "parse_tool_calls", "resolve_tool_choice", "results_as_context", "tool_system_note",
+           "with_tool_turns"]
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -112,6 +113,23 @@ def with_tool_turns(messages: Sequence[Message], tools: Sequence[dict[str, Any]]
         else:
             out.insert(0, Message("system", [Text(note)]))
     return tuple(out)
+
+
+def results_as_context(messages: Sequence[Message]) -> tuple[Message, ...]:
+    """The conversation for answering from tool results with a small model: the calls and results taken
+    out of the turns and given as facts in the system turn, so the last turn is the person's question.
+    Written as turns, a 135M model copies the call syntax or the last result verbatim instead of answering."""
+    names = tool_names(messages)
+    facts = [f"- {part.name or names.get(part.call_id) or 'a tool'}"
+             f"{' (failed)' if part.is_error else ''}: {part.text}"
+             for msg in messages for part in msg.parts if isinstance(part, ToolResult)]
+    kept = [Message(m.role, [p for p in m.parts if not isinstance(p, (ToolUse, ToolResult))]) for m in messages
+            if m.role != "tool"]
+    kept = [m for m in kept if m.parts]
+    note = Text("Results of the tools you called:\n" + "\n".join(facts) + "\nAnswer the question from them.")
+    if kept and kept[0].role == "system":
+        return (Message("system", [*kept[0].parts, Text("\n\n"), note]), *kept[1:])
+    return (Message("system", [note]), *kept)
 
 
 def call_id() -> str:
