@@ -110,10 +110,11 @@ class VectorIndex:
             allowed[name] = wanted
         return allowed
 
-    def _mask(self, allowed: Mapping[str, NDArray[np.int32]], lo: int, hi: int) -> NDArray[np.bool_] | None:
+    def _mask(self, allowed: Mapping[str, NDArray[np.int32]]) -> NDArray[np.bool_] | None:
+        """Which rows (in stored order) pass every filter; None without filters."""
         mask: NDArray[np.bool_] | None = None
         for name, wanted in allowed.items():
-            col = self.codes[name][lo:hi]
+            col = self.codes[name]
             part = col == wanted[0] if len(wanted) == 1 else np.isin(col, wanted)
             mask = part if mask is None else mask & part
         return mask
@@ -139,37 +140,37 @@ class VectorIndex:
         allowed = self._allowed(where)
         if allowed is None:
             return []
-        if allowed:
-            full = self._mask(allowed, 0, self.size)
-            assert full is not None
-            if self.centroids is None or int(full.sum()) <= EXACT_MAX // 4:
-                positions = np.flatnonzero(full)
-                pos, scores = self._top(self.data[positions] @ q, positions, k)
-                return self._result(pos, scores)
+        mask = self._mask(allowed)  # computed once: it decides exact vs IVF and filters the probed rows
+        if mask is not None and (self.centroids is None or int(mask.sum()) <= EXACT_MAX // 4):
+            positions = np.flatnonzero(mask)
+            pos, scores = self._top(self.data[positions] @ q, positions, k)
+            return self._result(pos, scores)
         if self.centroids is None:
             pos, scores = self._top(self.data @ q, np.arange(self.size, dtype=np.int64), k)
             return self._result(pos, scores)
-        return self._probe(q, k, allowed)
+        return self._probe(q, k, mask)
 
-    def _probe(self, q: F32, k: int, allowed: Mapping[str, NDArray[np.int32]]) -> list[tuple[int, float]]:
+    def _probe(self, q: F32, k: int, mask: NDArray[np.bool_] | None) -> list[tuple[int, float]]:
         assert self.centroids is not None
         ranked = np.argsort(-(self.centroids @ q))
-        nprobe = self.nprobe
+        chunks_pos: list[NDArray[np.int64]] = []
+        chunks_scores: list[F32] = []
+        done, nprobe = 0, self.nprobe
         while True:
-            chunks_pos, chunks_scores = [], []
-            for cluster in ranked[:nprobe]:
+            for cluster in ranked[done:nprobe]:  # only clusters not scanned yet
                 lo, hi = int(self.offsets[cluster]), int(self.offsets[cluster + 1])
                 if lo == hi:
                     continue
                 scores = self.data[lo:hi] @ q
                 positions = np.arange(lo, hi, dtype=np.int64)
-                mask = self._mask(allowed, lo, hi) if allowed else None
                 if mask is not None:
-                    scores, positions = scores[mask], positions[mask]
+                    keep = mask[lo:hi]
+                    scores, positions = scores[keep], positions[keep]
                 chunks_pos.append(positions)
                 chunks_scores.append(scores)
+            done = min(nprobe, len(ranked))
             found = sum(len(p) for p in chunks_pos)
-            if found >= k or nprobe >= len(ranked):
+            if found >= k or done >= len(ranked):
                 break
             nprobe *= 2  # a filter thinned the probed clusters: widen until k rows qualify
         if not chunks_pos:
