@@ -38,6 +38,7 @@ __all__ = [
     "Vector",
     "Video",
     "load_part",
+    "read_file",
     "sniff_mime",
     "utf8_text",
 ]
@@ -129,7 +130,7 @@ class MediaPart(Part):
                  name: str | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            data = _read_file(path, limits)
+            data = read_file(path, limits)
             name = name or path.name
         elif isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
@@ -472,7 +473,9 @@ def utf8_text(raw: str | bytes, what: str = "the prompt") -> str:
                          hint=hint) from None
 
 
-def _read_file(path: Path, limits: Limits) -> bytes:
+def read_file(path: Path, limits: Limits) -> bytes:
+    """A file's bytes under the input rules every reader shares: it exists, is a file, is not empty, and is
+    within `limits.max_bytes` (else LimitExceeded naming the variable that raises it)."""
     if not path.exists():
         raise InputError(f"file not found: {path}", hint="check the path")
     if path.is_dir():
@@ -506,7 +509,7 @@ def load_part(source: str | bytes | os.PathLike[str], *, limits: Limits = DEFAUL
             raise InputError(f"{source} is empty (0 bytes)")
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        data, name = _read_file(path, limits), path.name
+        data, name = read_file(path, limits), path.name
     else:
         data, name = bytes(source), None
         if len(data) > limits.max_bytes:

@@ -9,13 +9,14 @@ timed spans). Every model call goes through the normal task path, so each is log
 from __future__ import annotations
 
 import glob
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import InputError
-from ..parts import Audio, Data, Image, Segment, Segments, Text, Video, load_part
+from ..parts import Audio, Data, Image, Segment, Segments, Text, Video, load_part, read_file
 from .chunking import Piece, group_lines, group_segments, split_text
 
 if TYPE_CHECKING:
@@ -95,13 +96,9 @@ def _pdf(path: Path, client: "Client") -> Extracted:
         from ..errors import EngineUnavailable
 
         raise EngineUnavailable("indexing PDFs needs pypdf", hint="pip install 'imagine[index]'") from None
-    size = path.stat().st_size
-    limit = client.settings.part_limits().max_bytes
-    if size > limit:
-        raise InputError(f"{path.name} is {size} bytes, over the {limit}-byte input limit",
-                         hint="raise limits.max_bytes (IMAGINE_MAX_BYTES) to index it")
+    data = read_file(path, client.settings.part_limits())  # the size rule every input follows
     try:
-        reader = PdfReader(str(path))
+        reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"cannot read {path.name} as a PDF: {exc}") from None
@@ -157,8 +154,6 @@ def _video(video: Video, client: "Client", *, image_vectors: bool, ocr_model: st
 def _key_frames(video: Video, scenes: list[Segment], client: "Client") -> list[tuple[Piece, Image]]:
     """The first frame of each scene as a picture, for an index with an image embedder (one more decoding
     pass over the video, at the timeline's sampling rate)."""
-    import io
-
     wanted = [(seg.start, seg) for seg in scenes]
     frames: list[tuple[Piece, Image]] = []
     for time, frame in video.frames(0.5, limits=client.settings.part_limits()):
