@@ -79,13 +79,12 @@ def answer(index: "Index", question: str, model: str | None = None, *, k: int = 
     """Retrieve from `index`, then ask `model` (any engine or policy) to answer citing the sources."""
     from ..tasks import ask
 
-    hits = index.search(question, k)
-    relevant = [h for h in hits if h.similarity is not None and h.similarity >= min_similarity]
-    result = Answer(question, index.name)
-    if not relevant:
-        return result
     # Fused order, but only chunks close to the question or found by its words next to a close one.
-    result.sources = [h for h in hits if h.similarity is None or h.similarity >= min_similarity]
+    sources = [h for h in index.search(question, k) if h.similarity is None or h.similarity >= min_similarity]
+    result = Answer(question, index.name)
+    if not any(h.similarity is not None for h in sources):  # no chunk is close: nothing relevant
+        return result
+    result.sources = sources
     options = dict(ask_kwargs.pop("options", None) or {})
     result.response = ask(sources_prompt(question, result.sources), model, system=SYSTEM, options=options,
                           client=index.client, **ask_kwargs)
