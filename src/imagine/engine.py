@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import errors
 from ._bridge import iterate_sync, run_sync
 from .errors import ImagineError, InputError, OptionsError, SchemaError, UpstreamError
-from .events import Done, Error, Event, PartOut, Restart, TextDelta, ToolCall, Usage
+from .events import Done, Error, Event, PartDelta, PartOut, Restart, TextDelta, ToolCall, Usage
 from .parts import DEFAULT_LIMITS, Limits, Message, Modality, Part, Text, ToolUse
 
 if TYPE_CHECKING:
@@ -351,7 +351,7 @@ class Response:
         stream = (self.source or self.engine).stream(self.request)
         try:
             async for event in stream:
-                if self.ttft_s is None and isinstance(event, (TextDelta, PartOut)):
+                if self.ttft_s is None and isinstance(event, (TextDelta, PartDelta, PartOut)):
                     self.ttft_s = time.perf_counter() - t0
                 if isinstance(event, ToolCall):
                     self._check_tool_call(event)

@@ -12,8 +12,10 @@ from typing import Any, Union
 
 from .parts import Part
 
-__all__ = ["Done", "Error", "Event", "PartDelta", "PartOut", "Progress", "Restart", "TextDelta", "ToolCall",
-           "Usage"]
+__all__ = ["PCM_MIME", "Done", "Error", "Event", "PartDelta", "PartOut", "Progress", "Restart", "TextDelta",
+           "ToolCall", "Usage", "pcm_delta"]
+
+PCM_MIME = "audio/pcm"  # raw 16-bit little-endian mono samples; a PartDelta's meta carries the rate
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,22 @@ class PartDelta:
     mime: str
     index: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def samples(self) -> tuple[Any, int]:
+        """(float32 samples in [-1, 1], rate) of a `PCM_MIME` chunk."""
+        import numpy as np
+
+        if self.mime != PCM_MIME:
+            raise ValueError(f"a {self.mime} chunk is not raw PCM")
+        return np.frombuffer(self.data, dtype="<i2").astype(np.float32) / 32767.0, int(self.meta["rate"])
+
+
+def pcm_delta(samples: Any, rate: int, index: int = 0, **meta: Any) -> PartDelta:
+    """Float samples in [-1, 1] as a chunk of 16-bit PCM: how speech engines stream audio as it is made."""
+    import numpy as np
+
+    pcm = np.round(np.clip(np.asarray(samples, np.float32), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return PartDelta(pcm, PCM_MIME, index, {"rate": int(rate), **meta})
 
 
 @dataclass(frozen=True)

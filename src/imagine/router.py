@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 from .engine import Engine, Request, check_finite
 from .errors import (BudgetExceeded, EngineUnavailable, ImagineError, InputError, OptionsError, RateLimited,
                      UpstreamError)
-from .events import Done, Event, PartOut, Restart, TextDelta, Usage
+from .events import Done, Event, PartDelta, PartOut, Restart, TextDelta, Usage
 from .media.limits import context_error, prompt_bytes
 from .parts import Message, Modality
 from .registry import BUILTIN_ALIASES, Registry
@@ -448,7 +448,7 @@ class Execution(Engine):
                             if isinstance(event, Done):
                                 finish = finish or event.finish_reason
                                 continue  # the executor says when the whole plan is done
-                            emitted = emitted or isinstance(event, (TextDelta, PartOut))
+                            emitted = emitted or isinstance(event, (TextDelta, PartDelta, PartOut))
                             yield event
                     except (ImagineError, asyncio.CancelledError, GeneratorExit):
                         raise

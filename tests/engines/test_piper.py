@@ -18,7 +18,7 @@ pytest.importorskip("piper", reason="needs the speech extra: pip install -e '.[s
 from imagine import Audio, EngineUnavailable, InputError, Message, Modality, OptionsError, UpstreamError  # noqa: E402
 from imagine.engine import Request, Response  # noqa: E402
 from imagine.engines.piper import PiperEngine, SpeechChunk, bundled_voice_path  # noqa: E402
-from imagine.events import Done, PartOut, Progress, Usage  # noqa: E402
+from imagine.events import Done, PartDelta, PartOut, Progress, Usage  # noqa: E402
 from imagine.tasks import speak, task_default, transcribe  # noqa: E402
 
 from ..helpers.cli import run  # noqa: E402
@@ -80,8 +80,16 @@ def test_speaks_one_wav_at_the_voices_sample_rate(engine):
 def test_a_sentence_at_a_time_then_one_complete_wav(engine):
     events = list(Response(engine, request(engine, THREE)).events())
     kinds = [type(e) for e in events]
-    assert kinds == [Progress, Progress, Progress, PartOut, Usage, Done]
-    assert [(e.done, e.total, e.label) for e in events[:3]] == [(1, 3, "speak"), (2, 3, "speak"), (3, 3, "speak")]
+    assert kinds == [PartDelta, Progress, PartDelta, Progress, PartDelta, Progress, PartOut, Usage, Done]
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [(e.done, e.total, e.label) for e in progress] == [(1, 3, "speak"), (2, 3, "speak"), (3, 3, "speak")]
+    # the streamed sentences, played back to back, are the final WAV (as 16-bit PCM both)
+    deltas = [e for e in events if isinstance(e, PartDelta)]
+    assert [(d.mime, d.meta["rate"], d.meta["sentence"]) for d in deltas] == [("audio/pcm", RATE, i) for i in range(3)]
+    wav, rate = events[6].part.samples(rate=None)
+    streamed = np.concatenate([d.samples()[0] for d in deltas])
+    assert rate == RATE and len(streamed) == len(wav)
+    assert np.max(np.abs(streamed - wav)) <= 1.5 / 32767
 
 
 def test_chunks_played_back_to_back_are_the_wav(engine):

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, InputError, UpstreamError
-from ..events import Done, Event, PartOut, Usage
+from ..events import Done, Event, PartOut, Usage, pcm_delta
 from ..parts import Audio, Modality
 from ._support.inputs import last_user
 
@@ -373,6 +373,7 @@ class EspeakEngine(Engine[EspeakOptions]):
         sound = np.flatnonzero(samples)
         if len(sound):  # espeak puts the word gap after the last word too: keep 10 ms of it, as without one
             samples = samples[:sound[-1] + 1 + rate // 100]
+        yield pcm_delta(samples, rate)  # all at once: espeak-ng makes the whole text in one call
         yield PartOut(Audio.from_samples(samples, rate, name="speech.wav"))
         yield Usage(input_tokens=len(text), output_tokens=0, cost=0.0, extra={"seconds": len(samples) / rate})
         yield Done("stop")

@@ -12,8 +12,9 @@ a folder holding one, or a voice name from the Hugging Face repo `rhasspy/piper-
 built into piper-tts; the output is a mono 16-bit WAV at the voice's sample rate (22,050 Hz for joe).
 
 Speech is made sentence by sentence in a worker thread: `stream_audio` hands each sentence over as soon as
-it exists (time to first audio = one sentence), and `stream` reports each as a Progress event and ends
-with ONE complete WAV part, so `speak(...).parts[0]` is the whole utterance. Each voice loads once per
+it exists (time to first audio = one sentence), and `stream` hands each on as a `PartDelta` (16-bit PCM,
+for callers that play as it comes: the realtime voice loop, streamed speech) with a Progress event, and
+ends with ONE complete WAV part, so `speak(...).parts[0]` is the whole utterance. Each voice loads once per
 process (the shared model cache); onnxruntime sessions are thread-safe, so requests share it.
 """
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import Engine, Request
 from ..errors import EngineUnavailable, InputError, UpstreamError
-from ..events import Done, Event, PartOut, Progress, Usage
+from ..events import Done, Event, PartOut, Progress, Usage, pcm_delta
 from ..parts import Audio, Modality
 from ._support.assets import find_asset
 from ._support.cache import file_bytes, model_cache
@@ -320,6 +321,7 @@ class PiperEngine(Engine[PiperOptions]):
             async for chunk in chunks:
                 pieces.append(chunk.samples)
                 rate = chunk.rate
+                yield pcm_delta(chunk.samples, rate, sentence=chunk.index)
                 yield Progress(chunk.index + 1, chunk.total, "speak")
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,454 @@
+"""VoiceSession: the realtime voice loop — audio in, turns, transcript, reply, speech out, barge-in.
+
+    audio frames -> TurnDetector (Silero VAD, streaming) -> Whisper on the utterance (partials while the
+    person speaks; the final one starts at the first pause, so it is ready when the silence ends the turn)
+    -> the LLM through the one request path (any engine, model or policy; every call logged under the
+    session's conversation id) -> reply text cut into sentences -> TTS (Piper by default), each sentence
+    as soon as it is written -> audio frames out, paced at most `lead_s` ahead of the listener.
+
+Pacing is what makes barge-in real: the session never hands the transport more than `lead_s` of audio
+the listener has not heard yet, so when the person starts speaking over the reply it cancels the
+generation and the unsent audio at once, and knows what was heard (the playout clock). The conversation
+keeps that heard part as the assistant's turn, marked incomplete, with the whole generated text beside it.
+
+A transport (the WebSocket route, `imagine talk`, a test) calls `append()` with audio as it arrives and
+reads `events()`. Everything runs on one asyncio loop; models compute in their engines' worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import numpy as np
+
+from ..engine import new_id
+from ..errors import ImagineError
+from ..events import PartDelta, PartOut, Usage
+from ..parts import Audio, Message, Modality
+from . import events as ev
+from .audio import Playout, Resampler, spoken_prefix, to_pcm16
+from .sentences import SentenceSplitter
+from .turns import RATE, Paused, Resumed, SpeechDropped, SpeechStarted, TurnDetector, TurnEnded, TurnSettings, \
+    looks_complete
+
+__all__ = ["DEFAULT_INSTRUCTIONS", "SessionConfig", "VoiceSession"]
+
+DEFAULT_INSTRUCTIONS = ("You are a friendly voice assistant. Your answers are spoken aloud, so answer in one or two "
+                        "short, plain sentences, without lists or markdown.")
+
+
+@dataclass
+class SessionConfig:
+    """What a session uses; the Realtime API's `session.update` changes these."""
+
+    model: str | None = None  # the LLM: ENGINE:MODEL or an alias; None = the default text engine
+    policy: Any = None  # a router policy for the LLM ("local_only", "cheapest", ...)
+    instructions: str = DEFAULT_INSTRUCTIONS
+    voice: str | None = None  # TTS model (piper, espeak, openai:tts-1 ...); None = the speak task's default
+    voice_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"voice": "en_US-lessac-medium"}
+    stt_model: str | None = None  # None = the transcribe task's default (bundled Whisper tiny.en)
+    stt_options: dict[str, Any] | None = None  # None = greedy decoding when the engine has `beam_size`
+    llm_options: dict[str, Any] = field(default_factory=lambda: {"max_tokens": 120})
+    turn: TurnSettings | None = field(default_factory=TurnSettings)  # None: no server VAD (manual commits)
+    output_rate: int = 24000
+    lead_s: float = 0.25  # audio handed out ahead of the listener's playback
+    frame_s: float = 0.1  # size of each audio delta
+    partial_every_s: float = 1.0  # partial transcript cadence while the person speaks (0 = none)
+    history: int = 16  # conversation items sent to the LLM
+    log: bool = True
+    vad_model: str | None = None  # silero-vad model; None = the bundled one
+
+
+@dataclass
+class _Reply:
+    id: str
+    item: ev.Item
+    task: asyncio.Task[None] | None = None
+    playout: Playout = field(default_factory=Playout)
+    sentences: list[tuple[str, float]] = field(default_factory=list)  # (piece, seconds of its audio)
+    generated: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    finished: bool = False
+
+
+class VoiceSession:
+    """One conversation by voice. `async with VoiceSession(client) as s:` then `s.append(...)` audio and
+    `async for event in s.events()`."""
+
+    def __init__(self, client: Any, config: SessionConfig | None = None, *, clock: Any = time.monotonic) -> None:
+        self.client, self.config, self.clock = client, config or SessionConfig(), clock
+        self.id = new_id()
+        self.items: list[ev.Item] = []
+        self._queue: asyncio.Queue[ev.SessionEvent | None] = asyncio.Queue()
+        self._detector: TurnDetector | None = None
+        self._resamplers: dict[int, Resampler] = {}
+        self._audio_in = 0.0  # seconds of input audio so far
+        self._buffered: np.ndarray | None = None  # manual mode: the audio since the last commit
+        self._user_item: str | None = None  # the item id of the speech under way
+        self._speculative: tuple[int, asyncio.Task[tuple[str, str | None]]] | None = None  # (pause serial, transcription)
+        self._partial: asyncio.Task[None] | None = None
+        self._next_partial = 0.0
+        self._reply: _Reply | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # -- lifetime ---------------------------------------------------------------------------------------
+    async def start(self) -> "VoiceSession":
+        """Load the VAD model (once per process) so the first audio frame is scored at once."""
+        if self.config.turn is not None and self._detector is None:
+            engine = self.client.registry.engine("silero-vad")
+            name = self.config.vad_model or engine.default_model
+            model = await asyncio.to_thread(engine.load, name)
+            self._detector = TurnDetector(model, self.config.turn)
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reply is not None and self._reply.task is not None:
+            self._reply.task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._queue.put_nowait(None)
+
+    async def __aenter__(self) -> "VoiceSession":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def events(self) -> AsyncIterator[ev.SessionEvent]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event
+
+    def emit(self, event: ev.SessionEvent) -> None:
+        if not self._closed:
+            self._queue.put_nowait(event)
+
+    def update(self, config: SessionConfig) -> None:
+        """New settings; a change of turn detection takes effect at once (the speech under way is dropped)."""
+        turn_changed = config.turn != self.config.turn
+        self.config = config
+        if turn_changed:
+            self._detector = None
+            if config.turn is not None:
+                self._spawn(self.start())
+
+    # -- audio in ---------------------------------------------------------------------------------------
+    def append(self, samples: np.ndarray, rate: int) -> None:
+        """Input audio as it arrives (mono float32 in [-1, 1] at `rate`)."""
+        if rate != RATE:
+            samples = self._resamplers.setdefault(rate, Resampler(rate, RATE))(samples)
+        self._audio_in += len(samples) / RATE
+        if self._detector is None:  # turn detection off: the audio waits for commit()
+            self._buffered = samples if self._buffered is None else np.concatenate([self._buffered, samples])
+            return
+        for event in self._detector.feed(samples):
+            self._on_turn_event(event)
+        self._maybe_partial()
+
+    def commit(self) -> None:
+        """End the person's turn now (a client's manual commit, or turn detection off)."""
+        if self._detector is not None:
+            event = self._detector.end_turn()
+            if event is not None:
+                self._on_turn_event(event)
+            return
+        audio, self._buffered = self._buffered, None
+        if audio is not None and len(audio):
+            item_id = new_id()
+            self._finish_turn(TurnEnded(self._audio_in, audio, -1, len(audio) / RATE, True), item_id)
+
+    def clear(self) -> None:
+        """Forget the input audio not yet part of a turn."""
+        self._buffered = None
+        if self._detector is not None:
+            self._detector._reset()
+            self._user_item = None
+
+    def _on_turn_event(self, event: Any) -> None:
+        if isinstance(event, SpeechStarted):
+            self._user_item = new_id()
+            self._next_partial = event.at + self.config.partial_every_s
+            cut = self.cancel_reply("turn_detected") if self.replying() else None
+            self.emit(ev.SpeechStarted(event.at, self._user_item, interrupted=cut))
+        elif isinstance(event, Paused):
+            self._start_speculative(event)
+        elif isinstance(event, Resumed):
+            self._drop_speculative()
+        elif isinstance(event, SpeechDropped):
+            self._drop_speculative()
+            if self._user_item:
+                self.emit(ev.TurnDropped(self._user_item, "too short"))
+            self._user_item = None
+        elif isinstance(event, TurnEnded):
+            item_id, self._user_item = self._user_item or new_id(), None
+            self._finish_turn(event, item_id)
+
+    # -- transcription ------------------------------------------------------------------------------------
+    def _stt_options(self) -> dict[str, Any]:
+        if self.config.stt_options is not None:
+            return dict(self.config.stt_options)
+        from ..tasks import task_default
+
+        engine_id = (self.config.stt_model or task_default("transcribe", self.client.registry)).split(":")[0]
+        try:
+            fields = self.client.registry.engine(engine_id).Options.model_fields
+        except ImagineError:
+            return {}
+        return {"beam_size": 1} if "beam_size" in fields else {}
+
+    async def _transcribe(self, audio: np.ndarray, log: bool) -> tuple[str, str | None]:
+        from .. import tasks
+
+        part = Audio.from_samples(audio, RATE, name="turn.wav")
+        response = tasks.transcribe(part, self.config.stt_model, log=log and self.config.log, client=self.client,
+                                    **self._stt_options())
+        await response
+        return response.text().strip(), response.id if log else None
+
+    def _start_speculative(self, event: Paused) -> None:
+        self._drop_speculative()
+        detector = self._detector
+        task = self._spawn(self._transcribe(event.audio, log=True))
+        self._speculative = (event.serial, task)
+
+        def judged(done: asyncio.Task[Any]) -> None:
+            if done.cancelled() or done.exception() is not None or detector is None or detector is not self._detector:
+                return
+            ended = detector.complete(event.serial, looks_complete(done.result()[0]))
+            if ended is not None:
+                self._on_turn_event(ended)
+
+        task.add_done_callback(judged)
+
+    def _drop_speculative(self) -> None:
+        if self._speculative is not None:
+            self._speculative[1].cancel()
+            self._speculative = None
+
+    def _maybe_partial(self) -> None:
+        detector = self._detector
+        every = self.config.partial_every_s
+        if (not every or detector is None or detector.state != "speech" or self._user_item is None
+                or detector.now < self._next_partial or (self._partial is not None and not self._partial.done())):
+            return
+        self._next_partial = detector.now + every
+        item_id, audio = self._user_item, detector.utterance()
+
+        async def partial() -> None:
+            text, _ = await self._transcribe(audio, log=False)
+            if text and self._user_item == item_id:
+                self.emit(ev.TranscriptPartial(item_id, text))
+
+        self._partial = self._spawn(partial())
+
+    def _finish_turn(self, event: TurnEnded, item_id: str) -> None:
+        now = self.clock()
+        timings = {"speech_end": now - max(0.0, self._audio_in - event.at), "turn_end": now}
+        speculative = self._speculative[1] if self._speculative and self._speculative[0] == event.serial else None
+        self._speculative = None
+        self.emit(ev.SpeechStopped(event.at, item_id))
+        if self._partial is not None:
+            self._partial.cancel()
+
+        async def finish() -> None:
+            try:
+                if speculative is not None:
+                    text, log_id = await speculative
+                else:
+                    text, log_id = await self._transcribe(event.audio, log=True)
+            except ImagineError as exc:
+                self.emit(ev.SessionError(f"transcription failed: {exc}", "transcription_failed", exc.hint))
+                return
+            timings["stt_done"] = self.clock()
+            if not text:
+                self.emit(ev.TurnDropped(item_id, "no words"))
+                return
+            item = ev.Item(item_id, "user", text, audio_s=event.speech_s, log_id=log_id)
+            self.items.append(item)
+            self.emit(ev.TurnCommitted(item, timings))
+            self.respond(timings=timings)
+
+        self._spawn(finish())
+
+    # -- text in ------------------------------------------------------------------------------------------
+    def add_item(self, role: str, text: str) -> ev.Item:
+        """A typed message (the Realtime API's conversation.item.create)."""
+        item = ev.Item(new_id(), role, text)  # type: ignore[arg-type]
+        self.items.append(item)
+        return item
+
+    # -- the reply ----------------------------------------------------------------------------------------
+    def replying(self) -> bool:
+        """A reply is being generated, or its audio is still playing."""
+        return self._reply is not None and not self._reply.finished
+
+    def respond(self, *, timings: dict[str, float] | None = None) -> str:
+        """Start a reply to the conversation so far (cancelling one under way); returns its response id."""
+        if self.replying():
+            self.cancel_reply("superseded")
+        reply = _Reply(new_id(), ev.Item(new_id(), "assistant", "", status="in_progress"), timings=dict(timings or {}))
+        self._reply = reply
+        self.emit(ev.ReplyStarted(reply.id, reply.item.id))
+        reply.task = self._spawn(self._run_reply(reply))
+        return reply.id
+
+    def cancel_reply(self, reason: str = "client_cancelled") -> str | None:
+        """Stop the reply under way: generation, synthesis and unsent audio. The conversation keeps what
+        the listener heard. Returns the cut reply's item id (None when nothing was playing)."""
+        reply = self._reply
+        if reply is None or reply.finished:
+            return None
+        reply.finished = True
+        if reply.task is not None:
+            reply.task.cancel()
+        heard = reply.playout.heard(self.clock())
+        reply.item.text = spoken_prefix(reply.sentences, heard)
+        reply.item.generated = reply.generated
+        reply.item.status = "incomplete"
+        reply.item.audio_s = sum(heard.values())
+        self.items.append(reply.item)
+        self.emit(ev.ReplyDone(reply.id, reply.item, "cancelled", reason, reply.usage, reply.timings))
+        return reply.item.id
+
+    def _messages(self) -> list[Message]:
+        messages = [Message.system(self.config.instructions)] if self.config.instructions else []
+        for item in self.items[-self.config.history:]:
+            if not item.text:
+                continue
+            text = item.text + (" —" if item.status == "incomplete" else "")  # the listener cut it off here
+            make = {"system": Message.system, "user": Message.user}.get(item.role, Message.assistant)
+            messages.append(make(text))
+        return messages
+
+    async def _run_reply(self, reply: _Reply) -> None:
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        audio: asyncio.Queue[tuple[int, str, np.ndarray] | None] = asyncio.Queue()
+        synth = asyncio.create_task(self._synthesize(reply, pieces, audio))
+        play = asyncio.create_task(self._play(reply, audio))
+        try:
+            await self._generate(reply, pieces)
+            await synth
+            await play
+        except asyncio.CancelledError:
+            synth.cancel()
+            play.cancel()
+            await asyncio.gather(synth, play, return_exceptions=True)
+            raise
+        except ImagineError as exc:
+            synth.cancel()
+            play.cancel()
+            if not reply.finished:
+                reply.finished = True
+                reply.item.status = "incomplete"
+                reply.item.text = spoken_prefix(reply.sentences, reply.playout.heard(self.clock()))
+                reply.item.generated = reply.generated
+                self.items.append(reply.item)
+                self.emit(ev.SessionError(str(exc), "reply_failed", exc.hint))
+                self.emit(ev.ReplyDone(reply.id, reply.item, "failed", type(exc).__name__, reply.usage, reply.timings))
+            return
+        if not reply.finished:
+            reply.finished = True
+            reply.item.text, reply.item.status = " ".join(t for t, _ in reply.sentences), "completed"
+            reply.item.audio_s = sum(s for _, s in reply.sentences)
+            self.items.append(reply.item)
+            self.emit(ev.ReplyDone(reply.id, reply.item, "completed", None, reply.usage, reply.timings))
+
+    async def _generate(self, reply: _Reply, pieces: asyncio.Queue[str | None]) -> None:
+        config = self.config
+        messages = self._messages()
+        response = self.client.respond(messages, config.model, want=Modality.TEXT, new_messages=messages[-1:],
+                                       options=dict(config.llm_options), conversation_id=self.id, log=config.log,
+                                       policy=config.policy)
+        reply.item.log_id = response.id
+        splitter = SentenceSplitter()
+        try:
+            async for delta in response:
+                reply.timings.setdefault("llm_first_token", self.clock())
+                reply.generated += delta
+                for piece in splitter.push(delta):
+                    reply.timings.setdefault("first_piece", self.clock())
+                    pieces.put_nowait(piece)
+        finally:
+            for piece in splitter.flush():
+                reply.timings.setdefault("first_piece", self.clock())
+                pieces.put_nowait(piece)
+            pieces.put_nowait(None)
+            usage = response.usage if response.done else None
+            if isinstance(usage, Usage):
+                reply.usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+
+    async def _synthesize(self, reply: _Reply, pieces: asyncio.Queue[str | None],
+                          audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
+        from .. import tasks
+
+        config, index = self.config, 0
+        try:
+            while (piece := await pieces.get()) is not None:
+                response = tasks.speak(piece, config.voice, log=config.log, client=self.client, **config.voice_options)
+                out: Resampler | None = None
+                streamed = False
+                async for event in response.aevents():
+                    if isinstance(event, PartDelta) and event.mime == "audio/pcm":
+                        samples, rate = event.samples()
+                    elif isinstance(event, PartOut) and isinstance(event.part, Audio) and not streamed:
+                        samples, rate = event.part.samples(rate=None)  # an engine that does not stream audio
+                    else:
+                        continue
+                    streamed = True
+                    if out is None or out.source != rate:
+                        out = Resampler(rate, config.output_rate)
+                    reply.timings.setdefault("tts_first_audio", self.clock())
+                    audio.put_nowait((index, piece, np.concatenate([out(samples), out.flush()])))
+                index += 1
+        finally:
+            audio.put_nowait(None)
+
+    async def _play(self, reply: _Reply, audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
+        """Hand out the reply audio in `frame_s` deltas, never more than `lead_s` ahead of the listener."""
+        config = self.config
+        rate, frame = config.output_rate, max(1, int(config.frame_s * config.output_rate))
+        while (got := await audio.get()) is not None:
+            index, piece, samples = got
+            if index == len(reply.sentences):
+                reply.sentences.append((piece, 0.0))
+                self.emit(ev.ReplyText(reply.id, reply.item.id, piece))
+            text, total = reply.sentences[index]
+            reply.sentences[index] = (text, total + len(samples) / rate)
+            for first in range(0, len(samples), frame):
+                ahead = reply.playout.end - self.clock() - config.lead_s
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                chunk = samples[first:first + frame]
+                seconds = len(chunk) / rate
+                reply.timings.setdefault("first_audio_out", self.clock())
+                reply.playout.push(seconds, self.clock(), index)
+                self.emit(ev.ReplyAudio(reply.id, reply.item.id, to_pcm16(chunk), rate))
+        # the reply is over when the listener has heard it: until then, speech interrupts it
+        tail = reply.playout.end - self.clock()
+        if tail > 0:
+            await asyncio.sleep(tail)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._report)
+        return task
+
+    def _report(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, ImagineError):
+            self.emit(ev.SessionError(str(exc), "session_error", exc.hint))
+        else:
+            self.emit(ev.SessionError(f"{type(exc).__name__}: {exc}", "server_error"))
