@@ -106,6 +106,25 @@ class VoiceSession:
             self._detector = TurnDetector(model, self.config.turn)
         return self
 
+    async def warm(self) -> None:
+        """Load the speech, language and voice models now (one tiny unlogged call each), so the first
+        turn is answered as fast as the rest instead of waiting for three model loads."""
+        from .. import tasks
+
+        config = self.config
+        noise = (np.random.default_rng(0).standard_normal(RATE) * 0.01).astype(np.float32)
+        options = {**self._stt_options(), **({"vad_gate": False} if "beam_size" in self._stt_options() else {})}
+        calls = [tasks.transcribe(Audio.from_samples(noise, RATE), config.stt_model, log=False, client=self.client,
+                                  **options),
+                 self.client.respond(self._messages() + [Message.user("Hi")], config.model, want=Modality.TEXT,
+                                     options={**config.llm_options, "max_tokens": 1}, log=False, policy=config.policy),
+                 tasks.speak("Hello.", config.voice, log=False, client=self.client, **config.voice_options)]
+
+        async def run(response: Any) -> None:
+            await response
+
+        await asyncio.gather(self.start(), *(run(c) for c in calls))
+
     async def close(self) -> None:
         self._closed = True
         if self._reply is not None and self._reply.task is not None:
