@@ -53,11 +53,13 @@ class SessionConfig:
     stt_options: dict[str, Any] | None = None  # None = greedy decoding when the engine has `beam_size`
     llm_options: dict[str, Any] = field(default_factory=lambda: {"max_tokens": 120})
     turn: TurnSettings | None = field(default_factory=TurnSettings)  # None: no server VAD (manual commits)
+    audio_out: bool = True  # False: reply in text only (the Realtime API's modalities ["text"])
     output_rate: int = 24000
     lead_s: float = 0.25  # audio handed out ahead of the listener's playback
     frame_s: float = 0.1  # size of each audio delta
     partial_every_s: float = 1.0  # partial transcript cadence while the person speaks (0 = none)
     history: int = 16  # conversation items sent to the LLM
+    respond_to_turns: bool = True  # a finished turn starts a reply (off: the client asks with respond())
     log: bool = True
     vad_model: str | None = None  # silero-vad model; None = the bundled one
 
@@ -93,6 +95,7 @@ class VoiceSession:
         self._partial: asyncio.Task[None] | None = None
         self._next_partial = 0.0
         self._reply: _Reply | None = None
+        self._replies: dict[str, _Reply] = {}  # by assistant item id: what truncate() needs
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -294,7 +297,8 @@ class VoiceSession:
             item = ev.Item(item_id, "user", text, audio_s=event.speech_s, log_id=log_id)
             self.items.append(item)
             self.emit(ev.TurnCommitted(item, timings))
-            self.respond(timings=timings)
+            if self.config.respond_to_turns:
+                self.respond(timings=timings)
 
         self._spawn(finish())
 
@@ -316,6 +320,7 @@ class VoiceSession:
             self.cancel_reply("superseded")
         reply = _Reply(new_id(), ev.Item(new_id(), "assistant", "", status="in_progress"), timings=dict(timings or {}))
         self._reply = reply
+        self._replies = {reply.item.id: reply, **dict(list(self._replies.items())[-7:])}
         self.emit(ev.ReplyStarted(reply.id, reply.item.id))
         reply.task = self._spawn(self._run_reply(reply))
         return reply.id
@@ -351,7 +356,8 @@ class VoiceSession:
     async def _run_reply(self, reply: _Reply) -> None:
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         audio: asyncio.Queue[tuple[int, str, np.ndarray] | None] = asyncio.Queue()
-        synth = asyncio.create_task(self._synthesize(reply, pieces, audio))
+        synth = asyncio.create_task(self._synthesize(reply, pieces, audio) if self.config.audio_out else
+                                    self._text_only(reply, pieces, audio))
         play = asyncio.create_task(self._play(reply, audio))
         try:
             await self._generate(reply, pieces)
@@ -430,6 +436,33 @@ class VoiceSession:
                 index += 1
         finally:
             audio.put_nowait(None)
+
+    async def _text_only(self, reply: _Reply, pieces: asyncio.Queue[str | None],
+                         audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
+        """No voice: each piece goes out as text at once."""
+        try:
+            while (piece := await pieces.get()) is not None:
+                audio.put_nowait((len(reply.sentences), piece, np.zeros(0, np.float32)))
+        finally:
+            audio.put_nowait(None)
+
+    def truncate(self, item_id: str, audio_end_ms: int) -> ev.Item:
+        """The client says the listener heard `audio_end_ms` of reply `item_id` (it stopped playback there):
+        the conversation keeps only those words. Raises KeyError for an item that is not a recent reply."""
+        reply = self._replies[item_id]
+        if reply.task is not None and not reply.finished:
+            self.cancel_reply("client_cancelled")
+        left, heard = audio_end_ms / 1000, {}
+        for index, (_, seconds) in enumerate(reply.sentences):
+            heard[index] = min(seconds, max(0.0, left))
+            left -= seconds
+        item = reply.item
+        total = sum(s for _, s in reply.sentences)
+        if audio_end_ms / 1000 < total - 1e-3:
+            item.generated = item.generated or reply.generated
+            item.text, item.status = spoken_prefix(reply.sentences, heard), "incomplete"
+            item.audio_s = audio_end_ms / 1000
+        return item
 
     async def _play(self, reply: _Reply, audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
         """Hand out the reply audio in `frame_s` deltas, never more than `lead_s` ahead of the listener."""

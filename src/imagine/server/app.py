@@ -21,6 +21,7 @@ from .keys import KeyStore
 from .metrics import Metrics, MetricsMiddleware
 from .routes import chat, health, metrics as metrics_route, models
 from .routes import audio, embeddings, images
+from .routes import realtime as realtime_route
 from .routes import responses as responses_route
 from .serving.admission import Admission
 from .settings import ENV_VAR, ServerSettings, is_loopback
@@ -30,6 +31,7 @@ __all__ = ["ROUTERS", "app_from_env", "create_app", "check_bind", "run"]
 ROUTERS = [health.router, models.router, chat.router, metrics_route.router]
 ROUTERS += [embeddings.router, audio.router, images.router]  # media endpoints
 ROUTERS += [responses_route.router]  # the Responses API
+ROUTERS += [realtime_route.router]  # the Realtime API (WebSocket): voice in, voice out
 FAST_ROUTES = ("/v1/chat/completions", "/v1/responses")  # answered by fastpath.py for valid JSON bodies
 
 

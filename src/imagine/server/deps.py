@@ -21,7 +21,7 @@ from .errors import ApiError, error_body
 from .keys import ApiKey, KeyStore
 from .settings import ServerSettings, is_loopback
 
-__all__ = ["Caller", "Guard", "caller"]
+__all__ = ["Caller", "Guard", "authorize", "caller", "presented_key"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,8 +56,12 @@ class Guard:
     def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
         self.app, self.max_body = app, settings.max_body_bytes
         self.hosts = allowed_hosts(settings)
+        self.origins = {o.rstrip("/").lower() for o in settings.cors_origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -97,6 +101,24 @@ class Guard:
         await self.app(scope, replay, send)
 
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket gets the Host check too, and an Origin check: browsers let any page open a socket
+        to 127.0.0.1 (no CORS for WebSockets), so a page's socket is accepted only from this server's own
+        names or a configured CORS origin. Refused before the handshake (HTTP 403)."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host_ok = self.hosts is None or host_name(headers.get("host", "")) in self.hosts
+        origin = headers.get("origin", "").rstrip("/").lower()
+        origin_ok = not origin or origin in self.origins or (
+            "://" in origin and (self.hosts is None or host_name(origin.split("://", 1)[1]) in self.hosts))
+        if not (host_ok and origin_ok):
+            message = await receive()  # websocket.connect
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008,
+                            "reason": "host not served here" if not host_ok else "origin not allowed"})
+            return
+        await self.app(scope, receive, send)
+
+
 async def _reply(send: Send, status: int, message: str, code: str, hint: str) -> None:
     body = json.dumps(error_body(f"{message} ({hint})", "invalid_request_error", None, code)).encode()
     await send({"type": "http.response.start", "status": status,
@@ -133,22 +155,26 @@ class Caller:
                             max_cost_per_day=self.client.settings.max_cost_per_day)
 
 
-def _presented(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
+def presented_key(headers: Any) -> str | None:
+    auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
-    return request.headers.get("x-api-key") or request.headers.get("api-key")
+    return headers.get("x-api-key") or headers.get("api-key")
 
 
 async def caller(request: Request) -> Caller:
     """FastAPI dependency: check the key (when any exist) and build the request's Client. Async on
     purpose: a sync dependency runs in a worker thread, two thread hops on every request for work that
     takes microseconds (a stat of the key file, a hash, a small object)."""
-    state = request.app.state
+    return authorize(request.app.state, presented_key(request.headers))
+
+
+def authorize(state: Any, presented: str | None) -> Caller:
+    """The Caller for a presented key (None: none sent); raises the 401 ApiError when keys exist and this
+    one is missing, wrong or revoked. HTTP routes and the realtime WebSocket share it."""
     keys: KeyStore = state.keys
     key = None
     if keys.active():
-        presented = _presented(request)
         key = keys.check(presented)
         if key is None:
             what = "no API key given" if not presented else "the API key is wrong or revoked"

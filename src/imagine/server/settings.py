@@ -32,6 +32,8 @@ class ServerSettings(BaseModel):
     engine_slots: dict[str, int] = Field(default_factory=dict, description="local_slots per engine id")
     local_queue: int = Field(default=32, ge=0, description="requests that may wait for a busy local model; "
                                                              "one more is answered 429 with Retry-After")
+    realtime_sessions: int = Field(default=4, ge=0, description="voice sessions (/v1/realtime) open at once; "
+                                                                 "one more is refused (WebSocket code 1013)")
 
     def to_env(self) -> str:
         return self.model_dump_json()
