@@ -60,6 +60,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                              "http://HOST:PORT/v1."),
     "speak": ("media:speak", "Speak TEXT (or stdin) to a WAV file (default voice: Piper's; -m espeak for 100+ "
                              "languages)."),
+    "talk": ("talk:talk", "Talk with a model by voice: microphone and speaker, or --in FILE (-O OUT.wav); live "
+                          "transcript and reply."),
     "transcribe": ("media:transcribe", "Transcribe speech in an audio or video FILE."),
     "vad": ("media:vad", "Find the speech in an audio or video FILE (start and end times in seconds)."),
     "watch": ("media:watch", "Understand a VIDEO: scenes with their on-screen text, and the speech, on one "
