@@ -51,6 +51,9 @@ class SentenceSplitter:
         return []
 
     def _cut(self) -> int | None:
+        """Where the next piece ends: the earlier of the first sentence end and (first piece only) the first
+        clause end after enough words, so the pieces do not depend on how the text was cut into deltas."""
+        cut: int | None = None
         for match in _END.finditer(self.buffer):
             before = self.buffer[:match.start()]
             word = re.findall(r"[A-Za-z.]+$", before)
@@ -58,9 +61,10 @@ class SentenceSplitter:
                 continue
             if len(re.findall(r"\w+", before)) < 2 and match.group().strip() == ".":
                 continue  # "1. " of a list, or a lone initial
-            return match.end()
+            cut = match.end()
+            break
         if self.pieces == 0 and len(self.buffer.split()) > self.first_clause_words:
-            for match in _CLAUSE.finditer(self.buffer):
+            for match in _CLAUSE.finditer(self.buffer, 0, cut if cut is not None else len(self.buffer)):
                 if len(self.buffer[:match.start()].split()) >= self.first_clause_words:
                     return match.end()
-        return None
+        return cut

@@ -37,7 +37,7 @@ from .turns import RATE, Paused, Resumed, SpeechDropped, SpeechStarted, TurnDete
 __all__ = ["DEFAULT_INSTRUCTIONS", "SessionConfig", "VoiceSession"]
 
 DEFAULT_INSTRUCTIONS = ("You are a friendly voice assistant. Your answers are spoken aloud, so answer in one or two "
-                        "short, plain sentences, without lists or markdown.")
+                        "short, plain sentences, without lists or markdown, in the language of the question.")
 
 
 @dataclass
@@ -228,11 +228,13 @@ class VoiceSession:
         return {"beam_size": 1} if "beam_size" in fields else {}
 
     async def _transcribe(self, audio: np.ndarray, log: bool) -> tuple[str, str | None]:
-        from .. import tasks
+        from ..tasks import TASK_DEFAULTS
 
         part = Audio.from_samples(audio, RATE, name="turn.wav")
-        response = tasks.transcribe(part, self.config.stt_model, log=log and self.config.log, client=self.client,
-                                    **self._stt_options())
+        # tasks.transcribe, but logged under the session's conversation id, beside the replies
+        response = self.client.respond([Message.user(part)], self.config.stt_model, want=Modality.TEXT,
+                                       task_default=TASK_DEFAULTS["transcribe"], options=self._stt_options(),
+                                       conversation_id=self.id, log=log and self.config.log)
         await response
         return response.text().strip(), response.id if log else None
 
@@ -297,7 +299,8 @@ class VoiceSession:
             item = ev.Item(item_id, "user", text, audio_s=event.speech_s, log_id=log_id)
             self.items.append(item)
             self.emit(ev.TurnCommitted(item, timings))
-            if self.config.respond_to_turns:
+            speaking_again = self._detector is not None and self._detector.state != "idle"
+            if self.config.respond_to_turns and not speaking_again:  # else the next turn answers both
                 self.respond(timings=timings)
 
         self._spawn(finish())
@@ -413,12 +416,15 @@ class VoiceSession:
 
     async def _synthesize(self, reply: _Reply, pieces: asyncio.Queue[str | None],
                           audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
-        from .. import tasks
+        from ..tasks import task_default
 
         config, index = self.config, 0
         try:
             while (piece := await pieces.get()) is not None:
-                response = tasks.speak(piece, config.voice, log=config.log, client=self.client, **config.voice_options)
+                response = self.client.respond([Message.user(piece)], config.voice, want=Modality.AUDIO,
+                                               task_default=task_default("speak", self.client.registry),
+                                               options=dict(config.voice_options), conversation_id=self.id,
+                                               log=config.log)
                 out: Resampler | None = None
                 streamed = False
                 async for event in response.aevents():

@@ -88,7 +88,7 @@ def looks_complete(transcript: str) -> bool:
     text = transcript.strip()
     if not text or text.endswith((",", "-", "...", "…", ";", ":")):
         return False
-    words = re.findall(r"[A-Za-z']+", text.lower())
+    words = re.findall(r"[\w']+", text.lower())  # a number is a word too: "born in 1990" is finished
     return bool(words) and words[-1] not in _CONTINUATIONS
 
 

@@ -38,7 +38,8 @@ async def realtime(ws: WebSocket, model: str | None = None) -> None:
         return
     state = ws.app.state
     limit = state.settings.realtime_sessions
-    if getattr(state, "realtime_open", 0) >= limit:
+    if getattr(state, "realtime_open", 0) >= limit:  # accepted, then closed: 1013 tells the client to retry later
+        await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
         await ws.close(code=1013, reason=f"this server runs at most {limit} realtime sessions at once")
         return
     state.realtime_open = getattr(state, "realtime_open", 0) + 1

@@ -358,6 +358,6 @@ class RealtimeBridge:
         await self.emit("response.done", response={"id": event.response_id, "object": "realtime.response",
                                                    "status": event.status, "status_details": details,
                                                    "output": [item], "usage": usage,
-                                                   "metadata": {"heard": event.item.text,
+                                                   "metadata": {"heard": event.item.text, "log_id": event.item.log_id,
                                                                 "generated": event.item.generated,
                                                                 "timings": event.timings}})
