@@ -293,3 +293,34 @@ def test_keys_origin_and_session_cap(tmp_path):
                     return info.value.rcvd.code if info.value.rcvd else None
 
         assert asyncio.run(two_at_once()) == 1013
+
+
+def test_a_picture_and_tools_in_a_text_turn(server):
+    import io
+
+    from tests.helpers.media import slide
+
+    buf = io.BytesIO()
+    slide("OPEN 9 TO 5", (255, 255, 255)).save(buf, "PNG")
+    picture = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    url = server.url.replace("http", "ws") + "/v1/realtime"
+    events = [
+        {"type": "session.update", "session": {"tools": [{"type": "function", "name": "launch_rocket"}]}},
+        {"type": "session.update", "session": {"modalities": ["text"], "turn_detection": None, **LLM}},
+        {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64,bm90IGFuIGltYWdl"}]}},
+        {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+            {"type": "input_image", "image_url": picture}, {"type": "input_text", "text": "What does the sign say?"}]}},
+        {"type": "response.create"},
+    ]
+    got = asyncio.run(_exchange(url, events, "response.done"))
+    errors = [e["error"] for e in got if e["type"] == "error"]
+    assert errors[0]["param"] == "tools" and "launch_rocket" in errors[0]["message"]
+    assert errors[1]["param"] == "item.content[0].image_url", errors
+    assert len(errors) == 2
+    done = got[-1]["response"]
+    assert done["status"] == "completed"
+    rows = server.client.store.recent(20)
+    reply = next(r for r in rows if r["id"] == done["metadata"]["log_id"])
+    assert "OPEN 9 TO 5" in str(reply["input"]).upper()  # read by OCR for the text-only model
+    assert any(r["engine"] == "rapidocr" and r["conversation_id"] == reply["conversation_id"] for r in rows)

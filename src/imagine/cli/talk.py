@@ -16,7 +16,7 @@ import time
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import click
 import numpy as np
@@ -272,8 +272,18 @@ async def _feed_mic(session: Any, sd: Any, pacer: _Pacer, conv: _Conversation, s
             session.append(chunk, RATE)
 
 
+def _read_picture(path: str) -> Any:
+    from ..errors import InputError
+    from ..parts import Image, load_part
+
+    part = load_part(path)
+    if not isinstance(part, Image):
+        raise InputError(f"--show {path}: not a picture ({part.modality.value})", hint="give a PNG, JPEG or WebP file")
+    return part
+
+
 async def _talk(config: Any, samples: np.ndarray | None, sd: Any, pacer: _Pacer, conv: _Conversation,
-                as_json: bool, display: _Display | None) -> None:
+                as_json: bool, display: _Display | None, pictures: Sequence[Any] = ()) -> None:
     from ..client import default_client
     from ..realtime import VoiceSession
     from ..realtime import events as ev
@@ -281,6 +291,8 @@ async def _talk(config: Any, samples: np.ndarray | None, sd: Any, pacer: _Pacer,
 
     session = VoiceSession(default_client(), config, clock=pacer.clock)
     await session.warm()  # three model loads now, not in the first turn
+    for picture in pictures:
+        session.show(picture)
     speaker = _Speaker()
     pacer.start = pacer.clock()
     feeder = asyncio.ensure_future(_feed_file(session, samples, pacer, conv) if samples is not None
@@ -331,9 +343,14 @@ async def _talk(config: Any, samples: np.ndarray | None, sd: Any, pacer: _Pacer,
               "left channel, the assistant on the right.")
 @click.option("--realtime/--fast", default=True, help="With --in: feed the file at the pace it was spoken "
               "(default), or skip the silence in which nothing happens.")
+@click.option("--show", "shown", multiple=True, type=click.Path(), help="A picture to talk about (\"what does this "
+              "say?\"): given to a model that sees, else read with OCR. Repeatable.")
+@click.option("--tool", "tools", multiple=True, help="A built-in tool the model may call by voice (read_text, "
+              "transcribe, search, ...). Repeatable; -o tool_choice=required makes the bundled model use one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per session event (audio summarised).")
 def talk(model: str | None, voice: str | None, options: tuple[str, ...], instructions: str | None,
-         infile: str | None, out: str | None, realtime: bool, as_json: bool) -> None:
+         infile: str | None, out: str | None, realtime: bool, shown: tuple[str, ...], tools: tuple[str, ...],
+         as_json: bool) -> None:
     """Talk with a model by voice: microphone and speaker, or --in FILE (-O OUT.wav); live transcript and reply."""
     from .._bridge import run_sync
     from ..errors import InputError, UpstreamError
@@ -344,14 +361,16 @@ def talk(model: str | None, voice: str | None, options: tuple[str, ...], instruc
         raise InputError("--fast only applies to --in FILE", hint="a microphone speaks in real time")
     samples = _read_input(infile) if infile is not None else None
     sd = _sounddevice() if samples is None else None
+    pictures = [_read_picture(path) for path in shown]
     config = SessionConfig(model=model, voice=voice, llm_options=llm_options, output_rate=OUT_RATE,
-                           instructions=DEFAULT_INSTRUCTIONS if instructions is None else instructions)
+                           instructions=DEFAULT_INSTRUCTIONS if instructions is None else instructions,
+                           tools=list(tools) or None)
     pacer, conv = _Pacer(fast=not realtime), _Conversation()
     display = None if as_json else _Display()
     if display is not None and samples is None:
         click.echo("listening (Ctrl-C to stop; use headphones: the assistant must not hear itself)", err=True)
     try:
-        run_sync(_talk(config, samples, sd, pacer, conv, as_json, display))
+        run_sync(_talk(config, samples, sd, pacer, conv, as_json, display, pictures))
     except KeyboardInterrupt:
         if samples is not None:  # a file stopped early is an interruption; the microphone ends this way
             raise

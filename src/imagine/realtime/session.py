@@ -25,10 +25,11 @@ from typing import Any, AsyncIterator
 import numpy as np
 
 from ..engine import new_id
-from ..errors import ImagineError
+from ..errors import ImagineError, InputError
 from ..events import PartDelta, PartOut, Usage
-from ..parts import Audio, Message, Modality
+from ..parts import Audio, Image, Message, Modality, Part
 from . import events as ev
+from .context import MediaNotes, agent_answer
 from .audio import Playout, Resampler, spoken_prefix, to_pcm16
 from .sentences import SentenceSplitter
 from .turns import RATE, Paused, Resumed, SpeechDropped, SpeechStarted, TurnDetector, TurnEnded, TurnSettings, \
@@ -59,6 +60,7 @@ class SessionConfig:
     frame_s: float = 0.1  # size of each audio delta
     partial_every_s: float = 1.0  # partial transcript cadence while the person speaks (0 = none)
     history: int = 16  # conversation items sent to the LLM
+    tools: list[Any] | None = None  # agent tools callable by voice: built-in names, functions, Tools
     respond_to_turns: bool = True  # a finished turn starts a reply (off: the client asks with respond())
     log: bool = True
     vad_model: str | None = None  # silero-vad model; None = the bundled one
@@ -98,6 +100,8 @@ class VoiceSession:
         self._replies: dict[str, _Reply] = {}  # by assistant item id: what truncate() needs
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._shown: list[Part] = []  # pictures the person is showing (show()), newest last
+        self._notes = MediaNotes(client, self.id, log=self.config.log)
 
     # -- lifetime ---------------------------------------------------------------------------------------
     async def start(self) -> "VoiceSession":
@@ -116,11 +120,12 @@ class VoiceSession:
 
         config = self.config
         noise = (np.random.default_rng(0).standard_normal(RATE) * 0.01).astype(np.float32)
-        options = {**self._stt_options(), **({"vad_gate": False} if "beam_size" in self._stt_options() else {})}
+        options = self._stt_options()
         calls = [tasks.transcribe(Audio.from_samples(noise, RATE), config.stt_model, log=False, client=self.client,
                                   **options),
                  self.client.respond(self._messages() + [Message.user("Hi")], config.model, want=Modality.TEXT,
-                                     options={**config.llm_options, "max_tokens": 1}, log=False, policy=config.policy),
+                                     options={**{k: v for k, v in config.llm_options.items() if k != "tool_choice"},
+                                              "max_tokens": 1}, log=False, policy=config.policy),  # no tools here
                  tasks.speak("Hello.", config.voice, log=False, client=self.client, **config.voice_options)]
 
         async def run(response: Any) -> None:
@@ -225,7 +230,10 @@ class VoiceSession:
             fields = self.client.registry.engine(engine_id).Options.model_fields
         except ImagineError:
             return {}
-        return {"beam_size": 1} if "beam_size" in fields else {}
+        chosen = {"beam_size": 1} if "beam_size" in fields else {}  # greedy: a third faster, as good on short turns
+        if "vad_gate" in fields:
+            chosen["vad_gate"] = False  # the turn detector's Silero has already found the speech in this audio
+        return chosen
 
     async def _transcribe(self, audio: np.ndarray, log: bool) -> tuple[str, str | None]:
         from ..tasks import TASK_DEFAULTS
@@ -305,7 +313,15 @@ class VoiceSession:
 
         self._spawn(finish())
 
-    # -- text in ------------------------------------------------------------------------------------------
+    # -- text and pictures in -------------------------------------------------------------------------------
+    def show(self, part: Part) -> None:
+        """A picture the person is showing: the following turns can ask about it ("what does this say?").
+        The four newest stay in view."""
+        if not isinstance(part, Image):
+            raise InputError(f"only pictures can be shown to a voice session, not {part.modality.value}",
+                             hint="attach an image (PNG, JPEG, WebP)")
+        self._shown = [*self._shown, part][-4:]
+
     def add_item(self, role: str, text: str) -> ev.Item:
         """A typed message (the Realtime API's conversation.item.create)."""
         item = ev.Item(new_id(), role, text)  # type: ignore[arg-type]
@@ -393,6 +409,11 @@ class VoiceSession:
     async def _generate(self, reply: _Reply, pieces: asyncio.Queue[str | None]) -> None:
         config = self.config
         messages = self._messages()
+        if self._shown and messages and messages[-1].role == "user":
+            messages[-1] = await self._notes.with_media(messages[-1], self._shown, config.model)
+        if config.tools:
+            await self._agent_reply(reply, messages, pieces)
+            return
         response = self.client.respond(messages, config.model, want=Modality.TEXT, new_messages=messages[-1:],
                                        options=dict(config.llm_options), conversation_id=self.id, log=config.log,
                                        policy=config.policy)
@@ -413,6 +434,23 @@ class VoiceSession:
             usage = response.usage if response.done else None
             if isinstance(usage, Usage):
                 reply.usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+
+    async def _agent_reply(self, reply: _Reply, messages: list[Message], pieces: asyncio.Queue[str | None]) -> None:
+        """A reply by the agent loop: tools run before the answer, so the answer comes whole."""
+        config = self.config
+        try:
+            text = await agent_answer(self.client, messages[-1].text, messages[:-1], tools=config.tools or [],
+                                      model=config.model, instructions=config.instructions,
+                                      options=dict(config.llm_options), policy=config.policy, shown=self._shown,
+                                      conversation_id=self.id, log=config.log)
+            reply.timings.setdefault("llm_first_token", self.clock())
+            reply.generated = text
+            splitter = SentenceSplitter()
+            for piece in [*splitter.push(text), *splitter.flush()]:
+                reply.timings.setdefault("first_piece", self.clock())
+                pieces.put_nowait(piece)
+        finally:
+            pieces.put_nowait(None)
 
     async def _synthesize(self, reply: _Reply, pieces: asyncio.Queue[str | None],
                           audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:

@@ -25,6 +25,8 @@ from ...engine import new_id
 from ...realtime import SessionConfig, TurnSettings, VoiceSession
 from ...realtime import events as ev
 from ...realtime.audio import from_pcm16
+from ..errors import ApiError
+from .messages import image
 
 __all__ = ["MAX_APPEND_BYTES", "RATE", "RealtimeBridge", "SessionUpdate"]
 
@@ -65,6 +67,23 @@ class SessionUpdate(_Open):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_response_output_tokens: int | Literal["inf"] | None = None
     policy: str | None = None  # imagine: a router policy for the LLM (local_only, cheapest, ...)
+    tools: list[dict[str, Any]] | None = None  # function tools, by name: imagine's built-ins run server-side
+    tool_choice: str | None = None
+
+
+def _tools(tools: list[dict[str, Any]] | None) -> list[str] | None:
+    """The built-in tools a session may call by voice. A client's own function tools would need the client to
+    run them (function_call events), which this server does not speak yet: those are refused by name."""
+    from ...agents.builtin import DEFAULT_TOOLS
+
+    if not tools:
+        return None
+    names = [t.get("name") if isinstance(t, dict) else None for t in tools]
+    unknown = [str(n) for n in names if n not in DEFAULT_TOOLS]
+    if unknown:
+        raise ValueError(f"tools {', '.join(unknown)} are not imagine built-ins; this server runs only its own "
+                         f"tools by voice: {', '.join(DEFAULT_TOOLS)}")
+    return [str(n) for n in names]
 
 
 def _model(name: str | None) -> str | None:
@@ -90,6 +109,7 @@ class RealtimeBridge:
     def __init__(self, client: Any, send: Callable[[dict[str, Any]], Awaitable[None]],
                  model: str | None = None) -> None:
         self.send_json = send
+        self.limits = client.settings.part_limits()
         self.fields = SessionUpdate(model=model)
         self.session = VoiceSession(client, self._config(self.fields))
         self._last_item: str | None = None
@@ -114,6 +134,9 @@ class RealtimeBridge:
             llm["temperature"] = fields.temperature  # type: ignore[assignment]
         if isinstance(fields.max_response_output_tokens, int):
             llm["max_tokens"] = fields.max_response_output_tokens
+        config.tools = _tools(fields.tools)
+        if fields.tool_choice in ("required", "none") and config.tools:
+            llm["tool_choice"] = fields.tool_choice  # type: ignore[assignment]
         config.llm_options = llm
         vad = fields.turn_detection
         config.turn = None if vad is None else TurnSettings(threshold=vad.threshold, prefix_padding_ms=vad.prefix_padding_ms,
@@ -174,6 +197,9 @@ class RealtimeBridge:
             return
         try:
             await handler(self, event)
+        except ApiError as exc:  # a picture that cannot be fetched or decoded, named by its field
+            await self.error(exc.message, code=exc.code or "invalid_value", param=exc.param,
+                             event_id=event.get("event_id"))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -187,8 +213,13 @@ class RealtimeBridge:
             return
         merged = {**self.fields.model_dump(exclude_unset=True), **body}
         fields = SessionUpdate.model_validate(merged)
+        try:
+            config = self._config(fields)
+        except ValueError as exc:
+            await self.error(str(exc), param="tools", event_id=event.get("event_id"))
+            return
         self.fields = fields
-        self.session.update(self._config(fields))
+        self.session.update(config)
         await self.emit("session.updated", session=self.describe())
 
     async def _append(self, event: dict[str, Any]) -> None:
@@ -224,13 +255,25 @@ class RealtimeBridge:
             await self.error("conversation.item.create needs `item` with `role` (user, assistant or system) and a "
                              "`content` list", param="item", event_id=event.get("event_id"))
             return
-        texts = [c.get("text") or c.get("transcript") for c in content if isinstance(c, dict)]
-        if not all(isinstance(t, str) for t in texts) or not texts:
-            await self.error("only text content (input_text, text) is supported in conversation.item.create",
-                             param="item.content", event_id=event.get("event_id"))
-            return
-        made = self.session.add_item(role, "\n".join(texts))  # type: ignore[arg-type]
-        await self._created(made)
+        texts, pictures = [], []
+        for index, piece in enumerate(content):
+            kind = piece.get("type") if isinstance(piece, dict) else None
+            if kind == "input_image" and isinstance(piece.get("image_url"), str):
+                pictures.append(await image(piece["image_url"], f"item.content[{index}].image_url", self.limits))
+            elif kind in ("input_text", "text") and isinstance(piece.get("text"), str):
+                texts.append(piece["text"])
+            else:
+                await self.error("content parts may be input_text (text) or input_image (image_url: a data URL or "
+                                 "https URL)", param=f"item.content[{index}]", event_id=event.get("event_id"))
+                return
+        for picture in pictures:
+            self.session.show(picture)  # in view for this and the following turns
+        if texts:
+            await self._created(self.session.add_item(role, "\n".join(texts)))  # type: ignore[arg-type]
+        elif pictures:
+            await self.emit("conversation.item.created", previous_item_id=self._last_item, item={
+                "id": "item_" + new_id(), "object": "realtime.item", "type": "message", "role": role,
+                "status": "completed", "content": [{"type": "input_image"} for _ in pictures]})
 
     async def _item_truncate(self, event: dict[str, Any]) -> None:
         item_id, end = event.get("item_id"), event.get("audio_end_ms")
