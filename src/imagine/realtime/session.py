@@ -513,6 +513,8 @@ class VoiceSession:
         config = self.config
         rate, frame = config.output_rate, max(1, int(config.frame_s * config.output_rate))
         while (got := await audio.get()) is not None:
+            if reply.finished:  # cancelled: synthesis may still be unwinding, but no more of it goes out
+                return
             index, piece, samples = got
             if index == len(reply.sentences):
                 reply.sentences.append((piece, 0.0))
@@ -523,6 +525,8 @@ class VoiceSession:
                 ahead = reply.playout.end - self.clock() - config.lead_s
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+                if reply.finished:  # cancelled while this task waited (barge-in): not one more frame
+                    return
                 chunk = samples[first:first + frame]
                 seconds = len(chunk) / rate
                 reply.timings.setdefault("first_audio_out", self.clock())
