@@ -92,6 +92,7 @@ class VoiceSession:
         self._resamplers: dict[int, Resampler] = {}
         self._audio_in = 0.0  # seconds of input audio so far
         self._buffered: np.ndarray | None = None  # manual mode: the audio since the last commit
+        self._history_from = 0  # the first item the LLM is shown (see _messages)
         self._user_item: str | None = None  # the item id of the speech under way
         self._speculative: tuple[int, asyncio.Task[tuple[str, str | None]]] | None = None  # (pause serial, transcription)
         self._partial: asyncio.Task[None] | None = None
@@ -364,7 +365,12 @@ class VoiceSession:
 
     def _messages(self) -> list[Message]:
         messages = [Message.system(self.config.instructions)] if self.config.instructions else []
-        for item in self.items[-self.config.history:]:
+        # The window slides in jumps, not item by item: between jumps every prompt starts with the one before
+        # it, so the LLM reuses its cached prefix and reads only the new turn (sliding by one item changed
+        # the prefix every turn, and the reply's first token came ~1.4 s later once history was full).
+        if len(self.items) - self._history_from > self.config.history:
+            self._history_from = len(self.items) - max(2, self.config.history // 2)
+        for item in self.items[self._history_from:]:
             if not item.text:
                 continue
             text = item.text + (" —" if item.status == "incomplete" else "")  # the listener cut it off here
