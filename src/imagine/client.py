@@ -78,6 +78,12 @@ class Client:
 
         return Index(name, self, create=create, **kwargs)
 
+    def votes(self) -> "Any":
+        """The studio's compare votes in this client's log, and their Elo leaderboard (`imagine.votes.Votes`)."""
+        from .votes import Votes
+
+        return Votes(self.store)
+
     def memory(self) -> "Any":
         """The memory of past conversations (`imagine.index.memory.Memory`)."""
         from .index.memory import Memory

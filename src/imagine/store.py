@@ -104,6 +104,18 @@ MIGRATIONS: list[str] = [
     """,
     # the id of the server API key a row was made for (NULL: no key): what it may later reach again
     "ALTER TABLE responses ADD COLUMN api_key TEXT;",
+    # a person's preference between answers to the same input (studio's compare): see votes.py
+    """
+    CREATE TABLE votes (
+        id TEXT PRIMARY KEY,
+        created TEXT NOT NULL,
+        task TEXT NOT NULL,
+        prompt TEXT NOT NULL DEFAULT '',
+        winner TEXT,
+        candidates TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX votes_task ON votes (task, created);
+    """,
 ]
 PIN_WALK_MAX_BYTES = 1024 * 1024  # a pinned JSON record this small is read for the blobs it names
 

@@ -42,7 +42,8 @@ class Served:
 
 
 @contextmanager
-def served(home: Path, config: dict[str, Any] | None = None, **settings: Any) -> Iterator[Served]:
+def served(home: Path, config: dict[str, Any] | None = None, *, studio: bool = False,
+           **settings: Any) -> Iterator[Served]:
     import uvicorn
 
     from imagine import Client
@@ -52,7 +53,12 @@ def served(home: Path, config: dict[str, Any] | None = None, **settings: Any) ->
     port = unused_port()
     client = Client(home=home, config=config)
     app = create_app(client, settings=ServerSettings(host="127.0.0.1", port=port, **settings))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    if studio:
+        from imagine.studio import mount
+
+        app = mount(app)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on" if studio else "off"))  # Gradio starts its queue at start-up
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -80,21 +80,27 @@ def app_from_env() -> FastAPI:
     return create_app(settings=ServerSettings.from_env())
 
 
-def run(settings: ServerSettings, workers: int = 1, log_level: str = "info") -> None:
-    """Start uvicorn in this process (one worker) or its worker processes; returns when it stops."""
+def run(settings: ServerSettings, workers: int = 1, log_level: str = "info", *,
+        factory: str = "imagine.server.app:app_from_env", on_started: Any = None) -> None:
+    """Start uvicorn in this process (one worker) or its worker processes; returns when it stops.
+    `factory` ("module:function", called with no arguments in each worker) builds the app: a layer above
+    the server (the studio) passes its own, which builds this app and adds to it. `on_started` is called
+    once the server listens (one worker only: `imagine studio` opens the browser then)."""
     import uvicorn
+    from importlib import import_module
 
     check_bind(settings, KeyStore(Client().settings.home))
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": log_level,
                               "server_header": False, "forwarded_allow_ips": None}
+    os.environ[ENV_VAR] = settings.to_env()
     if workers > 1:
-        os.environ[ENV_VAR] = settings.to_env()
-        uvicorn.run("imagine.server.app:app_from_env", factory=True, workers=workers, **common)
+        uvicorn.run(factory, factory=True, workers=workers, **common)
     else:
-        serve_on_imagine_loop(uvicorn.Config(create_app(settings=settings), **common))
+        module, _, name = factory.partition(":")
+        serve_on_imagine_loop(uvicorn.Config(getattr(import_module(module), name)(), **common), on_started)
 
 
-def serve_on_imagine_loop(config: Any) -> None:
+def serve_on_imagine_loop(config: Any, on_started: Any = None) -> None:
     """Run one uvicorn server on imagine's own loop (`_bridge`), where the engines and their connection
     pools live: every event of every request then stays on one loop, instead of crossing threads once per
     event (a wake-up of the other loop each time, the largest cost left in bench/server_overhead.py).
@@ -103,6 +109,7 @@ def serve_on_imagine_loop(config: Any) -> None:
     import asyncio
     import signal
     import threading
+    import time
 
     import uvicorn
 
@@ -110,6 +117,14 @@ def serve_on_imagine_loop(config: Any) -> None:
 
     server = uvicorn.Server(config)
     future = asyncio.run_coroutine_threadsafe(server.serve(), bridge_loop())
+    if on_started is not None:
+        def announce() -> None:
+            while not server.started and not future.done():
+                time.sleep(0.05)
+            if server.started:
+                on_started()
+
+        threading.Thread(target=announce, name="imagine-started", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         server.force_exit = server.should_exit  # a second signal: stop now, like uvicorn does

@@ -1,0 +1,84 @@
+"""The studio page: one Gradio Blocks with a tab per activity — chat, compare, tasks, history, flows.
+
+Each tab lives in its own module with a `build(ctx)` that lays out its components inside the tab;
+`StudioContext` is what they share: the Client, the models to offer, and what the person just did (so
+"save as flow" can turn it into YAML). The theme uses the system's fonts: nothing is fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..parts import Modality
+
+__all__ = ["CSS", "THEME", "StudioContext", "build"]
+
+CSS = """
+.imagine-header h1 { margin: 0; font-size: 1.5rem; }
+.imagine-header p { margin: 0.2rem 0 0; opacity: 0.75; }
+.imagine-error { color: #b42318; font-weight: 600; }
+.imagine-meta { font-size: 0.85rem; opacity: 0.85; }
+footer { display: none !important; }
+"""
+
+
+def _theme() -> Any:
+    import gradio as gr
+
+    system = [gr.themes.Font("system-ui"), gr.themes.Font("-apple-system"), gr.themes.Font("Segoe UI"), "sans-serif"]
+    mono = [gr.themes.Font("ui-monospace"), gr.themes.Font("SFMono-Regular"), "monospace"]
+    return gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", font=system, font_mono=mono)
+
+
+THEME: Any = None  # set by build(); mount() passes it to Gradio
+
+
+@dataclass
+class StudioContext:
+    """What the tabs share."""
+
+    client: Any
+    path: str = "/studio"
+    last_action: dict[str, Any] = field(default_factory=dict)  # what "save as flow" turns into YAML
+
+    def models(self, want: Modality = Modality.TEXT, inputs: tuple[Modality, ...] = (Modality.TEXT,)) -> list[str]:
+        """ENGINE:MODEL choices that can answer `want` from `inputs`, available here, aliases first."""
+        registry = self.client.registry
+        refs: list[str] = []
+        for engine_id in registry.capable(set(inputs), want):
+            try:
+                engine = registry.engine(engine_id)
+            except Exception:  # an engine that cannot load here is not offered
+                continue
+            model = engine.default_model
+            refs.append(f"{engine_id}:{model}" if model else engine_id)
+        aliases = ["auto", "local"] if want is Modality.TEXT else []
+        return aliases + [r for r in refs if r not in aliases]
+
+
+def build(client: Any, path: str = "/studio") -> Any:
+    """The studio's Blocks for `client`."""
+    import gradio as gr
+
+    from . import chat, compare, flows, history, tasks
+
+    global THEME
+    THEME = _theme()
+    ctx = StudioContext(client, path)
+    with gr.Blocks(title="imagine studio", analytics_enabled=False) as blocks:
+        with gr.Row(elem_classes="imagine-header"):
+            gr.Markdown("# imagine studio\nTry models on text, images, audio and video; compare them; keep "
+                        "what works. Everything here is logged like any other call.")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                chat.build(ctx)
+            with gr.Tab("Compare", id="compare"):
+                compare.build(ctx)
+            with gr.Tab("Tasks", id="tasks"):
+                tasks.build(ctx)
+            with gr.Tab("History", id="history"):
+                history.build(ctx)
+            with gr.Tab("Flows", id="flows"):
+                flows.build(ctx)
+    return blocks
