@@ -56,6 +56,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                          "question (with a single argument, the model describes the image)."),
     "search": ("index:search", "Search index NAME for QUERY (or -a IMAGE); prints ranked hits with where each "
                                "came from."),
+    "studio": ("serve:studio", "Start the server with the web studio and open it in a browser: chat, compare, "
+                               "tasks, history, flows."),
     "serve": ("serve:serve", "Serve imagine's engines over the OpenAI API (chat completions, models) at "
                              "http://HOST:PORT/v1."),
     "speak": ("media:speak", "Speak TEXT (or stdin) to a WAV file (default voice: Piper's; -m espeak for 100+ "

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
 from ._common import FiniteFloat
 from .app import ImagineGroup
 
-__all__ = ["keys", "serve"]
+__all__ = ["keys", "serve", "studio"]
 
 
 @click.command()
@@ -35,9 +36,18 @@ __all__ = ["keys", "serve"]
               help="Requests that may wait for a busy local model; one more gets 429 with Retry-After.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--studio/--no-studio", default=None,
+              help="Serve the web studio at /studio (default: when Gradio is installed).")
 def serve(host: str, port: int, workers: int, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
-          max_body_mb: float, max_n: int, max_tokens: int, slots: int, queue: int, log_level: str) -> None:
+          max_body_mb: float, max_n: int, max_tokens: int, slots: int, queue: int, log_level: str,
+          studio: bool | None) -> None:
     """Serve imagine's engines over the OpenAI API (chat completions, models) at http://HOST:PORT/v1."""
+    settings = _settings(host, port, allowed_hosts, cors_origins, max_body_mb, max_n, max_tokens, slots, queue)
+    _run(settings, workers, log_level, studio=studio)
+
+
+def _settings(host: str, port: int, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
+              max_body_mb: float, max_n: int, max_tokens: int, slots: int, queue: int) -> Any:
     from ..server.keys import KeyStore
     from ..server.settings import ServerSettings
     from ..tasks import default_client
@@ -48,9 +58,44 @@ def serve(host: str, port: int, workers: int, allowed_hosts: tuple[str, ...], co
     from ..server.app import check_bind
 
     check_bind(settings, KeyStore(default_client().settings.home))  # before FastAPI loads: fail fast
+    return settings
+
+
+def _run(settings: Any, workers: int, log_level: str, *, studio: bool | None, on_started: Any = None) -> None:
+    from ..studio.mount import gradio_missing
+
+    missing = gradio_missing()
+    if studio and missing:
+        from ..errors import EngineUnavailable
+
+        raise EngineUnavailable(missing)
+    with_studio = studio if studio is not None else missing is None
     from ..server.app import run
 
-    run(settings, workers=workers, log_level=log_level)
+    factory = "imagine.studio:app_from_env" if with_studio else "imagine.server.app:app_from_env"
+    run(settings, workers=workers, log_level=log_level, factory=factory, on_started=on_started)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback needs API keys (`imagine keys create`).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--no-browser", is_flag=True, help="Do not open a browser (print the address only).")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def studio(host: str, port: int, no_browser: bool, log_level: str) -> None:
+    """Start the server with the web studio and open it in a browser: chat, compare, tasks, history, flows."""
+    settings = _settings(host, port, (), (), 64.0, 8, 32768, 1, 32)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/studio/"
+
+    def opened() -> None:
+        click.echo(f"imagine studio: {url}  (Ctrl-C stops it)", err=True)
+        if not no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    _run(settings, 1, log_level, studio=True, on_started=opened)
 
 
 @click.group(cls=ImagineGroup)
