@@ -17,7 +17,7 @@ from ..errors import ImagineError
 from ..parts import Audio, Image, Message, Modality, Part, Video, load_part
 from .app import StudioContext
 
-__all__ = ["build", "details", "media_file", "turn_parts"]
+__all__ = ["build", "details", "media_file", "parse_options", "turn_parts"]
 
 _MEDIA_DIR = Path(tempfile.gettempdir()) / "imagine-studio"
 
@@ -45,6 +45,23 @@ def turn_parts(text: str, files: list[str], limits: Any) -> list[Part | str]:
     if text.strip():
         parts.append(text.strip())
     return parts
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """`temperature=0, max_tokens=64` -> {"temperature": 0, "max_tokens": 64}: values read as JSON when they
+    are JSON (numbers, true/false, quoted strings), else kept as text. Nothing is evaluated."""
+    import json
+
+    options: dict[str, Any] = {}
+    for item in [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ImagineError(f"option {item!r} is not key=value", hint="e.g. temperature=0, max_tokens=64")
+        try:
+            options[key.strip()] = json.loads(value.strip())
+        except ValueError:
+            options[key.strip()] = value.strip()
+    return options
 
 
 def details(response: Any) -> dict[str, Any]:
@@ -84,6 +101,8 @@ def build(ctx: StudioContext) -> None:
         model = gr.Dropdown(ctx.models(), value="auto", label="Model or policy", allow_custom_value=True,
                             info="ENGINE:MODEL, or auto / local / cloud: the router decides", scale=3,
                             elem_id="chat-model")
+        options = gr.Textbox(label="Options", placeholder="temperature=0, max_tokens=128", scale=2,
+                             elem_id="chat-options", info="the engine's options, key=value")
         speak = gr.Checkbox(label="Speak the reply", value=False, scale=1, elem_id="chat-speak")
         conversations = gr.Dropdown([], label="Reload a conversation", allow_custom_value=True, scale=2,
                                     elem_id="chat-conversations")
@@ -97,8 +116,8 @@ def build(ctx: StudioContext) -> None:
         new = gr.Button("New conversation", size="sm", elem_id="chat-new")
     state = gr.State({"conversation": None, "messages": []})
 
-    async def send(message: dict[str, Any], history: list[dict[str, Any]], chosen: str, say: bool,
-                   st: dict[str, Any]) -> AsyncIterator[Any]:
+    async def send(message: dict[str, Any], history: list[dict[str, Any]], chosen: str, raw_options: str,
+                   say: bool, st: dict[str, Any]) -> AsyncIterator[Any]:
         from ..engine import new_id
 
         text, files = (message or {}).get("text", ""), (message or {}).get("files", [])
@@ -109,6 +128,7 @@ def build(ctx: StudioContext) -> None:
             history.append({"role": "user", "content": text})
         try:
             parts = turn_parts(text, files, client.settings.part_limits())
+            opts = parse_options(raw_options or "")
             if not parts:
                 raise ImagineError("nothing to send", hint="type a message or attach a file")
         except ImagineError as exc:
@@ -121,7 +141,7 @@ def build(ctx: StudioContext) -> None:
         history.append({"role": "assistant", "content": ""})
         yield history, None, st, gr.update(value=None)
         try:
-            response = client.respond(messages, (chosen or "auto").strip(), want=Modality.TEXT,
+            response = client.respond(messages, (chosen or "auto").strip(), want=Modality.TEXT, options=opts or None,
                                       new_messages=[user], conversation_id=conversation)
             async for delta in response:
                 history[-1]["content"] += delta
@@ -132,7 +152,8 @@ def build(ctx: StudioContext) -> None:
             yield history, None, st, gr.update()
             return
         st = {"conversation": conversation, "messages": [*messages, response.as_message()]}
-        ctx.last_action.update(task="ask", model=response.answered_ref, prompt=text,
+        ctx.last_action.clear()
+        ctx.last_action.update(task="ask", model=response.answered_ref, prompt=text, options=opts,
                                attachments=[Path(f).name for f in files])
         if say and response.text().strip():
             try:
@@ -160,7 +181,7 @@ def build(ctx: StudioContext) -> None:
             return [{"role": "assistant", "content": f"⚠️ {exc}"}], {"conversation": None, "messages": []}
         return shown, {"conversation": conversation.strip(), "messages": messages}
 
-    box.submit(send, [box, chatbot, model, speak, state], [chatbot, meta, state, box])
+    box.submit(send, [box, chatbot, model, options, speak, state], [chatbot, meta, state, box])
     conversations.focus(recent, None, conversations)
     conversations.change(reload, conversations, [chatbot, state])
     new.click(lambda: ([], {"conversation": None, "messages": []}, None), None, [chatbot, state, meta])
