@@ -104,6 +104,9 @@ def test_every_kind_of_action_saves_as_a_flow_that_loads(studio, tmp_path):
         {"task": "see", "prompt": "Describe it.", "inputs": ["photo.jpg"]},
         {"task": "read_text", "model": "rapidocr", "inputs": ["scan.png"]},
         {"task": "embed", "model": "minilm", "prompt": "a sentence"},
+        {"task": "ask", "models": ["mock", "mock:echo"], "prompt": "compare me", "attachments": []},
+        {"task": "watch", "model": "", "options": {"every": 2.0, "scene_threshold": 0.3, "ocr": True,
+                                                   "transcribe_audio": False}, "inputs": ["clip.mp4"]},
     ]
     for n, action in enumerate(actions):
         text = flow_from_action(action)

@@ -194,7 +194,8 @@ def flow_from_action(action: dict[str, Any]) -> str:
     if task not in _TAKES:
         raise ImagineError(f"“{task}” cannot be saved as a flow step",
                            hint=f"flow steps: {', '.join(sorted(_TAKES))}")
-    model = action.get("model")
+    models = [str(m) for m in action.get("models") or [] if m]  # compare: several models, the first is kept
+    model = action.get("model") or (models[0] if models else None)
     prompt = str(action.get("prompt") or action.get("text") or "").strip()
     names = [str(n) for n in action.get("attachments") or action.get("inputs") or action.get("files") or [] if n]
     options = action.get("options") if isinstance(action.get("options"), dict) else {}
@@ -235,7 +236,8 @@ def flow_from_action(action: dict[str, Any]) -> str:
     where = ("put the files in inputs/" + each + "/ next to this file, or run with --input " + each + "=FOLDER"
              if media else "add more texts to the list, or use csv:/jsonl: with a column per field")
     head = (f"# Saved from the studio: {task}" + (f" on {step['model']}" if "model" in step else "") + ".\n"
-            f"# {where}\n#   imagine flow run {spec['name']}.yaml -O out/\n")
+            + (f"# Compared: {', '.join(models)} (set model: to another to run on it)\n" if len(models) > 1 else "")
+            + f"# {where}\n#   imagine flow run {spec['name']}.yaml -O out/\n")
     return head + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
 
 
