@@ -26,12 +26,11 @@ import numpy as np
 
 from ..engine import new_id
 from ..errors import ImagineError, InputError
-from ..events import PartDelta, PartOut, Usage
 from ..parts import Audio, Image, Message, Modality, Part
 from . import events as ev
-from .context import MediaNotes, agent_answer
-from .audio import Playout, Resampler, spoken_prefix, to_pcm16
-from .sentences import SentenceSplitter
+from .audio import Resampler, spoken_prefix
+from .context import MediaNotes
+from .reply import Reply
 from .turns import RATE, Paused, Resumed, SpeechDropped, SpeechStarted, TurnDetector, TurnEnded, TurnSettings, \
     looks_complete
 
@@ -66,19 +65,6 @@ class SessionConfig:
     vad_model: str | None = None  # silero-vad model; None = the bundled one
 
 
-@dataclass
-class _Reply:
-    id: str
-    item: ev.Item
-    task: asyncio.Task[None] | None = None
-    playout: Playout = field(default_factory=Playout)
-    sentences: list[tuple[str, float]] = field(default_factory=list)  # (piece, seconds of its audio)
-    generated: str = ""
-    usage: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    finished: bool = False
-
-
 class VoiceSession:
     """One conversation by voice. `async with VoiceSession(client) as s:` then `s.append(...)` audio and
     `async for event in s.events()`."""
@@ -97,8 +83,8 @@ class VoiceSession:
         self._speculative: tuple[int, asyncio.Task[tuple[str, str | None]]] | None = None  # (pause serial, transcription)
         self._partial: asyncio.Task[None] | None = None
         self._next_partial = 0.0
-        self._reply: _Reply | None = None
-        self._replies: dict[str, _Reply] = {}  # by assistant item id: what truncate() needs
+        self._reply: Reply | None = None
+        self._replies: dict[str, Reply] = {}  # by assistant item id: what truncate() needs
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._shown: list[Part] = []  # pictures the person is showing (show()), newest last
@@ -338,11 +324,12 @@ class VoiceSession:
         """Start a reply to the conversation so far (cancelling one under way); returns its response id."""
         if self.replying():
             self.cancel_reply("superseded")
-        reply = _Reply(new_id(), ev.Item(new_id(), "assistant", "", status="in_progress"), timings=dict(timings or {}))
+        reply = Reply(self, new_id(), ev.Item(new_id(), "assistant", "", status="in_progress"),
+                      timings=dict(timings or {}))
         self._reply = reply
         self._replies = {reply.item.id: reply, **dict(list(self._replies.items())[-7:])}
         self.emit(ev.ReplyStarted(reply.id, reply.item.id))
-        reply.task = self._spawn(self._run_reply(reply))
+        reply.task = self._spawn(reply.run())
         return reply.id
 
     def cancel_reply(self, reason: str = "client_cancelled") -> str | None:
@@ -351,14 +338,9 @@ class VoiceSession:
         reply = self._reply
         if reply is None or reply.finished:
             return None
-        reply.finished = True
         if reply.task is not None:
             reply.task.cancel()
-        heard = reply.playout.heard(self.clock())
-        reply.item.text = spoken_prefix(reply.sentences, heard)
-        reply.item.generated = reply.generated
-        reply.item.status = "incomplete"
-        reply.item.audio_s = sum(heard.values())
+        reply.cut(self.clock())
         self.items.append(reply.item)
         self.emit(ev.ReplyDone(reply.id, reply.item, "cancelled", reason, reply.usage, reply.timings))
         return reply.item.id
@@ -378,124 +360,6 @@ class VoiceSession:
             messages.append(make(text))
         return messages
 
-    async def _run_reply(self, reply: _Reply) -> None:
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        audio: asyncio.Queue[tuple[int, str, np.ndarray] | None] = asyncio.Queue()
-        synth = asyncio.create_task(self._synthesize(reply, pieces, audio) if self.config.audio_out else
-                                    self._text_only(reply, pieces, audio))
-        play = asyncio.create_task(self._play(reply, audio))
-        try:
-            await self._generate(reply, pieces)
-            await synth
-            await play
-        except asyncio.CancelledError:
-            synth.cancel()
-            play.cancel()
-            await asyncio.gather(synth, play, return_exceptions=True)
-            raise
-        except ImagineError as exc:
-            synth.cancel()
-            play.cancel()
-            if not reply.finished:
-                reply.finished = True
-                reply.item.status = "incomplete"
-                reply.item.text = spoken_prefix(reply.sentences, reply.playout.heard(self.clock()))
-                reply.item.generated = reply.generated
-                self.items.append(reply.item)
-                self.emit(ev.SessionError(str(exc), "reply_failed", exc.hint))
-                self.emit(ev.ReplyDone(reply.id, reply.item, "failed", type(exc).__name__, reply.usage, reply.timings))
-            return
-        if not reply.finished:
-            reply.finished = True
-            reply.item.text, reply.item.status = " ".join(t for t, _ in reply.sentences), "completed"
-            reply.item.audio_s = sum(s for _, s in reply.sentences)
-            self.items.append(reply.item)
-            self.emit(ev.ReplyDone(reply.id, reply.item, "completed", None, reply.usage, reply.timings))
-
-    async def _generate(self, reply: _Reply, pieces: asyncio.Queue[str | None]) -> None:
-        config = self.config
-        messages = self._messages()
-        if self._shown and messages and messages[-1].role == "user":
-            messages[-1] = await self._notes.with_media(messages[-1], self._shown, config.model)
-        if config.tools:
-            await self._agent_reply(reply, messages, pieces)
-            return
-        response = self.client.respond(messages, config.model, want=Modality.TEXT, new_messages=messages[-1:],
-                                       options=dict(config.llm_options), conversation_id=self.id, log=config.log,
-                                       policy=config.policy)
-        reply.item.log_id = response.id
-        splitter = SentenceSplitter()
-        try:
-            async for delta in response:
-                reply.timings.setdefault("llm_first_token", self.clock())
-                reply.generated += delta
-                for piece in splitter.push(delta):
-                    reply.timings.setdefault("first_piece", self.clock())
-                    pieces.put_nowait(piece)
-        finally:
-            for piece in splitter.flush():
-                reply.timings.setdefault("first_piece", self.clock())
-                pieces.put_nowait(piece)
-            pieces.put_nowait(None)
-            usage = response.usage if response.done else None
-            if isinstance(usage, Usage):
-                reply.usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
-
-    async def _agent_reply(self, reply: _Reply, messages: list[Message], pieces: asyncio.Queue[str | None]) -> None:
-        """A reply by the agent loop: tools run before the answer, so the answer comes whole."""
-        config = self.config
-        try:
-            text = await agent_answer(self.client, messages[-1].text, messages[:-1], tools=config.tools or [],
-                                      model=config.model, instructions=config.instructions,
-                                      options=dict(config.llm_options), policy=config.policy, shown=self._shown,
-                                      conversation_id=self.id, log=config.log)
-            reply.timings.setdefault("llm_first_token", self.clock())
-            reply.generated = text
-            splitter = SentenceSplitter()
-            for piece in [*splitter.push(text), *splitter.flush()]:
-                reply.timings.setdefault("first_piece", self.clock())
-                pieces.put_nowait(piece)
-        finally:
-            pieces.put_nowait(None)
-
-    async def _synthesize(self, reply: _Reply, pieces: asyncio.Queue[str | None],
-                          audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
-        from ..tasks import task_default
-
-        config, index = self.config, 0
-        try:
-            while (piece := await pieces.get()) is not None:
-                response = self.client.respond([Message.user(piece)], config.voice, want=Modality.AUDIO,
-                                               task_default=task_default("speak", self.client.registry),
-                                               options=dict(config.voice_options), conversation_id=self.id,
-                                               log=config.log)
-                out: Resampler | None = None
-                streamed = False
-                async for event in response.aevents():
-                    if isinstance(event, PartDelta) and event.mime == "audio/pcm":
-                        samples, rate = event.samples()
-                    elif isinstance(event, PartOut) and isinstance(event.part, Audio) and not streamed:
-                        samples, rate = event.part.samples(rate=None)  # an engine that does not stream audio
-                    else:
-                        continue
-                    streamed = True
-                    if out is None or out.source != rate:
-                        out = Resampler(rate, config.output_rate)
-                    reply.timings.setdefault("tts_first_audio", self.clock())
-                    audio.put_nowait((index, piece, np.concatenate([out(samples), out.flush()])))
-                index += 1
-        finally:
-            audio.put_nowait(None)
-
-    async def _text_only(self, reply: _Reply, pieces: asyncio.Queue[str | None],
-                         audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
-        """No voice: each piece goes out as text at once."""
-        try:
-            while (piece := await pieces.get()) is not None:
-                audio.put_nowait((len(reply.sentences), piece, np.zeros(0, np.float32)))
-        finally:
-            audio.put_nowait(None)
-
     def truncate(self, item_id: str, audio_end_ms: int) -> ev.Item:
         """The client says the listener heard `audio_end_ms` of reply `item_id` (it stopped playback there):
         the conversation keeps only those words. Raises KeyError for an item that is not a recent reply."""
@@ -513,35 +377,6 @@ class VoiceSession:
             item.text, item.status = spoken_prefix(reply.sentences, heard), "incomplete"
             item.audio_s = audio_end_ms / 1000
         return item
-
-    async def _play(self, reply: _Reply, audio: asyncio.Queue[tuple[int, str, np.ndarray] | None]) -> None:
-        """Hand out the reply audio in `frame_s` deltas, never more than `lead_s` ahead of the listener."""
-        config = self.config
-        rate, frame = config.output_rate, max(1, int(config.frame_s * config.output_rate))
-        while (got := await audio.get()) is not None:
-            if reply.finished:  # cancelled: synthesis may still be unwinding, but no more of it goes out
-                return
-            index, piece, samples = got
-            if index == len(reply.sentences):
-                reply.sentences.append((piece, 0.0))
-                self.emit(ev.ReplyText(reply.id, reply.item.id, piece))
-            text, total = reply.sentences[index]
-            reply.sentences[index] = (text, total + len(samples) / rate)
-            for first in range(0, len(samples), frame):
-                ahead = reply.playout.end - self.clock() - config.lead_s
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-                if reply.finished:  # cancelled while this task waited (barge-in): not one more frame
-                    return
-                chunk = samples[first:first + frame]
-                seconds = len(chunk) / rate
-                reply.timings.setdefault("first_audio_out", self.clock())
-                reply.playout.push(seconds, self.clock(), index)
-                self.emit(ev.ReplyAudio(reply.id, reply.item.id, to_pcm16(chunk), rate))
-        # the reply is over when the listener has heard it: until then, speech interrupts it
-        tail = reply.playout.end - self.clock()
-        if tail > 0:
-            await asyncio.sleep(tail)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
