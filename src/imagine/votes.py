@@ -13,6 +13,7 @@ order: a multi-way vote counts as the winner beating each other candidate, a tie
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -111,10 +112,10 @@ class Votes:
         rows = self.store._query(f"SELECT * FROM votes {where} ORDER BY created, id LIMIT ?", (*params, limit))
         return [self._vote(row) for row in rows]
 
-    def leaderboard(self, task: str | None = None) -> list[Rating]:
+    def leaderboard(self, task: str | None = None) -> builtins.list[Rating]:
         return elo(self.list(task))
 
-    def tasks(self) -> list[str]:
+    def tasks(self) -> builtins.list[str]:
         return [row["task"] for row in self.store._query("SELECT DISTINCT task FROM votes ORDER BY task")]
 
     @staticmethod

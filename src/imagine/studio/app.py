@@ -26,8 +26,9 @@ footer { display: none !important; }
 def _theme() -> Any:
     import gradio as gr
 
-    system = [gr.themes.Font("system-ui"), gr.themes.Font("-apple-system"), gr.themes.Font("Segoe UI"), "sans-serif"]
-    mono = [gr.themes.Font("ui-monospace"), gr.themes.Font("SFMono-Regular"), "monospace"]
+    system: list[Any] = [gr.themes.Font("system-ui"), gr.themes.Font("-apple-system"), gr.themes.Font("Segoe UI"),
+                         "sans-serif"]
+    mono: list[Any] = [gr.themes.Font("ui-monospace"), gr.themes.Font("SFMono-Regular"), "monospace"]
     return gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", font=system, font_mono=mono)
 
 
