@@ -94,8 +94,8 @@ class Reply:
             await self._agent_reply(messages, pieces)
             return
         response = self.session.client.respond(messages, config.model, want=Modality.TEXT, new_messages=messages[-1:],
-                                       options=dict(config.llm_options), conversation_id=self.session.id, log=config.log,
-                                       policy=config.policy)
+                                               options=dict(config.llm_options), conversation_id=self.session.id,
+                                               log=config.log, policy=config.policy)
         self.item.log_id = response.id
         splitter = SentenceSplitter()
         try:
@@ -138,10 +138,11 @@ class Reply:
         config, index = self.session.config, 0
         try:
             while (piece := await pieces.get()) is not None:
-                response = self.session.client.respond([Message.user(piece)], config.voice, want=Modality.AUDIO,
-                                               task_default=task_default("speak", self.session.client.registry),
-                                               options=dict(config.voice_options), conversation_id=self.session.id,
-                                               log=config.log)
+                client = self.session.client
+                response = client.respond([Message.user(piece)], config.voice, want=Modality.AUDIO,
+                                          task_default=task_default("speak", client.registry),
+                                          options=dict(config.voice_options), conversation_id=self.session.id,
+                                          log=config.log)
                 out: Resampler | None = None
                 streamed = False
                 async for event in response.aevents():

@@ -110,6 +110,8 @@ def build(ctx: StudioContext) -> None:
     box = gr.MultimodalTextbox(placeholder="Ask anything; attach images, audio or video",
                                file_types=["image", "audio", "video"], file_count="multiple",
                                sources=["upload", "microphone"], elem_id="chat-input", show_label=False)
+    with gr.Accordion("Webcam: a snapshot goes with the next message", open=False):
+        webcam = gr.Image(sources=["webcam"], type="filepath", label="Snapshot", height=240, elem_id="chat-webcam")
     with gr.Accordion("Details of the last reply", open=False):
         meta = gr.JSON(label="routing, latency, tokens, cost", elem_id="chat-details")
     with gr.Row():
@@ -117,10 +119,12 @@ def build(ctx: StudioContext) -> None:
     state = gr.State({"conversation": None, "messages": []})
 
     async def send(message: dict[str, Any], history: list[dict[str, Any]], chosen: str, raw_options: str,
-                   say: bool, st: dict[str, Any]) -> AsyncIterator[Any]:
+                   say: bool, st: dict[str, Any], snapshot: str | None) -> AsyncIterator[Any]:
         from ..engine import new_id
 
-        text, files = (message or {}).get("text", ""), (message or {}).get("files", [])
+        text, files = (message or {}).get("text", ""), list((message or {}).get("files", []))
+        if snapshot:
+            files.append(snapshot)  # the webcam's picture rides along with this message
         history = list(history or [])
         for file in files:
             history.append({"role": "user", "content": {"path": file}})
@@ -181,7 +185,8 @@ def build(ctx: StudioContext) -> None:
             return [{"role": "assistant", "content": f"⚠️ {exc}"}], {"conversation": None, "messages": []}
         return shown, {"conversation": conversation.strip(), "messages": messages}
 
-    box.submit(send, [box, chatbot, model, options, speak, state], [chatbot, meta, state, box])
+    box.submit(send, [box, chatbot, model, options, speak, state, webcam], [chatbot, meta, state, box]).then(
+        lambda: None, None, webcam)  # a snapshot is sent once
     conversations.focus(recent, None, conversations)
     conversations.change(reload, conversations, [chatbot, state])
     new.click(lambda: ([], {"conversation": None, "messages": []}, None), None, [chatbot, state, meta])
