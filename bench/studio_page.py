@@ -3,7 +3,7 @@ beside a baseline measured in the same run: the smallest Gradio page (one textbo
 
 Headless Debian Chromium through Playwright, a fresh browser context per load (a cold cache: what a
 first visit costs); interactive = the chat input accepts typing. Weight = bytes of every response the
-page loaded (compressed as sent). The ratio says what imagine's five tabs cost over Gradio itself.
+page loaded, as sent (gzip-encoded where the server compresses). The ratio says what imagine's five tabs cost over Gradio itself.
 
     .venv/bin/python bench/studio_page.py [--loads 5]
 """
@@ -32,13 +32,14 @@ def load(browser: object, url: str, ready: str) -> tuple[float, int, int]:
     page = context.new_page()
     sizes: list[int] = []
 
-    def count(response: object) -> None:
-        try:
-            sizes.append(int(response.headers.get("content-length") or len(response.body())))  # type: ignore[attr-defined]
-        except Exception:  # a streamed response (the queue's SSE) has no body to measure
+    def count(request: object) -> None:
+        try:  # bytes on the wire: the encoded (gzip) body and the headers
+            sent = request.sizes()  # type: ignore[attr-defined]
+            sizes.append(int(sent["responseBodySize"]) + int(sent["responseHeadersSize"]))
+        except Exception:  # a stream still open (the queue's events) has no final size
             pass
 
-    page.on("response", count)
+    page.on("requestfinished", count)
     start = time.perf_counter()
     page.goto(url)
     page.locator(ready).first.wait_for(state="visible", timeout=120_000)
@@ -54,12 +55,14 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=5)
     args = parser.parse_args()
     import gradio as gr
-    from imagine.server.app import create_app  # noqa: F401  (the server the studio mounts on)
 
     with tempfile.TemporaryDirectory() as home, served(Path(home), studio=True) as server:
         with gr.Blocks() as tiny:
             gr.Textbox(elem_id="tiny-input")
         gr.mount_gradio_app(server.app, tiny, path="/tiny", ssr_mode=False)
+        from imagine.studio.mount import _compress
+
+        _compress(server.app, "/tiny")  # compressed like the studio: the same terms for both
         for browser in launch():
             load(browser, server.url + "/studio/", "#chat-input textarea")  # warm the server's first render
             studio = [load(browser, server.url + "/studio/", "#chat-input textarea") for _ in range(args.loads)]

@@ -43,10 +43,23 @@ def mount(app: Any, path: str = STUDIO_PATH) -> Any:
 
     auth = check if keys.active() else None
     limit = app.state.settings.max_body_bytes  # an upload over the server's body cap is refused by name
-    return gr.mount_gradio_app(app, blocks, path=path, auth=auth, theme=studio.THEME, css=studio.CSS, ssr_mode=False,
+    app = gr.mount_gradio_app(app, blocks, path=path, auth=auth, theme=studio.THEME, css=studio.CSS, ssr_mode=False,
                                footer_links=[], max_file_size=limit, show_error=True,
                                auth_message="This server uses API keys: sign in with any name and a key from "
                                             "`imagine keys create` as the password.")
+    _compress(app, path)
+    return app
+
+
+def _compress(app: Any, path: str) -> None:
+    """gzip the studio's pages and scripts (Gradio's JavaScript is most of a first visit's bytes). Only the
+    studio's mount: the API's own responses stay uncompressed, and event streams are never compressed."""
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.routing import Mount
+
+    for route in app.router.routes:
+        if isinstance(route, Mount) and route.path == path.rstrip("/"):
+            route.app = GZipMiddleware(route.app, minimum_size=1024)
 
 
 def app_from_env() -> Any:
