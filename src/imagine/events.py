@@ -13,7 +13,7 @@ from typing import Any, Union
 from .parts import Part
 
 __all__ = ["PCM_MIME", "Done", "Error", "Event", "PartDelta", "PartOut", "Progress", "Restart", "TextDelta",
-           "ToolCall", "Usage", "pcm_delta"]
+           "ToolCall", "Usage", "from_pcm16", "pcm_delta", "to_pcm16"]
 
 PCM_MIME = "audio/pcm"  # raw 16-bit little-endian mono samples; a PartDelta's meta carries the rate
 
@@ -42,15 +42,26 @@ class PartDelta:
 
         if self.mime != PCM_MIME:
             raise ValueError(f"a {self.mime} chunk is not raw PCM")
-        return np.frombuffer(self.data, dtype="<i2").astype(np.float32) / 32767.0, int(self.meta["rate"])
+        return from_pcm16(self.data), int(self.meta["rate"])
+
+
+def to_pcm16(samples: Any) -> bytes:
+    """Float samples in [-1, 1] as 16-bit little-endian PCM."""
+    import numpy as np
+
+    return np.round(np.clip(np.asarray(samples, np.float32), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def from_pcm16(data: bytes) -> Any:
+    """16-bit little-endian PCM as float32 samples in [-1, 1]; a trailing odd byte is dropped."""
+    import numpy as np
+
+    return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32767.0
 
 
 def pcm_delta(samples: Any, rate: int, index: int = 0, **meta: Any) -> PartDelta:
     """Float samples in [-1, 1] as a chunk of 16-bit PCM: how speech engines stream audio as it is made."""
-    import numpy as np
-
-    pcm = np.round(np.clip(np.asarray(samples, np.float32), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    return PartDelta(pcm, PCM_MIME, index, {"rate": int(rate), **meta})
+    return PartDelta(to_pcm16(samples), PCM_MIME, index, {"rate": int(rate), **meta})
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..events import from_pcm16, to_pcm16  # the one PCM encoding, shared with PartDelta
+
 __all__ = ["Playout", "Resampler", "from_pcm16", "spoken_prefix", "to_pcm16"]
-
-
-def to_pcm16(samples: np.ndarray) -> bytes:
-    """Float samples in [-1, 1] as 16-bit little-endian PCM."""
-    return np.round(np.clip(np.asarray(samples, np.float32), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-
-def from_pcm16(data: bytes) -> np.ndarray:
-    """16-bit little-endian PCM as float32 samples in [-1, 1]; a trailing odd byte is dropped."""
-    return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32767.0
 
 
 class Resampler:
