@@ -3,6 +3,7 @@ padding/batching invariance, semantics, truncation, model resolution and errors.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -108,18 +109,46 @@ SENTENCES = [
 ]
 
 
-def test_batched_float32_forward_matches_an_unbatched_float64_reference() -> None:
-    got = embed(*SENTENCES)  # one padded batch: lengths 3 to ~30 tokens
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="the torch backend needs torch: pip install -e '.[torch]'")
+FLOAT32_BACKENDS = [pytest.param("numpy", id="numpy"), pytest.param("torch", id="torch", marks=needs_torch)]
+# every runtime the engine has; bfloat16 is forced here even where auto would not pick it (emulated, slower)
+RUNTIMES = [pytest.param({"backend": "numpy"}, id="numpy"),
+            pytest.param({"backend": "torch", "precision": "float32"}, id="torch-float32", marks=needs_torch),
+            pytest.param({"backend": "torch", "precision": "bfloat16"}, id="torch-bfloat16", marks=needs_torch)]
+
+
+def close(a: np.ndarray, b: np.ndarray, runtime: dict[str, str]) -> None:
+    """float32 runtimes agree to 1e-5 per dimension; bfloat16 (8 bits of mantissa) to a cosine of 0.9995."""
+    if runtime.get("precision") == "bfloat16":
+        assert float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.9995
+    else:
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FLOAT32_BACKENDS)
+def test_batched_float32_forward_matches_an_unbatched_float64_reference(backend: str) -> None:
+    got = embed(*SENTENCES, backend=backend, precision="float32")  # one padded batch: lengths 3 to ~30 tokens
     for row, text in zip(got, SENTENCES):
         np.testing.assert_allclose(row, reference_embedding(text), atol=1e-5)
 
 
-def test_published_reference_values() -> None:
+@needs_torch
+def test_bfloat16_stays_within_a_cosine_of_1e_4_of_the_reference_and_keeps_rankings() -> None:
+    got = embed(*SENTENCES, backend="torch", precision="bfloat16")
+    want = np.array([reference_embedding(text) for text in SENTENCES])
+    assert np.all(np.sum(got * want, axis=1) > 0.9999)
+    assert np.array_equal(np.argsort(got @ got.T, axis=1), np.argsort(want @ want.T, axis=1))
+
+
+@pytest.mark.parametrize("backend", FLOAT32_BACKENDS)
+def test_published_reference_values(backend: str) -> None:
     # fastembed's canonical vector for sentence-transformers/all-MiniLM-L6-v2 ("hello world", first 5 dims)
-    hello = embed("hello world", "flag embedding")[0]
+    hello = embed("hello world", "flag embedding", backend=backend, precision="float32")[0]
     np.testing.assert_allclose(hello[:5], [-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], atol=1e-4)
     # the sentence-transformers quickstart similarity matrix for this model
-    vecs = embed("The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium.")
+    vecs = embed("The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium.",
+                 backend=backend, precision="float32")
     np.testing.assert_allclose(vecs @ vecs.T, [[1, 0.6660, 0.1046], [0.6660, 1, 0.1411], [0.1046, 0.1411, 1]],
                                atol=1e-4)
 
@@ -137,12 +166,31 @@ def test_vectors_have_384_dims_and_unit_norm_one_per_text_in_order() -> None:
     assert cosine_similarity(vectors[0], embed("first")[0]) > 0.99999
 
 
-def test_padding_and_batch_size_do_not_change_an_embedding() -> None:
-    alone = embed("A man is eating food.")[0]
-    padded = embed("A man is eating food.", SENTENCES[3])[0]  # padded to the long sentence's length
-    np.testing.assert_allclose(alone, padded, atol=1e-5)
-    one_by_one = embed(*SENTENCES, batch_size=1)
-    np.testing.assert_allclose(one_by_one, embed(*SENTENCES, batch_size=3), atol=1e-5)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_padding_and_batch_size_do_not_change_an_embedding(runtime: dict[str, str]) -> None:
+    alone = embed("A man is eating food.", **runtime)[0]
+    padded = embed("A man is eating food.", SENTENCES[3], **runtime)[0]  # padded to the long sentence's length
+    close(alone, padded, runtime)
+    one_by_one = embed(*SENTENCES, batch_size=1, **runtime)
+    for a, b in zip(one_by_one, embed(*SENTENCES, batch_size=3, **runtime)):
+        close(a, b, runtime)
+
+
+def test_auto_picks_torch_when_installed_and_bfloat16_only_on_a_cpu_that_has_it() -> None:
+    backend, precision = MiniLMEngine._runtime(MiniLMEngine.parse_options({}))
+    assert backend == ("torch" if HAS_TORCH else "numpy")
+    if HAS_TORCH:
+        from imagine.engines._support.bert_torch import cpu_has_native_bf16
+
+        assert precision == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    assert MiniLMEngine._runtime(MiniLMEngine.parse_options({"backend": "numpy"})) == ("numpy", "float32")
+
+
+def test_bfloat16_on_numpy_is_an_input_error_naming_the_fix() -> None:
+    with pytest.raises(InputError, match="bfloat16 needs the torch backend"):
+        embed_response("x", backend="numpy", precision="bfloat16")
+    with pytest.raises(OptionsError, match="precision"):
+        MiniLMEngine.parse_options({"precision": "int4"})
 
 
 def test_same_text_gives_identical_vectors() -> None:

