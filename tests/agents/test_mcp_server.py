@@ -57,7 +57,8 @@ async def test_sdk_client_lists_and_calls_tools_over_stdio(imagine_home: Path, t
     async with sdk_stdio(imagine_home) as session:
         listed = (await session.list_tools()).tools
         names = {t.name for t in listed}
-        assert {"read_text", "transcribe", "speak", "embed", "ask", "frame"} <= names
+        assert {"read_text", "transcribe", "speak", "embed", "ask", "frame", "see", "watch", "search"} <= names
+        assert "fetch" not in names  # the server never makes requests for whoever connects
         read_spec = next(t for t in listed if t.name == "read_text")
         assert read_spec.input_schema["required"] == ["image"]
         assert read_spec.annotations is not None and read_spec.annotations.read_only_hint is True
@@ -87,11 +88,13 @@ async def test_sdk_client_lists_and_calls_tools_over_stdio(imagine_home: Path, t
         r, g, b = still.getpixel((5, 5))
         assert b > 150 and r < 80  # the second (blue) slide, not the first (red)
 
-        vectors = only(await session.call_tool("embed", {"texts": ["a cat", "a dog"]}), mt.TextContent).text
         import json
 
-        rows = json.loads(vectors)
-        assert len(rows) == 2 and len(rows[0]) == 384
+        embedded = json.loads(only(await session.call_tool("embed", {"text": "a cat", "compare": ["a kitten",
+                                                                                              "tax law"]}),
+                                   mt.TextContent).text)
+        assert len(embedded["vector"]) == embedded["dimensions"] == 384
+        assert embedded["similarity"]["a kitten"] > embedded["similarity"]["tax law"]
 
 
 async def test_errors_come_back_as_error_results(imagine_home: Path, tmp_path: Path) -> None:
@@ -101,7 +104,8 @@ async def test_errors_come_back_as_error_results(imagine_home: Path, tmp_path: P
     outside.write_bytes(picture([("SECRET", (40, 60))]))
     async with sdk_stdio(imagine_home, "--files", str(allowed)) as session:
         refused = await session.call_tool("read_text", {"image": str(outside)})
-        assert refused.is_error and "outside the folders" in refused.content[0].text
+        assert refused.is_error and "outside the allowed folders" in refused.content[0].text
+        assert "--files FOLDER" in refused.content[0].text
         wrong = await session.call_tool("read_text", {"picture": "x.png"})  # schema: `image` is required
         assert wrong.is_error and "image" in wrong.content[0].text
         unknown = await session.call_tool("paint", {})

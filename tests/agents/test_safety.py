@@ -88,7 +88,7 @@ def test_builtin_tools_carry_their_marks():
              ("speak", "draw", "fetch", "read_text", "transcribe", "read_file")}
     assert marks == {"speak": (True, False), "draw": (True, False), "fetch": (False, True),
                      "read_text": (False, False), "transcribe": (False, False), "read_file": (False, False)}
-    assert set(DEFAULT_TOOLS) == {"transcribe", "read_text", "see", "watch", "embed", "search", "read_file"}
+    assert set(DEFAULT_TOOLS) == {"transcribe", "read_text", "see", "watch", "frame", "embed", "search", "read_file"}
     cloud = Workspace(imagine.default_client(), models={"see": "openai:gpt-4o-mini"})
     see = cloud.tool("see")
     assert see.sends_data and see.side_effects  # a cloud-bound tool sends data and spends money

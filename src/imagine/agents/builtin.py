@@ -1,7 +1,10 @@
 """Built-in tools: imagine's own tasks, offered to the model that drives an agent.
 
 The model names media by handle (`image-1`, `audio-2`: a file the user attached or a part a tool made
-earlier in the run) or by a path inside a folder the run allows; it never sees or sends base64. A tool's
+earlier in the run) or by a path inside a folder the run allows; it never sees or sends base64 (a
+`data:` URL is accepted too: that is how MCP clients, which have no handles, send media).
+The same tools serve `imagine mcp serve` (`mcp_server.task_tools`), so an agent and an MCP client run
+one implementation of each task. A tool's
 media outputs come back to the loop as parts (the loop gives them handles), so an image the agent drew
 stays an `Image` in the answer. Paths are resolved with symlinks followed and must stay inside an allowed
 folder; URLs are refused except by `fetch`, the one tool marked as sending data, which goes through the
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ..errors import InputError
 from ..parts import Audio, Data, Image, MediaPart, Part, Text, Vector, Video, load_part
 from ..tools import Tool, as_tool
+from ..media.data_url import decode_data_url, is_data_url
 from .safety import inside_folders, not_a_url
 
 if TYPE_CHECKING:
@@ -36,7 +40,7 @@ BUILTIN: dict[str, tuple[bool, bool, float]] = {
     "transcribe": (False, False, 300.0), "read_text": (False, False, 120.0), "see": (False, False, 300.0),
     "watch": (False, False, 900.0), "speak": (True, False, 120.0), "draw": (True, False, 600.0),
     "embed": (False, False, 120.0), "search": (False, False, 120.0), "fetch": (False, True, 60.0),
-    "read_file": (False, False, 30.0),
+    "read_file": (False, False, 30.0), "frame": (False, False, 120.0),
 }
 # What `imagine agent` offers when no --tool is named: the tools that neither change anything nor send data.
 DEFAULT_TOOLS = tuple(name for name, (effects, sends, _) in BUILTIN.items() if not effects and not sends)
@@ -53,8 +57,10 @@ class Workspace:
 
     def __init__(self, client: "Client", *, allow_dirs: Sequence[str | os.PathLike[str]] = (),
                  attach: Sequence[str | os.PathLike[str] | Part] = (), models: dict[str, str] | None = None,
-                 local_only: bool = False) -> None:
+                 local_only: bool = False,
+                 folder_hint: str = "allow one with --allow-dir DIR (allow_dirs=[...] in Python)") -> None:
         self.client = client
+        self.folder_hint = folder_hint
         self.dirs = [Path(d).expanduser().resolve() for d in allow_dirs]
         for folder in self.dirs:
             if not folder.is_dir():
@@ -99,14 +105,17 @@ class Workspace:
 
     def inside(self, raw: str) -> Path:
         """`raw` as a real path inside one of the run's allowed folders (see `safety.inside_folders`)."""
-        return inside_folders(raw, self.dirs)
+        return inside_folders(raw, self.dirs, self.folder_hint)
 
     def resolve(self, ref: str, kinds: tuple[type[Part], ...], what: str) -> Part:
-        """A media argument as a part: a handle, an attachment's name, or a file inside an allowed folder."""
+        """A media argument as a part: a handle, an attachment's name, a file inside an allowed folder, or a
+        `data:` URL."""
         if not isinstance(ref, str) or not ref.strip():
             raise InputError(f"{what}: name a file or a handle such as image-1")
         ref = ref.strip()
         part = self.media.get(ref) or self.media.get(self.names.get(ref, ""))
+        if part is None and is_data_url(ref):
+            part = load_part(decode_data_url(ref, what), limits=self.client.settings.part_limits())
         if part is None:
             part = load_part(str(self.inside(not_a_url(ref, what))), limits=self.client.settings.part_limits())
         if not isinstance(part, kinds):
@@ -183,11 +192,33 @@ class Workspace:
         timeline = watch(part, asr_model=model, client=self.client)
         return {"timeline": _clip(timeline_text(timeline))}
 
-    async def _speak(self, text: str) -> dict[str, Any]:
-        """Speak text aloud: makes an audio clip (audio-N) that is part of the answer."""
+    def _frame(self, video: str, seconds: float = 0.0) -> dict[str, Any]:
+        """Take one frame of a video as a PNG image (image-N): the first frame at or after `seconds`."""
+        import io
+
+        from ..media.decode import iter_frames
+
+        part = self.resolve(video, (Video,), "video")
+        assert isinstance(part, Video)
+        chosen, at = None, 0.0
+        for when, picture in iter_frames(part.data, every=0.0, limits=self.client.settings.part_limits(),
+                                         name=part.name or "video"):
+            chosen, at = picture, when
+            if when + 1e-6 >= seconds:
+                break
+        if chosen is None:
+            raise InputError("video: it has no frames")
+        buffer = io.BytesIO()
+        chosen.save(buffer, format="PNG")
+        return {"image": Image(buffer.getvalue(), mime="image/png"), "seconds": round(at, 3)}
+
+    async def _speak(self, text: str, voice: str | None = None) -> dict[str, Any]:
+        """Speak text aloud: makes an audio clip (audio-N) that is part of the answer. `voice`: a voice
+        name of the speech engine (optional)."""
         from .. import tasks
 
-        response = await tasks.speak(text, self._model("speak"), client=self.client)
+        options: dict[str, Any] = {"voice": voice} if voice else {}
+        response = await tasks.speak(text, self._model("speak"), client=self.client, **options)
         audio = next((p for p in response.parts if isinstance(p, Audio)), None)
         if audio is None:
             raise InputError("the speech engine returned no audio")

@@ -342,7 +342,7 @@ def agent(prompt: str, tools: Sequence[ToolLike] | None = None, model: str | Non
     """Run an agent: the model answers `prompt`, calling `tools` as it needs them; returns a lazy AgentRun
     (iterate it for the steps, `.text()` for the answer, `.parts` for the answer with media the tools made).
 
-    `tools`: names of built-in tools (transcribe, read_text, see, watch, speak, draw, embed, search, fetch,
+    `tools`: names of built-in tools (transcribe, read_text, see, watch, frame, speak, draw, embed, search, fetch,
     read_file; default: those that neither change anything nor send data), Python functions, pydantic
     classes or `Tool`s; they are the run's allowlist. `attach`: files the tools may use (named image-1,
     audio-1, ...); `allow_dirs`: folders whose files they may read. Tools with side effects run only with

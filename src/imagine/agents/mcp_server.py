@@ -6,150 +6,68 @@ content of their own kind: text as text, images and audio as base64 image/audio 
 type, so a client that shows pictures or plays sound gets them as such.
 
 The server is the SDK's low-level `Server` over a list of imagine `Tool`s: `serve_stdio(tools)` and
-`http_app(tools)` take any list, so the tool set is one function (`task_tools`) that can become the agent
-loop's built-in tools when those land. Media inputs are a file path or a `data:` URL; `files` limits the
-folders a path may be in (an HTTP server reads only below them). A server bound beyond loopback is the
+`http_app(tools)` take any list. The tools themselves are the agent loop's built-ins (`builtin.py`), so
+a task has one implementation whether a model or an MCP client calls it. Media inputs are a file path
+or a `data:` URL; `files` limits the folders a path may be in (an HTTP server reads only below them). A server bound beyond loopback is the
 CLI's business to refuse without API keys; here `http_app(check_key=...)` demands a key on every request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
-import inspect
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
-from urllib.parse import unquote_to_bytes
 
-from ..errors import ImagineError, InputError
-from ..parts import Audio, Data, Image, Part, Segments, Text, Vector, Video, load_part
-from ..tools import Tool, check_arguments
+from ..errors import ImagineError
+from ..parts import Audio, Data, Image, Part, Segments, Text, Vector, Video
+from ..tools import Tool, as_tool, check_arguments
 from .mcp_client import _require_mcp
+from .safety import run_tool
 
 if TYPE_CHECKING:
     from mcp.server.lowlevel import Server
 
-__all__ = ["build_server", "http_app", "serve_http", "serve_stdio", "task_tools", "to_content"]
+    from ..client import Client
+
+__all__ = ["MCP_TOOLS", "build_server", "http_app", "serve_http", "serve_stdio", "task_tools", "to_content"]
 
 SERVER_NAME = "imagine"
-INSTRUCTIONS = ("imagine's multimodal tasks on local models: read text in images, transcribe speech, speak "
-                "text, embed texts, answer prompts, take a frame from a video. Media inputs are a file path "
-                "on the server's machine or a data: URL.")
-
-
-# -- inputs ---------------------------------------------------------------------------------------------
-def load_input(source: str, kinds: tuple[type[Part], ...], what: str,
-               files: Sequence[Path] | None) -> Part:
-    """A media argument as a part: a `data:` URL, or a file path inside `files` (None: any path)."""
-    from ..client import default_client
-
-    limits = default_client().settings.part_limits()
-    if not isinstance(source, str) or not source.strip():
-        raise InputError(f"{what}: give a file path or a data: URL")
-    if source.startswith("data:"):
-        header, comma, body = source.partition(",")
-        if not comma:
-            raise InputError(f"{what}: a data: URL needs a comma before its data")
-        try:
-            data = base64.b64decode(body, validate=True) if header.endswith(";base64") else unquote_to_bytes(body)
-        except (binascii.Error, ValueError):
-            raise InputError(f"{what}: the data: URL is not valid base64") from None
-        part = load_part(data, limits=limits)
-    elif source[:8].lower().startswith(("http://", "https://")):
-        raise InputError(f"{what}: this server does not fetch URLs", hint="send a data: URL instead")
-    else:
-        path = Path(source).expanduser()
-        if files is not None:
-            real = path.resolve()
-            if not any(real.is_relative_to(Path(root).resolve()) for root in files):
-                raise InputError(f"{what}: {source} is outside the folders this server may read",
-                                 hint="send a data: URL, or start the server with --files FOLDER")
-        part = load_part(path, limits=limits)
-    if not isinstance(part, kinds):
-        wanted = " or ".join(k.modality.value for k in kinds)
-        raise InputError(f"{what} needs {wanted}, got {part.modality.value}")
-    return part
-
-
-def _media_param(what: str) -> dict[str, Any]:
-    return {"type": "string", "description": f"the {what}: a file path on the server's machine, or a data: URL"}
+INSTRUCTIONS = ("imagine's multimodal tasks on local models: read text in images, transcribe speech, see "
+                "and watch, take a frame from a video, speak, draw, embed and compare texts, search an index, "
+                "read files, answer prompts. Media inputs are a file path on the server's machine or a "
+                "data: URL.")
 
 
 # -- the tools --------------------------------------------------------------------------------------------
-def task_tools(files: Sequence[Path] | None = None) -> list[Tool]:
-    """The tools `imagine mcp serve` offers, each a thin call of one imagine task on its default model.
+# The agent's built-in tools that `imagine mcp serve` offers (fetch is left out: a server on this machine
+# should not become a way to make it request URLs for whoever connects).
+MCP_TOOLS = ("read_text", "transcribe", "see", "watch", "frame", "speak", "draw", "embed", "search", "read_file")
 
-    A minimal set written here; the agent loop's built-in tools can replace it once they exist."""
+
+def task_tools(files: Sequence[Path] | None = None, client: "Client | None" = None) -> list[Tool]:
+    """The tools `imagine mcp serve` offers: the agent loop's built-in tools (`builtin.Workspace`, one
+    implementation for both), plus `ask` (an answer from imagine's default model).
+
+    Media arguments are a file path or a `data:` URL; `files` are the folders a path may be in (None:
+    anywhere, which is what a local stdio client launching the server as its own user already has)."""
     from .. import tasks
+    from ..client import default_client
+    from .builtin import Workspace
 
-    async def read_text(image: str) -> str:
-        part = load_input(image, (Image,), "image", files)
-        return (await tasks.read_text(part)).text()
-
-    async def transcribe(audio: str) -> str:
-        part = load_input(audio, (Audio, Video), "audio", files)
-        return (await tasks.transcribe(part)).text()
-
-    async def speak(text: str, voice: str | None = None) -> Part:
-        parts = (await (tasks.speak(text, voice=voice) if voice else tasks.speak(text))).parts
-        return next(p for p in parts if isinstance(p, Audio))
-
-    async def embed(texts: list[str]) -> str:
-        parts = (await tasks.embed(list(texts))).parts
-        return json.dumps([list(p.values) for p in parts if isinstance(p, Vector)])
+    client = client or default_client()
+    # None: the current folder first (a relative path is taken there), then the whole file system
+    folders = list(files) if files is not None else [Path.cwd(), Path(Path.cwd().anchor)]
+    workspace = Workspace(client, allow_dirs=folders, folder_hint="send a data: URL, or start the server "
+                                                                  "with --files FOLDER")
 
     async def ask(prompt: str) -> str:
-        return (await tasks.ask(prompt)).text()
+        """Ask imagine's default language model; returns its answer."""
+        return (await tasks.ask(prompt, client=client)).text()
 
-    async def frame(video: str, seconds: float = 0.0) -> Part:
-        part = load_input(video, (Video,), "video", files)
-        assert isinstance(part, Video)
-        return await asyncio.to_thread(_frame_at, part, float(seconds))
-
-    def spec(fn: Callable[..., Any], description: str, properties: dict[str, Any],
-             required: Sequence[str], timeout: float = 300.0) -> Tool:
-        schema = {"type": "object", "properties": properties, "required": list(required),
-                  "additionalProperties": False}
-        return Tool(fn.__name__, description, schema, fn=fn, timeout=timeout)
-
-    text = {"type": "string"}
-    return [
-        spec(read_text, "Read the text in an image (OCR), in reading order.", {"image": _media_param("image")},
-             ["image"]),
-        spec(transcribe, "Transcribe the speech in an audio or video file.", {"audio": _media_param("audio")},
-             ["audio"]),
-        spec(speak, "Speak text aloud: returns the speech as WAV audio.",
-             {"text": {**text, "description": "what to say"},
-              "voice": {**text, "description": "a voice name of the speech engine (optional)"}}, ["text"]),
-        spec(embed, "Embed texts as vectors (a JSON list, one vector per text, in order).",
-             {"texts": {"type": "array", "items": text, "minItems": 1}}, ["texts"]),
-        spec(ask, "Ask imagine's default language model; returns its answer.",
-             {"prompt": {**text, "description": "the question or instruction"}}, ["prompt"]),
-        spec(frame, "Take one frame of a video as a PNG image (the first frame at or after `seconds`).",
-             {"video": _media_param("video"),
-              "seconds": {"type": "number", "minimum": 0, "default": 0, "description": "when, from the start"}},
-             ["video"]),
-    ]
-
-
-def _frame_at(video: Video, seconds: float) -> Image:
-    import io
-
-    from ..media.decode import iter_frames
-
-    chosen = None
-    for when, picture in iter_frames(video.data, every=0.0, name=video.name or "video"):
-        chosen = picture
-        if when + 1e-6 >= seconds:
-            break
-    if chosen is None:
-        raise InputError("the video has no frames")
-    buffer = io.BytesIO()
-    chosen.save(buffer, format="PNG")
-    return Image(buffer.getvalue(), mime="image/png")
+    return [workspace.tool(name) for name in MCP_TOOLS] + [replace(as_tool(ask), timeout=300.0)]
 
 
 # -- results as MCP content -------------------------------------------------------------------------------
@@ -164,6 +82,8 @@ def to_content(value: Any) -> list[Any]:
     if isinstance(value, Response):
         text = value.text()
         return ([mt.TextContent(type="text", text=text)] if text else []) + to_content(value.parts)
+    if isinstance(value, dict):
+        return _dict_content(value)
     if isinstance(value, (list, tuple)):
         return [block for item in value for block in to_content(item)]
     if isinstance(value, str):
@@ -190,17 +110,21 @@ def to_content(value: Any) -> list[Any]:
     return [mt.TextContent(type="text", text=json.dumps(value, default=str))]
 
 
-async def run_tool(tool: Tool, arguments: dict[str, Any]) -> Any:
-    """Run a tool's function (async or not: a sync one runs on a thread), awaiting what it returns."""
-    if tool.fn is None:
-        raise InputError(f"tool {tool.name!r} has no function to run")
-    if inspect.iscoroutinefunction(tool.fn):
-        value = await tool.fn(**arguments)
-    else:
-        value = await asyncio.to_thread(tool.fn, **arguments)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
+def _dict_content(value: dict[str, Any]) -> list[Any]:
+    """A built-in tool's result (`{"text": ...}`, `{"audio": Audio, "seconds": 2.1}`): each image, audio or
+    video as its own content block, the rest as one text block: the string itself when only one string is
+    left, else JSON (vectors as lists of numbers)."""
+    from mcp import types as mt
+
+    media = [v for v in value.values() if isinstance(v, (Image, Audio, Video))]
+    rest = {k: v for k, v in value.items() if not isinstance(v, (Image, Audio, Video))}
+    blocks = [block for part in media for block in to_content(part)]
+    if len(rest) == 1 and isinstance(next(iter(rest.values())), str):
+        return [mt.TextContent(type="text", text=next(iter(rest.values())))] + blocks
+    if rest:
+        plain = {k: list(v.values) if isinstance(v, Vector) else v for k, v in rest.items()}
+        blocks.insert(0, mt.TextContent(type="text", text=json.dumps(plain, default=str)))
+    return blocks
 
 
 def build_server(tools: Sequence[Tool]) -> "Server[Any]":
@@ -231,12 +155,10 @@ def build_server(tools: Sequence[Tool]) -> "Server[Any]":
             return failed(f"no tool named {params.name!r}; this server has {', '.join(sorted(by_name))}")
         try:
             arguments = check_arguments(tool, params.arguments or {})
-            value = await asyncio.wait_for(run_tool(tool, arguments), tool.timeout)
+            value = await run_tool(tool, arguments)  # within the tool's timeout (ToolTimeout past it)
             return mt.CallToolResult(content=to_content(value))
         except ImagineError as exc:
             return failed(str(exc))
-        except asyncio.TimeoutError:
-            return failed(f"tool {tool.name!r} took longer than {tool.timeout:g} s")
         except Exception as exc:  # a bug in a tool: say what, keep serving
             print(f"imagine mcp: tool {tool.name!r} raised {type(exc).__name__}: {exc}", file=sys.stderr)
             return failed(f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}")

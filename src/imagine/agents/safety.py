@@ -130,12 +130,13 @@ def not_a_url(ref: str, what: str) -> str:
     return ref
 
 
-def inside_folders(raw: str, folders: Sequence[Path]) -> Path:
+def inside_folders(raw: str, folders: Sequence[Path],
+                   hint: str = "allow one with --allow-dir DIR (allow_dirs=[...] in Python)") -> Path:
     """`raw` as a real path inside one of `folders` (already resolved); a relative path is taken in the first.
-    `..` and symlinks are resolved before the check, so neither leads out; a missing file is refused too."""
+    `..` and symlinks are resolved before the check, so neither leads out; a missing file is refused too.
+    `hint` says how the caller's user allows a folder (a flag of the agent, of the MCP server)."""
     if not folders:
-        raise InputError(f"{raw!r}: no folder is allowed for this run",
-                         hint="allow one with --allow-dir DIR (allow_dirs=[...] in Python)")
+        raise InputError(f"{raw!r}: no folder is allowed for this run", hint=hint)
     given = Path(raw).expanduser()
     candidate = given if given.is_absolute() else folders[0] / given
     try:
@@ -144,5 +145,5 @@ def inside_folders(raw: str, folders: Sequence[Path]) -> Path:
         raise InputError(f"{raw!r} does not exist in the allowed folders") from None
     if not any(real == folder or real.is_relative_to(folder) for folder in folders):
         raise InputError(f"{raw!r} is outside the allowed folders (" + ", ".join(str(f) for f in folders) + ")",
-                         hint="only files inside --allow-dir folders can be read")
+                         hint=hint)
     return real

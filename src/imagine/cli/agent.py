@@ -87,7 +87,7 @@ def _write_media(run: Any, out: str | None) -> list[Path]:
 @click.command()
 @click.argument("prompt", nargs=-1)
 @click.option("-t", "--tool", "tools", multiple=True, metavar="NAME",
-              help="A built-in tool the agent may call, repeatable: transcribe, read_text, see, watch, speak, draw, "
+              help="A built-in tool the agent may call, repeatable: transcribe, read_text, see, watch, frame, speak, draw, "
                    "embed, search, fetch, read_file (default: those that neither change anything nor send data).")
 @click.option("--max-steps", default=8, show_default=True, type=click.IntRange(1, 100),
               help="Most model calls before the agent stops without an answer.")

@@ -51,7 +51,8 @@ def mcp() -> None:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(use_http: bool, host: str, port: int, folders: tuple[Path, ...], log_level: str) -> None:
-    """Serve imagine's tasks as MCP tools: read_text, transcribe, speak, embed, ask, frame.
+    """Serve imagine's tasks as MCP tools: read_text, transcribe, see, watch, frame, speak, draw, embed,
+    search, read_file and ask (the agent's built-in tools, but fetch).
 
     Over stdio an MCP client launches it (`imagine mcp serve` as the server command); with --http it
     listens on HOST:PORT. With API keys in use, every HTTP request needs one (Authorization: Bearer)."""
