@@ -127,3 +127,23 @@ def test_the_agent_calls_a_tool_of_an_mcp_server(server, imagine_home):
     assert proc.stdout.strip() == "From the tools: 42"  # computed by the SDK-written server
     first = server.requests[0].json
     assert {t["function"]["name"] for t in first["tools"]} >= {"read_text", "add", "square"}
+
+
+def test_ask_with_mcp_answers_through_the_servers_tools(server, imagine_home):
+    pytest.importorskip("mcp", reason="needs the agents extra: pip install -e '.[agents]'")
+    import shlex
+    import sys
+
+    sdk_server = shlex.join([sys.executable, str(Path(__file__).parents[1] / "helpers" / "mcp_sdk_server.py")])
+    server.reply(call("add", {"a": 1200, "b": 34}), answer_with_tool_results)
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.url + "/v1"}
+    proc = run("ask", "-m", "openai:gpt-4o-mini", "--mcp", sdk_server, "What is 1200 plus 34?",
+               home=imagine_home, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "From the tools: 1234"  # the SDK-written server computed it
+    assert "asks for add" in proc.stderr
+    offered = {t["function"]["name"] for t in server.requests[0].json["tools"]}
+    assert "add" in offered and "read_text" not in offered  # only the server's tools, no built-ins
+    # flags that mean a plain answer are refused with one line naming them
+    proc = run("ask", "-m", "mock", "--mcp", sdk_server, "--schema", '{"type": "object"}', "hi", home=imagine_home)
+    assert proc.returncode != 0 and "--mcp runs an agent, which does not take --schema" in proc.stderr

@@ -17,7 +17,7 @@ import click
 
 from ._common import OPTIONS, OutPath, parse_options, prompt_text, read_stdin_if_piped
 
-__all__ = ["agent"]
+__all__ = ["agent", "mcp_tools_for_run", "run_agent"]
 
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "audio/wav": ".wav", "audio/x-wav": ".wav", "audio/mpeg": ".mp3"}
 
@@ -123,18 +123,24 @@ def agent(prompt: tuple[str, ...], tools: tuple[str, ...], max_steps: int, model
         given: list[Any] = list(tools) if tools or mcp_servers else []
         if mcp_servers:
             from ..agents.builtin import DEFAULT_TOOLS
-            from ..agents.mcp_client import connect_sync
 
-            given = given or list(DEFAULT_TOOLS)
-            for spec in mcp_servers:  # each server stays connected while the agent runs
-                given.extend(servers.enter_context(connect_sync(spec)).tools)
-        _run(text, given or None, max_steps, model, options, attach, allow_dirs, yes, tool_models, system,
-             policy, out, as_json, no_log)
+            given = (given or list(DEFAULT_TOOLS)) + mcp_tools_for_run(servers, mcp_servers)
+        run_agent(text, given or None, max_steps, model, options, attach, allow_dirs, yes, tool_models, system,
+                  policy, out, as_json, no_log)
 
 
-def _run(text: str, tools: list[Any] | None, max_steps: int, model: str | None, options: tuple[str, ...],
-         attach: tuple[str, ...], allow_dirs: tuple[str, ...], yes: bool, tool_models: tuple[str, ...],
-         system: str | None, policy: str | None, out: str | None, as_json: bool, no_log: bool) -> None:
+def mcp_tools_for_run(servers: Any, specs: tuple[str, ...]) -> list[Any]:
+    """The tools of each MCP server in `specs` (a command line or a URL), each server kept connected until
+    the `servers` ExitStack closes (after the run)."""
+    from ..agents.mcp_client import connect_sync
+
+    return [tool for spec in specs for tool in servers.enter_context(connect_sync(spec)).tools]
+
+
+def run_agent(text: str, tools: list[Any] | None, max_steps: int, model: str | None, options: tuple[str, ...],
+              attach: tuple[str, ...], allow_dirs: tuple[str, ...], yes: bool, tool_models: tuple[str, ...],
+              system: str | None, policy: str | None, out: str | None, as_json: bool, no_log: bool) -> None:
+    """Run one agent and print it as `imagine agent` does (also `imagine ask --mcp`)."""
     from ..agents.loop import AgentRun
 
     confirm: Any = True if yes else (_ask_on_terminal if sys.stdin.isatty() else None)

@@ -32,10 +32,16 @@ __all__ = ["ask", "chat", "route"]
 @click.option("-k", "--top", "k", default=5, show_default=True, type=click.IntRange(1, 50),
               help="With --index: how many chunks to retrieve.")
 @click.option("--memory", is_flag=True, help="Recall relevant past turns, and remember this one (imagine memory).")
+@click.option("--mcp", "mcp_servers", multiple=True, metavar="CMD|URL",
+              help="Let the model call the tools of this MCP server (a command line or an http(s) URL; "
+                   "repeatable): the answer comes from an agent run, its steps on stderr, media the tools "
+                   "return written to -O (a folder; default: here).")
+@click.option("-y", "--yes", is_flag=True, help="With --mcp: run tools their server does not mark read-only "
+                                               "without asking.")
 def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], attach: tuple[str, ...],
         system: str | None, schema: str | None, continue_: bool, conversation: str | None,
         out: str | None, as_json: bool, no_log: bool, policy: str | None, max_cost: float | None,
-        index_name: str | None, k: int, memory: bool) -> None:
+        index_name: str | None, k: int, memory: bool, mcp_servers: tuple[str, ...], yes: bool) -> None:
     """Ask a model. PROMPT may also come on stdin (piped text is put before PROMPT)."""
     from .. import tasks
 
@@ -44,6 +50,11 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
         from ..router import Policy
 
         policy = Policy.parse(policy, max_cost=max_cost)  # type: ignore[assignment]
+    if mcp_servers:
+        _ask_with_mcp(mcp_servers, text, model, options, attach, system, policy, out, as_json, no_log, yes,
+                      schema=schema, continuing=continue_ or bool(conversation), index_name=index_name,
+                      memory=memory)
+        return
     if index_name:
         _ask_index(index_name, text, model, k, attach, schema, continue_ or bool(conversation), options, policy,
                    no_log, as_json)
@@ -92,6 +103,27 @@ def ask(prompt: tuple[str, ...], model: str | None, options: tuple[str, ...], at
                 f"[{r.label}] {r.chunk.meta.get('when', '')} {r.chunk.meta.get('summary') or r.chunk.text} "
                 f"(memory {r.id})" for r in recalled), err=True)
         remember_response(mind, text, response, model)
+
+
+def _ask_with_mcp(servers: tuple[str, ...], text: str, model: str | None, options: tuple[str, ...],
+                  attach: tuple[str, ...], system: str | None, policy: object, out: str | None, as_json: bool,
+                  no_log: bool, yes: bool, *, schema: str | None, continuing: bool, index_name: str | None,
+                  memory: bool) -> None:
+    """`ask --mcp`: the question answered by an agent run whose tools are the MCP servers' (no built-ins)."""
+    from contextlib import ExitStack
+
+    from ..errors import InputError
+    from .agent import mcp_tools_for_run, run_agent
+
+    clashing = [flag for flag, given in (("--schema", schema), ("-c/--cid", continuing), ("--index", index_name),
+                                         ("--memory", memory)) if given]
+    if clashing:
+        raise InputError(f"--mcp runs an agent, which does not take {', '.join(clashing)}",
+                         hint="drop them, or ask without --mcp")
+    with ExitStack() as connected:
+        tools = mcp_tools_for_run(connected, servers)
+        run_agent(text, tools, 8, model, options, attach, (), yes, (), system, policy,  # type: ignore[arg-type]
+                  out, as_json, no_log)
 
 
 def _ask_index(name: str, text: str, model: str | None, k: int, attach: tuple[str, ...], schema: str | None,
