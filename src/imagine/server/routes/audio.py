@@ -14,6 +14,7 @@ from ..deps import Caller, caller
 from ..protocol.common import ERRORS
 from ..protocol.media import SpeechRequest, Transcription, VerboseTranscription
 from ..serving.audio import Transcribe, speak, transcribe
+from ..serving.speech_stream import stream_speech, streams
 
 router = APIRouter(tags=["audio"])
 
@@ -62,7 +63,10 @@ async def translations(
 
 
 @router.post("/v1/audio/speech", response_class=Response,
-             responses={**ERRORS, 200: {"content": {"audio/mpeg": {}, "audio/wav": {}, "audio/ogg": {}}}})
+             responses={**ERRORS, 200: {"content": {"audio/mpeg": {}, "audio/wav": {}, "audio/ogg": {},
+                                                  "audio/pcm": {}, "text/event-stream": {}}}})
 async def speech(body: SpeechRequest, http: Request, who: Caller = Depends(caller)) -> Response:
+    if streams(body):  # stream_format, or pcm/wav: the audio as it is made (serving/speech_stream.py)
+        return await stream_speech(body, who, http)
     data, media_type, headers = await speak(body, who, http)
     return Response(data, media_type=media_type, headers=headers)

@@ -4,7 +4,8 @@ five formats) and speech (text -> audio in the format asked for).
 OpenAI's request fields are mapped onto the named engine's own options (`prompt` -> `initial_prompt`,
 `speed` -> Piper's `length_scale` or espeak's `rate`), and a field the engine has no option for is a 400
 naming the field rather than something silently ignored. OpenAI's voice names (alloy, nova, ...) mean
-the engine's default voice, so clients that hard-code one keep working."""
+the engine's default voice, so clients that hard-code one keep working. Speech streamed as it is made
+(`stream_format`, and pcm or wav by default) is speech_stream.py, over the same validation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from fastapi import Request as HttpRequest
 
+from ...engine import Response
 from ...errors import ImagineError, LimitExceeded
 from ...media.encode import AUDIO_FORMATS, audio_formats, encode_audio
 from ...parts import Audio, Data, Message, Modality, Part, Segments, Text, Video
@@ -22,8 +24,8 @@ from ..deps import Caller
 from ..protocol.media import TRANSCRIPT_FORMATS, SpeechRequest
 from .media import Target, bad_field, finish, log_header, respond, target
 
-__all__ = ["MEDIA_HEADERS", "OPENAI_STT_MODELS", "OPENAI_TTS_MODELS", "OPENAI_VOICES", "Transcribe", "speak",
-           "transcribe"]
+__all__ = ["MEDIA_HEADERS", "OPENAI_STT_MODELS", "OPENAI_TTS_MODELS", "OPENAI_VOICES", "Transcribe", "plan_speech",
+           "speak", "speak_clip", "transcribe"]
 
 OPENAI_STT_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize")
 OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -173,14 +175,12 @@ def _speech_options(request: SpeechRequest, to: Target) -> dict[str, Any]:
         if named and "instructions" not in fields:
             raise bad_field("instructions", f"{engine} takes no style instructions", code="unsupported_value")
         options["instructions"] = request.instructions
-    if request.stream_format == "sse":
-        raise bad_field("stream_format", "sse is not supported; leave it unset for the audio bytes",
-                        code="unsupported_value")
     return {**options, **(request.options or {})}
 
 
-async def speak(request: SpeechRequest, caller: Caller, http: HttpRequest | None = None) -> tuple[bytes, str, dict[str, str]]:
-    """(audio bytes, media type, headers) of the speech in request.response_format."""
+def plan_speech(request: SpeechRequest, caller: Caller) -> Response:
+    """Validate a speech request and plan it (nothing runs yet): every refusal of its fields is a 4xx here,
+    before a streamed answer has sent its first byte."""
     fmt = request.response_format
     why = audio_formats().get(fmt)
     if why is not None:
@@ -189,8 +189,14 @@ async def speak(request: SpeechRequest, caller: Caller, http: HttpRequest | None
         raise bad_field("input", "is empty; give some text to speak")
     to = target(caller, request.model, OPENAI_TTS_MODELS, "speak")
     options = _speech_options(request, to)
-    response = respond(caller, [Message.user(request.input)], to, Modality.AUDIO, options, request.policy,
-                       request.max_cost)
+    return respond(caller, [Message.user(request.input)], to, Modality.AUDIO, options, request.policy,
+                   request.max_cost)
+
+
+async def speak_clip(request: SpeechRequest, caller: Caller, http: HttpRequest | None = None) -> tuple[Response, bytes]:
+    """The finished response and its whole clip in request.response_format."""
+    fmt = request.response_format
+    response = plan_speech(request, caller)
     await finish(caller, response, param="input", http=http)
     audio = next((p for p in response.parts if isinstance(p, Audio)), None)
     if audio is None:
@@ -199,7 +205,13 @@ async def speak(request: SpeechRequest, caller: Caller, http: HttpRequest | None
         data = audio.data
     else:
         data = await asyncio.to_thread(_encode, audio, fmt)  # encoding is CPU work: off the event loop
-    return data, AUDIO_FORMATS[fmt].mime, {**log_header(response), **MEDIA_HEADERS}
+    return response, data
+
+
+async def speak(request: SpeechRequest, caller: Caller, http: HttpRequest | None = None) -> tuple[bytes, str, dict[str, str]]:
+    """(audio bytes, media type, headers) of the speech in request.response_format, made whole."""
+    response, data = await speak_clip(request, caller, http)
+    return data, AUDIO_FORMATS[request.response_format].mime, {**log_header(response), **MEDIA_HEADERS}
 
 
 def _encode(audio: Audio, fmt: str) -> bytes:
