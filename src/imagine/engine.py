@@ -118,6 +118,9 @@ class Engine(Generic[OptionsT]):
     # Runs the model inside this process (its CPU/GPU), so a server queues its requests; False for an engine
     # that calls a server (even a local vLLM or llama.cpp server batches and queues on its own).
     in_process: ClassVar[bool] = True
+    # Its models' own choice between calling a tool and answering is unreliable (a small local model): an
+    # agent then lets the request's closeness in meaning to each tool decide the first call (agents/choose.py).
+    weak_tool_choice: ClassVar[bool] = False
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules the engine needs
     extra: ClassVar[str | None] = None  # the pip extra that installs them

@@ -35,6 +35,7 @@ from ..events import Restart, ToolCall, Usage
 from ..parts import Audio, Image, Message, Modality, Part, Text, ToolResult, ToolUse, Video
 from ..tools import Tool, as_tool, check_arguments
 from .builtin import DEFAULT_TOOLS, Workspace, jsonable
+from .choose import CHOOSERS, Choice, Chooser, closest_tool
 from .safety import Confirm, Guard, is_local_only, run_tool
 
 if TYPE_CHECKING:
@@ -58,11 +59,13 @@ class ModelStep:
     calls: tuple[ToolCall, ...]
     seconds: float
     error: str | None = None  # a tool call the checks refused (answered as a tool error)
+    chosen: Choice | None = None  # the tool this call was told to use, chosen by meaning (agents/choose.py)
 
     def __str__(self) -> str:
         asked = ", ".join(c.name for c in self.calls)
         what = f"asked for {asked}" if asked else "answered"
-        return f"step {self.step}: {self.model} {what} ({self.seconds:.2f} s)"
+        how = f", {self.chosen.tool} chosen by meaning at {self.chosen.similarity:.2f}" if self.chosen else ""
+        return f"step {self.step}: {self.model} {what} ({self.seconds:.2f} s{how})"
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,15 @@ class AgentRun:
                  allow_dirs: Sequence[str | os.PathLike[str]] = (), system: str | None = None,
                  policy: "str | Policy | None" = None, confirm: Confirm = None, models: dict[str, str] | None = None,
                  options: dict[str, Any] | None = None, log: bool | None = None, client: "Client | None" = None,
-                 yes_hint: str = "pass confirm=True to allow it") -> None:
+                 yes_hint: str = "pass confirm=True to allow it", choose: Chooser = "auto") -> None:
         from ..client import default_client
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("the agent needs a prompt", hint="say what it should find out or do")
+        if choose not in CHOOSERS:
+            raise InputError(f"choose must be one of {', '.join(CHOOSERS)}, not {choose!r}",
+                             hint="auto: by meaning where the model's own choice is weak (llama.cpp)")
+        self.prompt, self.choose = prompt.strip(), choose
         if not isinstance(max_steps, int) or max_steps < 1:
             raise InputError(f"max_steps must be a whole number of at least 1, not {max_steps!r}")
         self.client = client or default_client()
@@ -152,10 +159,16 @@ class AgentRun:
         new: list[Message] = list(self.messages)
         options = dict(self.options)
         for step in range(1, self.max_steps + 1):
-            response = self.client.respond(tuple(self.messages), self.model, want=Modality.TEXT, new_messages=new,
-                                           options=options, conversation_id=self.run_id, log=self.log,
-                                           policy=self.policy, tools=specs)
             t0 = time.perf_counter()
+
+            def respond_with(with_options: dict[str, Any]) -> Response:
+                return self.client.respond(tuple(self.messages), self.model, want=Modality.TEXT, new_messages=new,
+                                           options=with_options, conversation_id=self.run_id, log=self.log,
+                                           policy=self.policy, tools=specs)
+
+            response, chosen = respond_with(options), None
+            if step == 1 and (chosen := await self._choose_first(response, options)) is not None:
+                response = respond_with({**options, "tool_choice": chosen.tool})  # the unrun first plan is dropped
             bad: tuple[ToolCall, str] | None = None
             try:
                 await response
@@ -170,7 +183,7 @@ class AgentRun:
             engine, model = response.answered_by
             turn = ModelStep(step, response.id, f"{engine.id}:{model}", text,
                              tuple(calls) + ((bad[0],) if bad else ()), time.perf_counter() - t0,
-                             bad[1] if bad else None)
+                             bad[1] if bad else None, chosen)
             self.steps.append(turn)
             yield turn
             if not turn.calls:
@@ -194,6 +207,18 @@ class AgentRun:
             new = [Message("assistant", [ToolUse(bad[0].id, bad[0].name, bad[0].arguments)]), tool_message] \
                 if bad else [tool_message]
         self.stopped = "max_steps"
+
+    async def _choose_first(self, planned: Response, options: dict[str, Any]) -> Choice | None:
+        """The tool the first call must use, chosen by meaning (`agents/choose.py`): with choose="meaning",
+        or "auto" when the planned engine's own choice is weak; never over a tool_choice the caller set."""
+        engine = planned.engine
+        if self.choose == "model" or "tool_choice" in options or not self.tools:
+            return None
+        if self.choose == "auto" and not engine.weak_tool_choice:
+            return None
+        if "tool_choice" not in engine.Options.model_fields:
+            return None  # no way to tell this engine which tool: its model chooses
+        return await closest_tool(self.prompt, list(self.tools.values()), self.client)
 
     async def _run_calls(self, step: int, calls: list[ToolCall],
                          bad: tuple[ToolCall, str] | None) -> AsyncIterator[ToolStep]:
@@ -338,7 +363,7 @@ def agent(prompt: str, tools: Sequence[ToolLike] | None = None, model: str | Non
           attach: Sequence[str | os.PathLike[str] | Part] = (), allow_dirs: Sequence[str | os.PathLike[str]] = (),
           system: str | None = None, policy: "str | Policy | None" = None, confirm: Confirm = None,
           models: dict[str, str] | None = None, options: dict[str, Any] | None = None, log: bool | None = None,
-          client: "Client | None" = None, **option_kwargs: Any) -> AgentRun:
+          client: "Client | None" = None, choose: Chooser = "auto", **option_kwargs: Any) -> AgentRun:
     """Run an agent: the model answers `prompt`, calling `tools` as it needs them; returns a lazy AgentRun
     (iterate it for the steps, `.text()` for the answer, `.parts` for the answer with media the tools made).
 
@@ -347,9 +372,11 @@ def agent(prompt: str, tools: Sequence[ToolLike] | None = None, model: str | Non
     classes or `Tool`s; they are the run's allowlist. `attach`: files the tools may use (named image-1,
     audio-1, ...); `allow_dirs`: folders whose files they may read. Tools with side effects run only with
     `confirm=True` (or a function asked per call); under a `local_only` policy, tools that send data are
-    refused. `models` names a model per built-in tool (`{"see": "openai:gpt-4o-mini"}`). Extra keyword
-    arguments are options of the agent's model (temperature=0, max_tokens=256)."""
+    refused. `models` names a model per built-in tool (`{"see": "openai:gpt-4o-mini"}`). `choose`: who picks
+    the first tool: "model", "meaning" (the tool closest to the prompt, if close enough: agents/choose.py)
+    or "auto" (meaning where the model's own choice is weak, as on llama.cpp). Extra keyword arguments are
+    options of the agent's model (temperature=0, max_tokens=256)."""
     return AgentRun(prompt, tools, model, max_steps=max_steps, attach=attach, allow_dirs=allow_dirs, system=system,
                     policy=policy, confirm=confirm, models=models, options={**(options or {}), **option_kwargs},
-                    log=log, client=client)
+                    log=log, client=client, choose=choose)
 

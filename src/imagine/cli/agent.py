@@ -53,7 +53,8 @@ def _say(step: Any) -> None:
             what = "asks for " + ", ".join(c.name for c in step.calls)
         else:
             what = "answers"
-        click.echo(f"[{step.step}] {step.model} {what} ({step.seconds:.2f} s)", err=True)
+        how = f"; {step.chosen.tool} chosen by meaning, {step.chosen.similarity:.2f}" if step.chosen else ""
+        click.echo(f"[{step.step}] {step.model} {what} ({step.seconds:.2f} s{how})", err=True)
         return
     args = ", ".join(f"{k}={_short(v)}" for k, v in step.arguments.items())
     mark = "x" if step.result.is_error else "->"
@@ -107,10 +108,13 @@ def _write_media(run: Any, out: str | None) -> list[Path]:
 @click.option("--mcp", "mcp_servers", multiple=True, metavar="CMD|URL",
               help="Also give the agent the tools of this MCP server: a command line (stdio) or an http(s) URL; "
                    "repeatable. Tools not marked read-only by their server need --yes.")
+@click.option("--choose", type=click.Choice(["auto", "meaning", "model"]), default="auto", show_default=True,
+              help="Who picks the first tool: the model, or its closeness in meaning to the prompt (auto: by "
+                   "meaning on llama.cpp, whose small models rarely choose a tool themselves).")
 def agent(prompt: tuple[str, ...], tools: tuple[str, ...], max_steps: int, model: str | None,
           options: tuple[str, ...], attach: tuple[str, ...], allow_dirs: tuple[str, ...], yes: bool,
           tool_models: tuple[str, ...], system: str | None, policy: str | None, out: str | None, as_json: bool,
-          no_log: bool, mcp_servers: tuple[str, ...]) -> None:
+          no_log: bool, mcp_servers: tuple[str, ...], choose: str) -> None:
     """Let a model answer PROMPT by calling imagine's tasks as tools (read_text, transcribe, see, ...), its
     steps shown as they run.
 
@@ -126,7 +130,7 @@ def agent(prompt: tuple[str, ...], tools: tuple[str, ...], max_steps: int, model
 
             given = (given or list(DEFAULT_TOOLS)) + mcp_tools_for_run(servers, mcp_servers)
         run_agent(text, given or None, max_steps, model, options, attach, allow_dirs, yes, tool_models, system,
-                  policy, out, as_json, no_log)
+                  policy, out, as_json, no_log, choose=choose)
 
 
 def mcp_tools_for_run(servers: Any, specs: tuple[str, ...]) -> list[Any]:
@@ -139,7 +143,8 @@ def mcp_tools_for_run(servers: Any, specs: tuple[str, ...]) -> list[Any]:
 
 def run_agent(text: str, tools: list[Any] | None, max_steps: int, model: str | None, options: tuple[str, ...],
               attach: tuple[str, ...], allow_dirs: tuple[str, ...], yes: bool, tool_models: tuple[str, ...],
-              system: str | None, policy: str | None, out: str | None, as_json: bool, no_log: bool) -> None:
+              system: str | None, policy: str | None, out: str | None, as_json: bool, no_log: bool,
+              choose: str = "auto") -> None:
     """Run one agent and print it as `imagine agent` does (also `imagine ask --mcp`)."""
     from ..agents.loop import AgentRun
 
@@ -147,7 +152,8 @@ def run_agent(text: str, tools: list[Any] | None, max_steps: int, model: str | N
     run = AgentRun(text, tools, model, max_steps=max_steps, attach=list(attach),
                    allow_dirs=list(allow_dirs), system=system, policy=policy, confirm=confirm,
                    models=_tool_models(tool_models), options=parse_options(options),
-                   log=False if no_log else None, yes_hint="run again with --yes to allow it")
+                   log=False if no_log else None, yes_hint="run again with --yes to allow it",
+                   choose=choose)  # type: ignore[arg-type]
     if not as_json:
         click.echo(f"agent run {run.run_id}: tools {', '.join(run.tools) or 'none'}", err=True)
     for step in run:
@@ -174,6 +180,7 @@ def _payload(run: Any, written: list[Path]) -> dict[str, Any]:
     for s in run.steps:
         if isinstance(s, ModelStep):
             steps.append({"type": "model", "step": s.step, "model": s.model, "response_id": s.response_id,
+                          "chosen": {"tool": s.chosen.tool, "similarity": s.chosen.similarity} if s.chosen else None,
                           "text": s.text, "calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
                                                     for c in s.calls], "seconds": round(s.seconds, 3)})
         else:
