@@ -1,6 +1,7 @@
-"""imagine.arch.dit: patchify round trip, adaLN-zero makes every block the identity at initialisation (and
-not after its gates open), class dropout and guidance, and flow matching + Euler/Heun sampling moving
-noise onto a 2D mixture of Gaussians with a tiny MLP velocity field."""
+"""imagine.arch.dit: patchify round trip (one layout shared with the ViT, arch/patches.py), adaLN-zero makes
+every block the identity at initialisation (and not after its gates open), class dropout and guidance, and
+flow matching + Euler/Heun sampling moving noise onto a 2D mixture of Gaussians with a tiny MLP velocity
+field."""
 
 from __future__ import annotations
 
@@ -21,10 +22,20 @@ def test_patchify_round_trip_and_layout():
     x = torch.randn(2, 3, 16, 12)
     tokens = patchify(x, 4)
     assert tokens.shape == (2, 12, 48)                             # (16/4)*(12/4) patches of 4*4*3
-    assert torch.equal(unpatchify(tokens, 4, 3, 16, 12), x)
+    assert torch.equal(unpatchify(tokens, 4, (16, 12), 3), x)
     # token 1 is the patch in row 0, column 1; its first value is pixel (0, 4) of channel 0
     assert tokens[0, 1, 0] == x[0, 0, 0, 4]
     assert tokens[0, 3, 0] == x[0, 0, 4, 0]                        # 3 patches per row: token 3 starts row 1
+
+
+def test_dit_shares_the_vit_patch_layout():
+    from imagine.arch import patches, vit
+    assert patchify is patches.patchify is vit.patchify and unpatchify is patches.unpatchify is vit.unpatchify
+    torch.manual_seed(0)
+    model = DiT(TINY)
+    x = torch.randn(2, 3, 16, 16)
+    w, b = model.patch_embed.weight.flatten(1), model.patch_embed.bias       # (E, C*P*P), (E,)
+    assert torch.allclose(model.embed(x), patchify(x, 4) @ w.T + b + model.pos, atol=1e-5)
 
 
 def test_adaln_zero_blocks_are_identity_at_init():

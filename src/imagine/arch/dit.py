@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import GeluMLP, attention
+from .patches import patchify, unpatchify
 
 __all__ = ["DiTConfig", "DiT", "DiTBlock", "patchify", "unpatchify", "timestep_embedding", "sincos_2d",
            "flow_matching_loss", "sample", "guided", "Velocity"]
@@ -53,20 +54,6 @@ class DiTConfig:
     @property
     def grid(self) -> int:
         return self.image_size // self.patch
-
-
-def patchify(x: Tensor, p: int) -> Tensor:
-    """x (B, C, H, W) -> (B, T, P*P*C), patches in row-major order, each flattened (row, col, channel)."""
-    b, c, h, w = x.shape
-    x = x.reshape(b, c, h // p, p, w // p, p)                                  # (B, C, h, P, w, P)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
-
-
-def unpatchify(tokens: Tensor, p: int, c: int, h: int, w: int) -> Tensor:
-    """The inverse of `patchify`: (B, T, P*P*C) -> (B, C, H, W)."""
-    b = tokens.shape[0]
-    x = tokens.reshape(b, h // p, w // p, p, p, c)                             # (B, h, w, P, P, C)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
 
 
 def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10_000.0) -> Tensor:
@@ -180,8 +167,8 @@ class DiT(nn.Module):
         c = self.condition(t, y)
         h = self.trunk(self.embed(x), c)
         shift, scale = self.ada_out(F.silu(c)).chunk(2, dim=-1)
-        tokens = self.out(modulate(self.norm_out(h), shift, scale))              # (B, T, P*P*C)
-        return unpatchify(tokens, cfg.patch, cfg.in_channels, x.shape[2], x.shape[3])
+        tokens = self.out(modulate(self.norm_out(h), shift, scale))              # (B, T, C*P*P)
+        return unpatchify(tokens, cfg.patch, (x.shape[2], x.shape[3]), cfg.in_channels)
 
     def drop_labels(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Replace a `class_dropout` share of labels by the null class, so the model also learns p(x)."""

@@ -1,6 +1,7 @@
 """Vision transformers for images, video and audio: one pre-norm encoder, three ways of making tokens.
 
-- `ViT`: 2D images cut into patches by a strided Conv2d (the same map as a Linear on `patchify`'s output),
+- `ViT`: 2D images cut into patches by a strided Conv2d (the same map as a Linear on `patchify`'s output,
+  arch/patches.py, shared with the DiT),
   a class token or mean pooling, learned positions.
 - `VideoViT`: Conv3d tubelets (t x p x p), then *factorised* blocks: attention among the patches of one
   frame, then among the frames at one patch position (ViViT model 3 / TimeSformer divided attention), so
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import GeluMLP, RMSNorm, SwiGLU, attention, swiglu_hidden
+from .patches import patchify, unpatchify
 
 __all__ = [
     "ViTConfig", "VideoViTConfig", "AudioViTConfig", "ViT", "VideoViT", "AudioViT", "LogMel",
@@ -107,30 +109,6 @@ def config_from_dict(cls: type[ViTConfig], data: dict[str, Any]) -> ViTConfig:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
     return cls(**data)
-
-
-# -- patches ----------------------------------------------------------------------------------------
-
-def patchify(x: Tensor, patch: int | tuple[int, int]) -> Tensor:
-    """Images (B, C, H, W) -> patch vectors (B, N, C*ph*pw), row-major over the patch grid.
-
-    Each vector is laid out (C, ph, pw), the order of a Conv2d kernel, so `conv.weight.flatten(1)` applied to
-    these vectors is exactly the strided-conv patch embedding."""
-    ph, pw = (patch, patch) if isinstance(patch, int) else patch
-    b, c, h, w = x.shape
-    if h % ph or w % pw:
-        raise ValueError(f"patch {(ph, pw)} must divide the image size {(h, w)}")
-    x = x.reshape(b, c, h // ph, ph, w // pw, pw)                            # (B, C, H/ph, ph, W/pw, pw)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // ph) * (w // pw), c * ph * pw)
-
-
-def unpatchify(tokens: Tensor, patch: int | tuple[int, int], size: tuple[int, int], channels: int) -> Tensor:
-    """Inverse of `patchify`: (B, N, C*ph*pw) -> (B, C, H, W) for image `size` (H, W)."""
-    ph, pw = (patch, patch) if isinstance(patch, int) else patch
-    h, w = size
-    b = tokens.shape[0]
-    x = tokens.reshape(b, h // ph, w // pw, channels, ph, pw)               # (B, H/ph, W/pw, C, ph, pw)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, channels, h, w)
 
 
 # -- the encoder ------------------------------------------------------------------------------------
