@@ -169,6 +169,15 @@ def test_set_source_is_an_upsert(store: ChunkStore) -> None:
                                "/docs/b.pdf": SourceRecord("/docs/b.pdf", "h2", "pdf", 5)}
 
 
+def test_set_sources_writes_many_records_at_once_and_upserts(store: ChunkStore) -> None:
+    store.set_source(SourceRecord("/docs/a.txt", "old", "text", 1))
+    store.set_sources([SourceRecord(f"/docs/{n}.txt", f"h{n}", "text", n) for n in range(50)]
+                      + [SourceRecord("/docs/a.txt", "new", "text", 2)])
+    store.set_sources([])
+    records = store.sources()
+    assert len(records) == 51 and records["/docs/a.txt"].hash == "new" and records["/docs/49.txt"].chunks == 49
+
+
 def test_list_chunks_filters_and_limits(store: ChunkStore) -> None:
     chunks = corpus(30)
     store.add(chunks)

@@ -31,6 +31,7 @@ __all__ = ["AddReport", "Index", "IndexConfig", "index_names", "open_store"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EMBED_BATCH = 64
+WRITE_BATCH = 1024  # chunks gathered across files before one store write
 Progress = Callable[[int, int, str], None]
 Mode = Literal["hybrid", "vector", "text"]
 
@@ -140,12 +141,28 @@ class Index:
 
     # -- writes ---------------------------------------------------------------------------------
     def add(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> AddReport:
-        """Index files, folders and globs. Unchanged files are skipped before any model runs."""
+        """Index files, folders and globs. Unchanged files are skipped before any model runs.
+
+        New chunks and source records are written in batches of about WRITE_BATCH chunks, not per file: each
+        LanceDB write is a new table version, and one per small file cost as much as embedding it. A file's
+        record is written with (after) its chunks, so a run that dies part way re-reads the files whose
+        records it did not write."""
         report = AddReport()
         files, missing = expand_paths([str(p) for p in paths])
         report.failed.extend(missing)
         known = self.store.sources()
         say = progress or (lambda done, total, label: None)
+        chunks_due: list[Chunk] = []
+        records_due: list[SourceRecord] = []
+
+        def write() -> None:
+            if chunks_due:
+                self.store.add(chunks_due)
+            if records_due:
+                self.store.set_sources(records_due)
+            chunks_due.clear()
+            records_due.clear()
+
         for done, path in enumerate(files):
             say(done, len(files), path.name)
             source = str(path)
@@ -162,11 +179,13 @@ class Index:
                 continue
             if source in known:
                 self.store.delete_source(source)  # a changed file: its old chunks go
-            if chunks:
-                self.store.add(chunks)
-            self.store.set_source(SourceRecord(source, digest, extracted.kind, len(chunks)))
+            chunks_due.extend(chunks)
+            records_due.append(SourceRecord(source, digest, extracted.kind, len(chunks)))
             report.added.append((source, len(chunks)))
             report.embedded += len(chunks)
+            if len(chunks_due) >= WRITE_BATCH:
+                write()
+        write()
         say(len(files), len(files), "done")
         optimize = getattr(self.store, "optimize", None)
         if report.added and optimize is not None:

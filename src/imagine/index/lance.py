@@ -149,13 +149,19 @@ class LanceStore:
         return removed
 
     def set_source(self, record: SourceRecord) -> None:
+        self.set_sources([record])
+
+    def set_sources(self, records: Sequence[SourceRecord]) -> None:
+        """Record (or replace) what each source file was when indexed, in one write."""
         import pyarrow as pa
 
+        if not records:
+            return
         with self._lock:
             table = self._sources_table(create=True)
-            row = pa.Table.from_pylist([{"source": record.source, "hash": record.hash, "kind": record.kind,
-                                         "chunks": record.chunks}], schema=table.schema)
-            table.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(row)
+            rows = pa.Table.from_pylist([{"source": r.source, "hash": r.hash, "kind": r.kind, "chunks": r.chunks}
+                                         for r in records], schema=table.schema)
+            table.merge_insert("source").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
     # -- reads ----------------------------------------------------------------------------------
     def sources(self) -> dict[str, SourceRecord]:

@@ -263,12 +263,19 @@ class PgVectorStore:
         return removed
 
     def set_source(self, record: SourceRecord) -> None:
+        self.set_sources([record])
+
+    def set_sources(self, records: Sequence[SourceRecord]) -> None:
+        """Record (or replace) what each source file was when indexed, in one transaction."""
+        if not records:
+            return
         sql = self._psycopg.sql
-        with self._session() as conn:
-            conn.execute(sql.SQL(
-                "INSERT INTO {} (source, hash, kind, chunks) VALUES (%s, %s, %s, %s) ON CONFLICT (source) "
-                "DO UPDATE SET hash = EXCLUDED.hash, kind = EXCLUDED.kind, chunks = EXCLUDED.chunks"
-            ).format(self._ident("sources")), (record.source, record.hash, record.kind, int(record.chunks)))
+        statement = sql.SQL(
+            "INSERT INTO {} (source, hash, kind, chunks) VALUES (%s, %s, %s, %s) ON CONFLICT (source) "
+            "DO UPDATE SET hash = EXCLUDED.hash, kind = EXCLUDED.kind, chunks = EXCLUDED.chunks"
+        ).format(self._ident("sources"))
+        with self._session() as conn, conn.cursor() as cursor:
+            cursor.executemany(statement, [(r.source, r.hash, r.kind, int(r.chunks)) for r in records])
 
     # -- reads ----------------------------------------------------------------------------------
     def sources(self) -> dict[str, SourceRecord]:
