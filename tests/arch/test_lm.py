@@ -412,3 +412,24 @@ def test_byte_tokenizer_round_trip():
     assert isinstance(tokenizer_from_dict(tok.to_dict()), ByteTokenizer)
     with pytest.raises(ValueError, match="unknown tokenizer kind 'bpe'"):
         tokenizer_from_dict({"kind": "bpe"})
+
+
+def test_fused_qkv_computes_what_the_split_projections_compute() -> None:
+    """nanoGPT's one c_attn matmul and the lab's q + kv projections are the same layer, laid out twice."""
+    import torch
+
+    from imagine.arch.lm import LM, LMConfig
+
+    torch.manual_seed(0)
+    for kv in (None, 2):  # multi-head and grouped-query
+        split = LM(LMConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_kv_head=kv, n_embd=32))
+        fused = LM(LMConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_kv_head=kv, n_embd=32,
+                            fused_qkv=True))
+        state = split.state_dict()
+        for i in range(2):
+            p = f"blocks.{i}.attn."
+            state[p + "qkv_proj.weight"] = torch.cat([state.pop(p + "q_proj.weight"), state.pop(p + "kv_proj.weight")])
+        fused.load_state_dict(state)
+        ids = torch.randint(0, 50, (3, 16))
+        assert torch.allclose(split(ids)[0], fused(ids)[0], atol=1e-5)
+        assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in split.parameters())

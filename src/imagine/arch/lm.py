@@ -40,6 +40,7 @@ class LMConfig:
     mlp: Literal["swiglu", "gelu"] = "swiglu"
     mlp_hidden: int | None = None              # None: 8/3*C for SwiGLU, 4*C for GELU
     bias: bool = False
+    fused_qkv: bool = False                    # one q|k|v projection (nanoGPT's c_attn) instead of q and kv
     qk_norm: bool = False                      # RMSNorm on q and k per head (Chameleon, against logit drift)
     window: int | None = None                  # sliding-window attention span
     global_every: int = 0                      # with a window: every n-th layer attends globally (0: none)
@@ -97,8 +98,12 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.cfg, self.window = cfg, cfg.layer_window(layer)
         d = cfg.head_dim
-        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * d, bias=cfg.bias)
-        self.kv_proj = nn.Linear(cfg.n_embd, 2 * cfg.kv_heads * d, bias=cfg.bias)
+        self.qkv_proj: nn.Linear | None = None
+        if cfg.fused_qkv:  # one matmul for all three: nanoGPT's c_attn, a little faster at small widths
+            self.qkv_proj = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * d, bias=cfg.bias)
+        else:
+            self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * d, bias=cfg.bias)
+            self.kv_proj = nn.Linear(cfg.n_embd, 2 * cfg.kv_heads * d, bias=cfg.bias)
         self.out_proj = nn.Linear(cfg.n_head * d, cfg.n_embd, bias=cfg.bias)
         self.q_norm = RMSNorm(d) if cfg.qk_norm else None
         self.k_norm = RMSNorm(d) if cfg.qk_norm else None
@@ -106,8 +111,12 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, angles: Tensor | None, cache: Cache | None) -> Tensor:
         b, t, _ = x.shape
         cfg = self.cfg
-        q = self.q_proj(x).view(b, t, cfg.n_head, cfg.head_dim).transpose(1, 2)        # (B, H, T, D)
-        k, v = self.kv_proj(x).view(b, t, 2, cfg.kv_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)  # (B, G, T, D)
+        if self.qkv_proj is not None:
+            q_flat, kv_flat = self.qkv_proj(x).split([cfg.n_embd, 2 * cfg.kv_heads * cfg.head_dim], dim=-1)
+        else:
+            q_flat, kv_flat = self.q_proj(x), self.kv_proj(x)
+        q = q_flat.view(b, t, cfg.n_head, cfg.head_dim).transpose(1, 2)                   # (B, H, T, D)
+        k, v = kv_flat.view(b, t, 2, cfg.kv_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)   # (B, G, T, D)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if angles is not None:
@@ -292,9 +301,10 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: int | None =
 # -- presets ------------------------------------------------------------------------------------------
 
 PRESETS: dict[str, LMConfig] = {
-    # nanoGPT's shakespeare-char CPU recipe, GPT-2 parts: the baseline to beat
+    # nanoGPT's shakespeare-char CPU recipe, as upstream's train.py builds it (bias=False, one c_attn
+    # projection, GPT-2 LayerNorm / learned positions / GELU, tied embeddings): the baseline to beat
     "nanogpt-cpu": LMConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, norm="layer", pos="learned",
-                            mlp="gelu", bias=True),
+                            mlp="gelu", bias=False, fused_qkv=True),
     # imagine's best small CPU model (bench/lm_vs_nanogpt.py): modern parts, longer context
     "imagine-cpu": LMConfig(block_size=256, n_layer=4, n_head=4, n_embd=128, qk_norm=True),
     # the same size with every feature on: GQA, local/global windows, MoE with a shared expert
