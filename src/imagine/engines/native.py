@@ -1,10 +1,14 @@
-"""`native`: text continuation from checkpoints trained in imagine's own lab (`imagine.arch`).
+"""`native`: checkpoints trained in imagine's own lab (`imagine.arch`), served through the one request path.
 
-Model names: the folder `imagine lab train lm ... -O DIR` wrote (config.json + model.safetensors), as
-`-m native:DIR`. There is no bundled checkpoint, so the engine has no default model and is never
+Model names: the folder `imagine lab train KIND ... -O DIR` wrote (config.json + model.safetensors), as
+`-m native:DIR`. config.json's "arch" says the kind, and the kind what the model takes and gives:
+`lm` continues text (below); `vit` names the classes an image shows (`imagine see`), `dit` draws the class
+a prompt names (`imagine draw`), `vqvae` reconstructs an image (`imagine edit`): native_vision.py. The
+engine declares the union, and `capabilities(model)` the checkpoint's own, so the router refuses a
+mismatch (an LM asked to draw) naming the checkpoint's kind. There is no bundled checkpoint, so the engine has no default model and is never
 picked by `auto`: a random-weight toy answering "what is 2+2?" would only confuse.
 
-These are raw language models, not chat models: the prompt is the text of the conversation's last user
+The language models are raw, not chat models: the prompt is the text of the conversation's last user
 message, continued token by token. A system prompt and earlier turns are ignored (no error: a chat
 client may send them); only text parts are accepted. Generation always runs to `max_tokens`
 (finish reason "length"): the models have no end-of-text token.
@@ -22,25 +26,32 @@ import json
 import secrets
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import Engine, Request
 from ..errors import ImagineError, InputError, UpstreamError
-from ..events import Done, Event, TextDelta, Usage
-from ..parts import Modality, Text
+from ..events import Done, Event, PartOut, Progress, TextDelta, Usage
+from ..parts import Image, Modality, Text
+from . import native_vision as nv
 from ._support.cache import model_bytes, model_cache
-from ._support.inputs import last_user, refuse_other_parts
+from ._support.inputs import last_user, refuse_other_parts, user_parts
 from ._support.threads import Finished, stream_from_thread
 
 __all__ = ["NativeEngine", "NativeOptions", "continuation", "start_ids"]
 
-TRAIN_HINT = "train one with `imagine lab train lm --preset imagine-cpu --data TEXT -O DIR`, then pass -m native:DIR"
+TRAIN_HINT = ("train one with `imagine lab train lm --preset imagine-cpu --data TEXT -O DIR` (or `lab train "
+              "vit|vqvae|dit -O DIR` for images), then pass -m native:DIR")
 
 
 def _checkpoint_folder(model: str) -> Path:
     """The checkpoint folder `model` names, checked without importing torch (fails before streaming)."""
+    return _checkpoint(model)[0]
+
+
+def _checkpoint(model: str) -> tuple[Path, str, dict[str, Any]]:
+    """(folder, kind, config.json) of the checkpoint `model` names, checked without importing torch."""
     if not model.strip():
         raise InputError("the native engine needs a checkpoint folder and has no default", hint=TRAIN_HINT)
     folder = Path(model).expanduser()
@@ -51,19 +62,22 @@ def _checkpoint_folder(model: str) -> Path:
                          hint=TRAIN_HINT)
     missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
     if missing:
-        raise InputError(f"{folder} is not an imagine LM checkpoint (it lacks {', '.join(missing)})", hint=TRAIN_HINT)
+        raise InputError(f"{folder} is not an imagine LM checkpoint (it lacks {', '.join(missing)}; every lab "
+                         "checkpoint has both)", hint=TRAIN_HINT)
     try:
         info = json.loads((folder / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{folder}/config.json is not valid JSON ({exc})", hint="re-train or re-save the checkpoint") from None
-    if not isinstance(info, dict) or info.get("arch") != "lm":
-        kind = info.get("arch") if isinstance(info, dict) else None
-        raise InputError(f"{folder} holds a {kind!r} model, not a language model (arch 'lm')",
-                         hint="the native text engine runs checkpoints from `imagine lab train lm`")
-    if not isinstance(info.get("tokenizer"), dict):
+    kind = info.get("arch") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or kind not in nv.KIND_LABEL:
+        raise InputError(f"{folder} holds a {kind!r} model, not one of the lab's (arch lm, vit, vqvae or dit)",
+                         hint="the native engine runs checkpoints from `imagine lab train`")
+    if kind != "lm":
+        nv.check_info(folder, info, kind)
+    elif not isinstance(info.get("tokenizer"), dict):
         raise InputError(f"{folder}/config.json has no tokenizer", hint="save the checkpoint with "
                          "meta={'tokenizer': tok.to_dict()}, as `imagine lab train lm` does")
-    return folder
+    return folder, kind, info
 
 
 def start_ids(tokenizer: Any, prompt: str) -> list[int]:
@@ -122,18 +136,27 @@ class NativeOptions(BaseModel):
     temperature: float = Field(default=0.8, ge=0, le=5, description="0 = greedy")
     top_k: int | None = Field(default=40, ge=0, description="keep the k likeliest tokens; 0 or null = off")
     top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = off")
-    seed: int | None = Field(default=None, ge=0, description="same seed, same text")
+    seed: int | None = Field(default=None, ge=0, description="same seed, same text (a DiT: same images; unset: "
+                             "a random one, reported in usage)")
+    top: int = Field(default=3, ge=1, le=100, description="ViT: how many of the likeliest classes to name")
+    steps: int = Field(default=20, ge=1, le=1000, description="DiT: sampling steps")
+    guidance: float = Field(default=3.0, ge=0, le=50, description="DiT: classifier-free guidance; 1 = off")
+    sampler: Literal["heun", "euler"] = Field(default="heun", description="DiT: ODE solver (heun: 2 calls a step)")
+    n: int = Field(default=1, ge=1, le=16, description="DiT: images to make")
+    scale: int = Field(default=1, ge=1, le=32, description="DiT/VQ-VAE: enlarge the output (nearest neighbour)")
 
 
 class NativeEngine(Engine[NativeOptions]):
     id = "native"
     locality = "local"
-    inputs = frozenset({Modality.TEXT})
-    outputs = frozenset({Modality.TEXT})
+    # the union over checkpoint kinds; `capabilities(model)` narrows it to one checkpoint's
+    inputs = frozenset({Modality.TEXT, Modality.IMAGE})
+    outputs = frozenset({Modality.TEXT, Modality.IMAGE})
     features = frozenset({"stream", "seed"})
     default_model = ""  # no bundled checkpoint: -m native:DIR
     model_hint = TRAIN_HINT
-    description = "Text continuation from checkpoints trained with `imagine lab train lm` (-m native:DIR)"
+    description = ("Checkpoints trained with `imagine lab train` (-m native:DIR): lm continues text, vit "
+                   "classifies images, dit draws its classes, vqvae reconstructs images")
     requires = ("torch", "safetensors")
     extra = "torch"
     package = "torch"
@@ -142,7 +165,42 @@ class NativeEngine(Engine[NativeOptions]):
     Options = NativeOptions
 
     def check_model(self, model: str) -> None:
-        _checkpoint_folder(model)
+        _checkpoint(model)
+
+    def capabilities(self, model: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
+        """One checkpoint's inputs and outputs (read from config.json, nothing loaded)."""
+        try:
+            kind = _checkpoint(model)[1]
+        except InputError:  # check_model says why, in its own words
+            return self.inputs, self.outputs, self.features
+        return nv.capabilities_of(kind)
+
+    def explain_misfit(self, model: str, needed: frozenset[Modality], want: Modality) -> None:
+        folder, kind, _ = _checkpoint(model)
+        error = nv.misfit(folder, kind, needed, want)
+        if error is not None:
+            raise error
+
+    def load_vision(self, model: str) -> tuple[Any, dict[str, Any]]:
+        """(model in eval mode, config.json) of an image checkpoint, cached like the LMs."""
+        folder = _checkpoint(model)[0].resolve()
+        key = (self.id, str(folder), (folder / "model.safetensors").stat().st_mtime_ns,
+               (folder / "config.json").stat().st_mtime_ns)
+        cache = model_cache()
+
+        def create() -> tuple[Any, dict[str, Any]]:
+            try:
+                from ..arch.checkpoint import load
+
+                loaded = load(folder)
+            except Exception as exc:  # truncated weights, shapes that disagree with config.json, ...
+                raise InputError(f"cannot load checkpoint {folder}: {type(exc).__name__}: {exc}",
+                                 hint="the files may be incomplete or from another version; re-train it") from None
+            cache.discard(lambda k: isinstance(k, tuple) and k[:2] == key[:2] and k != key)
+            return loaded
+
+        pair: tuple[Any, dict[str, Any]] = cache.get(key, create, size=lambda p: model_bytes(p[0]))
+        return pair
 
     def load(self, model: str) -> tuple[Any, Any]:
         """(LM in eval mode, tokenizer) for a checkpoint folder, loaded once per process (the shared model
@@ -180,6 +238,12 @@ class NativeEngine(Engine[NativeOptions]):
         return "".join(p.text for p in message.parts if isinstance(p, Text)) if message else ""
 
     async def stream(self, request: Request[NativeOptions]) -> AsyncIterator[Event]:
+        kind = _checkpoint(request.model)[1]
+        nv.check_options(kind, request.options)
+        if kind != "lm":
+            async for event in self._stream_vision(request, kind):
+                yield event
+            return
         opts = request.options
         prompt = self.prompt(request)
         lm, tokenizer = await asyncio.to_thread(self.load, request.model)
@@ -209,3 +273,63 @@ class NativeEngine(Engine[NativeOptions]):
             raise
         except Exception as exc:  # torch's own errors, raised in the worker
             raise UpstreamError(f"native generation failed: {type(exc).__name__}: {exc}") from None
+
+    async def _stream_vision(self, request: Request[NativeOptions], kind: str) -> AsyncIterator[Event]:
+        """ViT: image(s) -> text; DiT: prompt -> image(s); VQ-VAE: image -> image."""
+        opts = request.options
+        label = f"a {nv.KIND_LABEL[kind]} (kind {kind!r})"
+        if kind == "dit":
+            message = last_user(request)
+            refuse_other_parts(message, Text, engine=label, takes="a text prompt only", hint="send a prompt naming a class")
+            prompt = "".join(p.text for p in message.parts if isinstance(p, Text)) if message else ""
+            model, info = await asyncio.to_thread(self.load_vision, request.model)
+            class_id = nv.match_class(prompt, info["meta"]["classes"])
+            seed = opts.seed if opts.seed is not None else nv.new_seed()
+
+            def draw(emit: Callable[[Any], None], stop: threading.Event) -> list[bytes]:
+                def step(done: int) -> None:
+                    emit(Progress(done, opts.steps, "sample"))
+                    if stop.is_set():
+                        raise _Stopped
+
+                return nv.draw_pngs(model, class_id, opts, seed, step)
+
+            try:
+                async for item in stream_from_thread(draw):
+                    if isinstance(item, Finished):
+                        for png in item.value:
+                            yield PartOut(Image(png, mime="image/png"))
+                        yield Usage(cost=0.0, extra={"images": opts.n, "steps": opts.steps, "seed": seed,
+                                                     "class": info["meta"]["classes"][class_id]})
+                        yield Done("stop")
+                    else:
+                        yield item
+            except _Stopped:
+                return
+            except ImagineError:
+                raise
+            except Exception as exc:
+                raise UpstreamError(f"native drawing failed: {type(exc).__name__}: {exc}") from None
+            return
+        images = user_parts(request, Image, engine=label, needs="image",
+                            hint=nv.USE[kind].format(f=request.model), one=kind == "vqvae")
+        pictures = [im.pil(request.limits) for im in images]
+        model, info = await asyncio.to_thread(self.load_vision, request.model)
+        try:
+            if kind == "vit":
+                text = await asyncio.to_thread(nv.classify_text, model, info["meta"], pictures, opts.top)
+                yield TextDelta(text)
+                yield Usage(input_tokens=None, output_tokens=None, cost=0.0, extra={"images": len(pictures)})
+            else:
+                png, tokens = await asyncio.to_thread(nv.reconstruct_png, model, info["meta"], pictures[0], opts.scale)
+                yield PartOut(Image(png, mime="image/png"))
+                yield Usage(cost=0.0, extra={"images": 1, "codes": tokens})
+        except ImagineError:
+            raise
+        except Exception as exc:
+            raise UpstreamError(f"native {kind} failed: {type(exc).__name__}: {exc}") from None
+        yield Done("stop")
+
+
+class _Stopped(Exception):
+    """Raised inside the sampler when the caller left the stream."""

@@ -1,0 +1,193 @@
+"""The native engine's image checkpoints (`imagine lab train vit|vqvae|dit`): what each kind takes and
+gives, its options, and the work itself. The engine (native.py) dispatches here by the checkpoint's kind.
+
+- vit: image(s) (+ a question it cannot read) -> text naming the likeliest classes: "red circle (0.97), ...".
+  A classifier answers the same whatever is asked; the question is accepted so `imagine see` works.
+- dit: a prompt -> image(s) of the class the prompt names ("a red circle"; typos within reach are
+  forgiven), sampled by Heun steps with classifier-free guidance; an unknown class lists the classes.
+- vqvae: an image (+ any text) -> its reconstruction through the codebook (`imagine edit`).
+
+Checks read config.json only (no torch), so a wrong request fails before any weights load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import InputError, OptionsError
+from ..parts import Modality
+
+__all__ = ["KIND_LABEL", "OPTIONS_OF", "capabilities_of", "check_info", "check_options", "misfit", "match_class",
+           "classify_text", "draw_pngs", "new_seed", "reconstruct_png"]
+
+KIND_LABEL = {"lm": "language model", "vit": "ViT classifier", "vqvae": "VQ-VAE", "dit": "DiT image generator"}
+REQUIRED_META = {"vit": ("classes", "image_size", "pixel_range"), "vqvae": ("image_size", "pixel_range"),
+                 "dit": ("classes", "image_size", "pixel_range")}
+# options each kind uses; any other option set on a request is refused, naming these
+OPTIONS_OF: dict[str, tuple[str, ...]] = {
+    "lm": ("max_tokens", "temperature", "top_k", "top_p", "seed"),
+    "vit": ("top",),
+    "vqvae": ("scale",),
+    "dit": ("steps", "guidance", "sampler", "n", "scale", "seed"),
+}
+# a chat client sends text-sampling options with every request: a classifier ignores them
+IGNORED_BY = {"vit": ("max_tokens", "temperature", "top_k", "top_p", "seed")}
+USE = {"lm": 'imagine ask -m native:{f} "To be"', "vit": 'imagine see -m native:{f} IMAGE "what is it?"',
+       "vqvae": 'imagine edit -m native:{f} IMAGE "reconstruct"', "dit": 'imagine draw -m native:{f} "a red circle"'}
+
+
+def capabilities_of(kind: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
+    """(inputs, outputs, features) of one checkpoint kind, for the router."""
+    text, image = Modality.TEXT, Modality.IMAGE
+    return {"lm": (frozenset({text}), frozenset({text}), frozenset({"stream", "seed"})),
+            "vit": (frozenset({image, text}), frozenset({text}), frozenset({"stream"})),
+            "vqvae": (frozenset({image, text}), frozenset({image}), frozenset()),
+            "dit": (frozenset({text}), frozenset({image}), frozenset({"seed"}))}[kind]
+
+
+def check_info(folder: Path, info: dict[str, Any], kind: str) -> None:
+    """An image checkpoint's config.json holds what serving needs (InputError naming what is missing)."""
+    meta = info.get("meta")
+    missing = [f"meta.{k}" for k in REQUIRED_META[kind] if not isinstance(meta, dict) or k not in meta]
+    if not isinstance(info.get("config"), dict):
+        missing.insert(0, "config")
+    if missing:
+        raise InputError(f"{folder} holds a {kind!r} model but its config.json lacks {', '.join(missing)}",
+                         hint=f"re-train it with `imagine lab train {kind} -O DIR`")
+    classes = meta.get("classes") if isinstance(meta, dict) else None
+    if kind in ("vit", "dit") and not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise InputError(f"{folder}/config.json: meta.classes must be a list of class names",
+                         hint=f"re-train it with `imagine lab train {kind} -O DIR`")
+
+
+def misfit(folder: Path, kind: str, needed: frozenset[Modality], want: Modality) -> InputError | None:
+    """Why a request of this shape cannot go to this checkpoint, naming its kind and what it is for."""
+    inputs, outputs, _ = capabilities_of(kind)
+    what = f"native:{folder} is a {KIND_LABEL[kind]} (kind {kind!r})"
+    hint = f"use it as `{USE[kind].format(f=folder)}`"
+    if extra := needed - inputs:
+        return InputError(f"{what} and does not take {', '.join(sorted(m.value for m in extra))} input", hint=hint)
+    if want not in outputs:
+        gives = ", ".join(sorted(m.value for m in outputs))
+        if want == Modality.IMAGE:
+            hint = "to draw, train a DiT (`imagine lab train dit -O DIR`) and pass -m native:DIR"
+        return InputError(f"{what}: it gives {gives}, not {want.value}", hint=hint)
+    return None
+
+
+def check_options(kind: str, opts: Any) -> None:
+    """Refuse an option this kind would silently not use (steps on a language model, top_k on a DiT)."""
+    allowed = set(OPTIONS_OF[kind]) | set(IGNORED_BY.get(kind, ()))
+    wrong = sorted(set(opts.model_fields_set) - allowed)
+    if wrong:
+        raise OptionsError(f"option {wrong[0]!r} does not apply to a {KIND_LABEL[kind]} checkpoint (kind {kind!r})",
+                           hint=f"its options: {', '.join(OPTIONS_OF[kind])}")
+
+
+# -- ViT: classify ------------------------------------------------------------------------------------
+
+def _pixels(pil: Any, size: int, pixel_range: list[float]) -> Any:
+    """A PIL image -> (1, 3, S, S) float tensor in the model's pixel range (squashed to S x S, RGB)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    rgb = pil.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    arr = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]   # (1, 3, S, S)
+    lo, hi = float(pixel_range[0]), float(pixel_range[1])
+    return arr * (hi - lo) + lo
+
+
+def classify_text(model: Any, meta: dict[str, Any], images: list[Any], top: int) -> str:
+    """One line per image: its `top` likeliest classes with probabilities, likeliest first."""
+    import torch
+
+    from ..arch.train_vision import classify
+
+    x = torch.cat([_pixels(im, int(meta["image_size"]), meta["pixel_range"]) for im in images])
+    probs = classify(model, x)                                                   # (N, K)
+    classes = meta["classes"]
+    lines = []
+    for row in probs:
+        values, ids = row.topk(min(top, len(classes)))
+        lines.append(", ".join(f"{classes[int(i)]} ({float(p):.2f})" for p, i in zip(values, ids)))
+    if len(lines) == 1:
+        return lines[0]
+    return "\n".join(f"image {n}: {line}" for n, line in enumerate(lines, 1))
+
+
+# -- DiT: draw ----------------------------------------------------------------------------------------
+
+def _words(text: str) -> list[str]:
+    return [w[:-1] if w.endswith("s") and len(w) > 3 else w for w in re.findall(r"[a-z]+", text.lower())]
+
+
+def match_class(prompt: str, classes: list[str]) -> int:
+    """The class a prompt names: every word of one class name in the prompt (plurals and near-miss
+    spellings forgiven); the longest such name wins. None or a tie is an InputError listing the classes."""
+    vocab = sorted({w for c in classes for w in _words(c)})
+    said = set()
+    for word in _words(prompt):
+        close = difflib.get_close_matches(word, vocab, n=1, cutoff=0.8)
+        said.add(close[0] if close else word)
+    named = [i for i, c in enumerate(classes) if set(_words(c)) <= said]
+    if named:
+        longest = max(len(_words(classes[i])) for i in named)
+        named = [i for i in named if len(_words(classes[i])) == longest]
+    if len(named) == 1:
+        return named[0]
+    listing = ", ".join(classes)
+    if not named:
+        raise InputError(f"this DiT draws only its {len(classes)} classes, and {prompt!r} names none of them: {listing}",
+                         hint='name one, e.g. "a ' + classes[0] + '"')
+    raise InputError(f"{prompt!r} names several classes ({', '.join(classes[i] for i in named)}); this DiT draws one",
+                     hint="name one class per drawing")
+
+
+def draw_pngs(model: Any, class_id: int, opts: Any, seed: int, on_step: Callable[[int], None]) -> list[bytes]:
+    """`opts.n` PNGs of class `class_id` at the model's image size (times `opts.scale`)."""
+    import torch
+
+    from ..arch.train_vision import generate
+
+    y = torch.full((opts.n,), class_id, dtype=torch.long)
+    images = generate(model, y, steps=opts.steps, guidance=opts.guidance, seed=seed, method=opts.sampler,
+                      on_step=on_step)
+    return [_png(im, opts.scale) for im in images]
+
+
+def _png(image: Any, scale: int) -> bytes:
+    """(3, S, S) in [0, 1] -> PNG bytes, enlarged `scale` times by nearest neighbour."""
+    import numpy as np
+    from PIL import Image
+
+    arr = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    picture = Image.fromarray(arr)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def new_seed() -> int:
+    return secrets.randbits(31)
+
+
+# -- VQ-VAE: reconstruct ------------------------------------------------------------------------------
+
+def reconstruct_png(model: Any, meta: dict[str, Any], pil: Any, scale: int) -> tuple[bytes, int]:
+    """The image through encoder -> codebook -> decoder at the model's size; (PNG, tokens used)."""
+    import torch
+
+    lo, hi = meta["pixel_range"]
+    x = _pixels(pil, int(meta["image_size"]), meta["pixel_range"])
+    with torch.no_grad():
+        recon, q = model(x)
+    image = (recon[0].clamp(lo, hi) - lo) / (hi - lo)
+    return _png(image, scale), int(q.codes.numel())
