@@ -95,6 +95,31 @@ def test_save_as_flow_after_a_chat_gives_yaml_the_loader_takes(page, studio, tmp
     expect(page.locator("#flows-preview")).to_contain_text("What is the capital of France?")
 
 
+def test_save_as_flow_saves_this_browsers_action_not_another_users(page, browser, studio):
+    studio.mock().enqueue("Rome.")
+    page.goto(studio.url + "/studio/")
+    model = page.locator("#chat-model input")
+    model.fill("mock")
+    model.press("Enter")
+    box = page.locator("#chat-input textarea")
+    box.fill("What is the capital of Italy?")
+    box.press("Enter")
+    page.locator("#chat-log").get_by_text("Rome.").wait_for()
+    # someone else, in their own browser, has done nothing yet: there is nothing of theirs to save
+    other = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    try:
+        other.set_default_timeout(60_000)
+        other.goto(studio.url + "/studio/")
+        other.get_by_role("tab", name="Flows").click()
+        other.locator("#flows-save").click()
+        expect(other.locator("#flows-error")).to_contain_text("nothing to save yet", timeout=20_000)
+    finally:
+        other.context.close()
+    page.get_by_role("tab", name="Flows").click()
+    page.locator("#flows-save").click()
+    expect(page.locator("#flows-yaml .cm-content")).to_contain_text("capital of Italy", timeout=20_000)
+
+
 def test_every_kind_of_action_saves_as_a_flow_that_loads(studio, tmp_path):
     actions = [
         {"task": "ask", "model": "mock", "prompt": "hi", "attachments": []},

@@ -7,6 +7,7 @@ Each tab lives in its own module with a `build(ctx)` that lays out its component
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ def _theme() -> Any:
 
 
 THEME: Any = None  # set by build(); mount() passes it to Gradio
+MAX_SESSIONS = 1000  # browser sessions whose last action is kept
 
 
 @dataclass
@@ -41,7 +43,28 @@ class StudioContext:
 
     client: Any
     path: str = "/studio"
-    last_action: dict[str, Any] = field(default_factory=dict)  # what "save as flow" turns into YAML
+    # what "save as flow" turns into YAML: each browser session's last action, newest sessions kept
+    actions: "OrderedDict[str, dict[str, Any]]" = field(default_factory=OrderedDict)
+
+    @staticmethod
+    def _session() -> str:
+        """The browser session of the event being handled (Gradio sets the request for each event)."""
+        from gradio.context import LocalContext
+
+        request = LocalContext.request.get(None)
+        return str(getattr(request, "session_hash", None) or "")
+
+    def remember(self, **action: Any) -> None:
+        """Record this session's last action (what "save as flow" will turn into a flow)."""
+        key = self._session()
+        self.actions[key] = action
+        self.actions.move_to_end(key)
+        while len(self.actions) > MAX_SESSIONS:
+            self.actions.popitem(last=False)
+
+    def last_action(self) -> dict[str, Any]:
+        """This session's last action ({} when it has done nothing yet)."""
+        return dict(self.actions.get(self._session(), {}))
 
     def models(self, want: Modality = Modality.TEXT, inputs: tuple[Modality, ...] = (Modality.TEXT,)) -> list[str]:
         """ENGINE:MODEL choices that can answer `want` from `inputs`, available here, aliases first."""

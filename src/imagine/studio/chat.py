@@ -156,9 +156,8 @@ def build(ctx: StudioContext) -> None:
             yield history, None, st, gr.update()
             return
         st = {"conversation": conversation, "messages": [*messages, response.as_message()]}
-        ctx.last_action.clear()
-        ctx.last_action.update(task="ask", model=response.answered_ref, prompt=text, options=opts,
-                               attachments=[Path(f).name for f in files])
+        ctx.remember(task="ask", model=response.answered_ref, prompt=text, options=opts,
+                     attachments=[Path(f).name for f in files])
         if say and response.text().strip():
             try:
                 spoken = client.speak(response.text())

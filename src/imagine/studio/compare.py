@@ -209,9 +209,8 @@ def build(ctx: StudioContext) -> None:
             for r in runs:
                 r.cancel()
         answered = [(s.ref, s.log_id) for s in slots if s.ref and not s.error]
-        ctx.last_action.clear()
-        ctx.last_action.update(task=task_name, models=models, prompt=text,
-                               attachments=[Path(picture).name] if picture else [])
+        ctx.remember(task=task_name, models=models, prompt=text,
+                     attachments=[Path(picture).name] if picture else [])
         refs = [ref for ref, _ in answered]
         if len(answered) < 2:
             note = "Fewer than two models answered, so there is nothing to vote on."

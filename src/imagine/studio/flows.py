@@ -5,7 +5,7 @@ files, so its relative inputs and sub-flows resolve as they would next to the ex
 real loader (`imagine.flows.Flow`: every error names line and column) and runs it locally into a temp
 output folder, the progress of each step shown as it goes. Then the output files are listed; opening one
 previews it (text and JSON, audio, images, video). "Save as flow" turns what the person just did in Chat,
-Compare or Tasks (`StudioContext.last_action`) into a one-step flow over inputs of that kind.
+Compare or Tasks (this browser session's, `StudioContext.last_action()`) into a one-step flow over inputs of that kind.
 """
 
 from __future__ import annotations
@@ -379,11 +379,12 @@ def build(ctx: StudioContext) -> None:
     open_file.__annotations__["evt"] = gr.SelectData  # this module's annotations are strings Gradio cannot resolve
 
     def save_as_flow() -> tuple[Any, ...]:
-        if not ctx.last_action:
+        action = ctx.last_action()
+        if not action:
             return (gr.update(), gr.update(), "⚠️ nothing to save yet: ask something in Chat, Compare or Tasks first",
                     gr.update(visible=False))
         try:
-            text = flow_from_action(dict(ctx.last_action))
+            text = flow_from_action(action)
         except ImagineError as exc:
             return gr.update(), gr.update(), f"⚠️ {exc}", gr.update(visible=False)
         name = _name(text, "my-flow") + ".yaml"

@@ -261,8 +261,7 @@ def build(ctx: StudioContext) -> None:
         if response.routing:
             info["routing"] = response.routing
         if _want(row) is Modality.TEXT:
-            ctx.last_action.clear()
-            ctx.last_action.update(task="ask", model=response.answered_ref, prompt=input_text(row), attachments=[])
+            ctx.remember(task="ask", model=response.answered_ref, prompt=input_text(row), attachments=[])
         return (text, *media_updates(media), info)
 
     outputs_list = [table, ids, said]

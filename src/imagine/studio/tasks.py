@@ -4,7 +4,7 @@ Transcribe (the transcript, its segments in a table and on a spectrogram, SRT/VT
 voices, play and download), Read text (OCR boxes drawn on the picture), Watch (a video's scenes as
 thumbnails with their on-screen text and the speech, on one timeline), and See / Draw / Edit where an
 engine can do them here (else a note saying what they need, read from the registry). Every run is logged
-like any other call and recorded in `ctx.last_action` for "save as flow"; a bad file, a missing model or an
+like any other call and recorded per browser session (`ctx.remember`) for "save as flow"; a bad file, a missing model or an
 engine failure becomes a readable line under the form, and the rest of the page keeps working.
 """
 
@@ -57,9 +57,8 @@ def _model(chosen: str | None) -> str | None:
 
 def _record(ctx: StudioContext, task: str, response: Any, options: dict[str, Any], inputs: list[str | None],
             **extra: Any) -> None:
-    ctx.last_action.clear()
-    ctx.last_action.update(task=task, model=getattr(response, "answered_ref", None) or getattr(response, "model_ref", ""),
-                           options=options, inputs=[Path(p).name for p in inputs if p], **extra)
+    ctx.remember(task=task, model=getattr(response, "answered_ref", None) or getattr(response, "model_ref", ""),
+                 options=options, inputs=[Path(p).name for p in inputs if p], **extra)
 
 
 def _first(parts: list[Part], kind: type[Part]) -> Any:
@@ -297,9 +296,8 @@ def _watch(ctx: StudioContext) -> None:
             drawn = views.timeline_picture(timeline, duration, thumbs)
         except Exception as exc:
             return _shown(_message(exc)), gr.update(), gr.update(), gr.update()
-        ctx.last_action.clear()
-        ctx.last_action.update(task="watch", model="", options={"every": step, "scene_threshold": limit, "ocr": read,
-                                                                "transcribe_audio": hear}, inputs=[Path(path or "").name])
+        ctx.remember(task="watch", model="", options={"every": step, "scene_threshold": limit, "ocr": read,
+                                                      "transcribe_audio": hear}, inputs=[Path(path or "").name])
         speech_items = [s for s in timeline.items if s.meta.get("kind") == "speech"]
         shown = []
         for seg in timeline.items:
