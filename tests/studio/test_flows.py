@@ -140,3 +140,23 @@ def test_every_kind_of_action_saves_as_a_flow_that_loads(studio, tmp_path):
         path.write_text(text, encoding="utf-8")
         flow = Flow.load(path, client=studio.client)
         assert list(flow.spec.steps) == [action["task"]], text
+
+
+def test_old_studio_temp_files_are_swept_and_new_ones_kept(tmp_path):
+    import os
+    import time
+
+    from imagine.studio.app import sweep_temp
+
+    old_run = tmp_path / "flows" / "20250101-run"
+    old_run.mkdir(parents=True)
+    (old_run / "out.json").write_text("{}")
+    stale, fresh = tmp_path / "aaa.png", tmp_path / "bbb.png"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    day_ago = time.time() - 2 * 24 * 3600
+    for path in (old_run / "out.json", stale):
+        os.utime(path, (day_ago, day_ago))
+    assert sweep_temp(tmp_path) == 2
+    assert fresh.exists() and not stale.exists() and not old_run.exists()
+    assert sweep_temp(tmp_path / "missing") == 0

@@ -7,13 +7,16 @@ Each tab lives in its own module with a `build(ctx)` that lays out its component
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..parts import Modality
 
-__all__ = ["CSS", "THEME", "StudioContext", "build"]
+__all__ = ["CSS", "TEMP_DIR", "THEME", "StudioContext", "build", "sweep_temp"]
 
 CSS = """
 .imagine-header h1 { margin: 0; font-size: 1.5rem; }
@@ -35,6 +38,27 @@ def _theme() -> Any:
 
 THEME: Any = None  # set by build(); mount() passes it to Gradio
 MAX_SESSIONS = 1000  # browser sessions whose last action is kept
+TEMP_DIR = Path(tempfile.gettempdir()) / "imagine-studio"  # media handed to Gradio, flow runs and saved flows
+TEMP_MAX_AGE_S = 24 * 3600  # what is older goes (the log keeps every part; these are only copies to show)
+
+
+def sweep_temp(root: Path = TEMP_DIR, max_age_s: float = TEMP_MAX_AGE_S) -> int:
+    """Delete files under `root` last touched more than `max_age_s` ago, then folders left empty; the
+    number of files deleted. Runs when a studio starts and hourly with Gradio's own cache clean-up."""
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except OSError:  # another studio removed it first, or it is in use: leave it
+            continue
+    return removed
 
 
 @dataclass
@@ -90,7 +114,10 @@ def build(client: Any, path: str = "/studio") -> Any:
     global THEME
     THEME = _theme()
     ctx = StudioContext(client, path)
-    with gr.Blocks(title="imagine studio", analytics_enabled=False) as blocks:
+    sweep_temp()
+    # Gradio's own upload / output cache: checked hourly, files older than a day deleted
+    with gr.Blocks(title="imagine studio", analytics_enabled=False,
+                   delete_cache=(3600, int(TEMP_MAX_AGE_S))) as blocks:
         with gr.Row(elem_classes="imagine-header"):
             gr.Markdown("# imagine studio\nTry models on text, images, audio and video; compare them; keep "
                         "what works. Everything here is logged like any other call.")

@@ -9,17 +9,16 @@ the rest of the conversation stays as it was.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 from ..errors import ImagineError
 from ..parts import Audio, Image, Message, Modality, Part, Video, load_part
-from .app import StudioContext
+from .app import TEMP_DIR, StudioContext
 
 __all__ = ["build", "details", "media_file", "parse_options", "turn_parts"]
 
-_MEDIA_DIR = Path(tempfile.gettempdir()) / "imagine-studio"
+_MEDIA_DIR = TEMP_DIR
 
 
 def media_file(part: Part) -> str:

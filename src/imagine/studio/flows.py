@@ -15,7 +15,6 @@ import html
 import json
 import mimetypes
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,11 +23,11 @@ from typing import Any, AsyncIterator
 import yaml
 
 from ..errors import ImagineError
-from .app import StudioContext
+from .app import TEMP_DIR, StudioContext
 
 __all__ = ["Progress", "build", "examples_dir", "flow_from_action", "output_rows", "prepare"]
 
-_WORK = Path(tempfile.gettempdir()) / "imagine-studio" / "flows"
+_WORK = TEMP_DIR / "flows"
 _TEXT = {".txt", ".json", ".jsonl", ".ndjson", ".csv", ".md", ".yaml", ".yml", ".srt", ".vtt", ".tsv"}
 _PREVIEW_BYTES = 200_000
 # what each task reads, and the folder pattern a flow over files of that kind uses
