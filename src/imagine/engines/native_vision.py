@@ -128,14 +128,19 @@ def _words(text: str) -> list[str]:
 
 
 def match_class(prompt: str, classes: list[str]) -> int:
-    """The class a prompt names: every word of one class name in the prompt (plurals and near-miss
-    spellings forgiven); the longest such name wins. None or a tie is an InputError listing the classes."""
+    """The class a prompt names: a class name as a phrase in the prompt, else all of its words anywhere
+    (plurals and near-miss spellings forgiven); the longest such name wins. None or a tie is an
+    InputError listing the classes."""
     vocab = sorted({w for c in classes for w in _words(c)})
-    said = set()
+    said_in_order = []
     for word in _words(prompt):
         close = difflib.get_close_matches(word, vocab, n=1, cutoff=0.8)
-        said.add(close[0] if close else word)
-    named = [i for i, c in enumerate(classes) if set(_words(c)) <= said]
+        said_in_order.append(close[0] if close else word)
+    # the class names as phrases first ("a red circle left of a blue square" names two, not four),
+    # then as any words of the prompt ("a circle, red")
+    text = " " + " ".join(said_in_order) + " "
+    named = [i for i, c in enumerate(classes) if f" {' '.join(_words(c))} " in text]
+    named = named or [i for i, c in enumerate(classes) if set(_words(c)) <= set(said_in_order)]
     if named:
         longest = max(len(_words(classes[i])) for i in named)
         named = [i for i in named if len(_words(classes[i])) == longest]
