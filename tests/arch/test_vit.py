@@ -114,3 +114,13 @@ def test_short_training_beats_chance_on_shapes() -> None:
     losses = V.train_classifier(model, train.images, train.labels, steps=250, batch=32, lr=3e-3, seed=0)
     assert sum(losses[-20:]) / 20 < 0.8 * math.log(3)                         # chance loss is ln 3
     assert V.accuracy(model, held_out.images, held_out.labels) >= 0.6         # chance is 1/3
+
+
+def test_audio_vit_with_whole_spectrum_tokens_for_the_contours_task() -> None:
+    """bench/lab_vit.py's contour model: each token is 2 frames x all 64 mel bands, so attention runs over time."""
+    torch.manual_seed(0)
+    cfg = V.AudioViTConfig(n_samples=8000, n_classes=len(data.CONTOURS), n_layer=1, n_head=2, n_embd=16,
+                           hop=128, n_mels=64, patch_size=(64, 2))
+    assert cfg.image_size == (64, 64) and cfg.grid == (1, 32)                # 63 frames padded to 64: 32 tokens
+    model = V.AudioViT(cfg)
+    assert model(data.contours(3, seed=0).waves).shape == (3, 4)
