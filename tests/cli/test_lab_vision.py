@@ -94,7 +94,7 @@ def test_bad_training_input_is_one_line(tmp_path):
         ("vit", ["-o", "model.layers=2"], "unknown model option 'model.layers'"),
         ("dit", ["-o", "batch=4"], "unknown training option 'batch'"),
         ("vqvae", ["-o", "lr=fast"], "'lr' must be of type float"),
-        ("dit", ["--size", "10"], "must be divisible by patch"),
+        ("dit", ["--size", "9"], "must be divisible by patch"),
     ]
     for kind, args, fragment in cases:
         result = train(kind, tmp_path / "bad", *args)
