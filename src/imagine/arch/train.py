@@ -49,6 +49,8 @@ class TrainConfig:
     grad_clip: float = 1.0                    # 0 disables clipping
     eval_interval: int = 250
     eval_iters: int = 20
+    eval_block: int | None = None             # evaluate on windows this long (None: the model's block size);
+                                              # 64 compares a long-context model with nanoGPT's CPU run
     val_fraction: float = 0.1
     device: str = "auto"                      # auto, cpu, cuda, mps
     autocast: str = "auto"                    # auto (bf16 on CUDA that has it, else off), bf16, fp16, off
@@ -329,7 +331,7 @@ def train(cfg: TrainConfig, on_progress: Callable[[TrainProgress], None] | None 
 
     def record_and_save() -> float:
         val = evaluate(model, val_ids, batches=cfg.eval_iters, batch_size=cfg.batch_size, device=device,
-                       autocast=amp)
+                       autocast=amp, block=cfg.eval_block)
         history.append({"step": step, "elapsed": round(elapsed, 3), "val_loss": val})
         if out:
             meta = {"tokenizer": tokenizer.to_dict(), "train": {**asdict(cfg), "step": step, "val_loss": val,
