@@ -77,7 +77,9 @@ def create_app(client: Client | None = None, *, settings: ServerSettings | None 
 
 def app_from_env() -> FastAPI:
     """The app factory each uvicorn worker calls (`--workers N`): settings come through the environment."""
-    return create_app(settings=ServerSettings.from_env())
+    app = create_app(settings=ServerSettings.from_env())
+    freeze_startup_objects()
+    return app
 
 
 def run(settings: ServerSettings, workers: int = 1, log_level: str = "info", *,
@@ -100,6 +102,16 @@ def run(settings: ServerSettings, workers: int = 1, log_level: str = "info", *,
         serve_on_imagine_loop(uvicorn.Config(getattr(import_module(module), name)(), **common), on_started)
 
 
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up (FastAPI, the engines, Gradio's large module graph when the
+    studio is mounted) out of the garbage collector's view: it is never garbage, and every full
+    collection walked all of it, a pause that showed as the p99 of bench/server_overhead.py."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def serve_on_imagine_loop(config: Any, on_started: Any = None) -> None:
     """Run one uvicorn server on imagine's own loop (`_bridge`), where the engines and their connection
     pools live: every event of every request then stays on one loop, instead of crossing threads once per
@@ -117,14 +129,16 @@ def serve_on_imagine_loop(config: Any, on_started: Any = None) -> None:
 
     server = uvicorn.Server(config)
     future = asyncio.run_coroutine_threadsafe(server.serve(), bridge_loop())
-    if on_started is not None:
-        def announce() -> None:
-            while not server.started and not future.done():
-                time.sleep(0.05)
-            if server.started:
+
+    def started() -> None:
+        while not server.started and not future.done():
+            time.sleep(0.05)
+        if server.started:
+            freeze_startup_objects()
+            if on_started is not None:
                 on_started()
 
-        threading.Thread(target=announce, name="imagine-started", daemon=True).start()
+    threading.Thread(target=started, name="imagine-started", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         server.force_exit = server.should_exit  # a second signal: stop now, like uvicorn does

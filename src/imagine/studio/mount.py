@@ -64,6 +64,8 @@ def _compress(app: Any, path: str) -> None:
 
 def app_from_env() -> Any:
     """The uvicorn factory for `imagine serve` / `imagine studio`: the API server with the studio on it."""
-    from ..server.app import app_from_env as server_app
+    from ..server.app import app_from_env as server_app, freeze_startup_objects
 
-    return mount(server_app())
+    app = mount(server_app())
+    freeze_startup_objects()  # Gradio's module graph too (each worker of --workers N builds its app here)
+    return app
