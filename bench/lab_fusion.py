@@ -38,12 +38,12 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from imagine.arch.data import COLOUR_RGB, COLOURS, SHAPES, ShapesData, caption, shapes
 from imagine.arch.fusion import FusionVocab, collate, fusion_lm, generate_mixed, interleave, segments
 from imagine.arch.lm import LM
+from imagine.arch.train_vision import save_grid
 from imagine.arch.vit import ViT, ViTConfig
 from imagine.arch.vqvae import VQVAE, VQVAEConfig, perplexity, psnr
 
@@ -54,20 +54,6 @@ def lr_at(frac: float, lr: float, warm: float = 0.03) -> float:
     """Warm-up then cosine over the run's progress."""
     frac = min(frac, 1.0)
     return lr * frac / warm if frac < warm else lr * 0.5 * (1 + np.cos(np.pi * (frac - warm) / (1 - warm)))
-
-
-def save_grid(images: Tensor, rows: int, path: Path, scale: int = 4) -> None:
-    """images (N, 3, H, W) in [0, 1] -> one PNG, `rows` rows, upscaled with 1-pixel grey gaps."""
-    n, _, h, w = images.shape
-    cols = (n + rows - 1) // rows
-    canvas = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, 3), 0.5, np.float32)
-    arr = images.clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    for i in range(n):
-        r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = arr[i]
-    img = Image.fromarray((canvas * 255).round().astype(np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST).save(path)
 
 
 def colour_of(images: Tensor) -> Tensor:
@@ -202,7 +188,7 @@ def text_to_image(model: LM, vq: VQVAE, vocab: FusionVocab, args: argparse.Names
     if not save:
         return
     path = FIGURES / "fusion_samples.png"
-    save_grid(imgs, len(SHAPES) * len(COLOURS), path)
+    save_grid(imgs, len(SHAPES) * len(COLOURS), path, scale=4)
     print(f"  saved {path} (row = caption: " + ", ".join(caption(s, c) for s in range(len(SHAPES))
                                                          for c in range(len(COLOURS))) + ")")
 

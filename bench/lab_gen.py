@@ -44,28 +44,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from imagine.arch.data import COLOUR_RGB, COLOURS, SHAPES, shapes
 from imagine.arch.dit import DiT, DiTConfig, flow_matching_loss, guided, sample
+from imagine.arch.train_vision import save_grid
 from imagine.arch.vqvae import VQVAE, VQVAEConfig, perplexity, psnr
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
-
-
-def save_grid(images: Tensor, rows: int, path: Path, scale: int = 3) -> None:
-    """images (N, 3, H, W) in [0, 1] -> one PNG, `rows` rows, upscaled by `scale` with 1-pixel gaps."""
-    n, _, h, w = images.shape
-    cols = (n + rows - 1) // rows
-    canvas = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, 3), 0.5, np.float32)
-    arr = images.clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    for i in range(n):
-        r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = arr[i]
-    img = Image.fromarray((canvas * 255).round().astype(np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST).save(path)
 
 
 def lr_at(frac: float, lr: float, warm: float = 0.03) -> float:

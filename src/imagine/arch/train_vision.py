@@ -269,6 +269,7 @@ def save_grid(images: Tensor, rows: int, path: str | Path, scale: int = 3) -> Pa
         canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = arr[i]
     img = Image.fromarray((canvas * 255).round().astype(np.uint8))
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST).save(out)
     return out
 
