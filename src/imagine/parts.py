@@ -284,7 +284,11 @@ class Vector(Part):
         return "application/x-imagine-vector+json"
 
     def content_bytes(self) -> bytes:
-        return json.dumps(self.values).encode()
+        # written once: the hash, the log record and the blob each ask for it (384 floats as JSON ~60 us)
+        cached = self.__dict__.get("_content")
+        if cached is None:
+            cached = self.__dict__["_content"] = json.dumps(self.values).encode()
+        return cached  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return len(self.values)
