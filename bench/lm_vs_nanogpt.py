@@ -18,7 +18,9 @@ on 64-character windows.
 Measured (2 threads, 2026-12-01, machine otherwise quiet): upstream's train.py 28.2-32.3 ms a step, the lab's
 `nanogpt-cpu` 29.3 ms over 400 steps without evaluations (33.4 ms a step over the bench's 2,000 with them);
 baseline 1.917 in 66.8 s; imagine-cpu reached it in 37.5 s (0.56x; goal 0.25x not met) and ended at 1.714 on
-64-character windows (1.678 on its own 256; goal 1.55 not met).
+64-character windows (1.678 on its own 256; goal 1.55 not met). The same model trained on 64-character
+windows, batch 32 (`--preset imagine-cpu-64`; sweep in the session note: batch 16/32/64, warm-up, Muon lr)
+reached it in 18.7-19.5 s = 0.29-0.30x and ended at 1.629-1.646: closer, still short of 0.25x and 1.55.
 
     .venv/bin/python bench/lm_vs_nanogpt.py [--threads 2] [--seconds S] [--preset imagine-cpu]
 """

@@ -36,7 +36,7 @@ def quick(corpus: Path, **overrides: object) -> TrainConfig:
     return recipe(str(overrides.pop("preset", "imagine-cpu")), **{**base, **overrides})
 
 
-@pytest.mark.parametrize("preset", ["nanogpt-cpu", "imagine-cpu", "moe-tiny"])
+@pytest.mark.parametrize("preset", ["nanogpt-cpu", "imagine-cpu", "imagine-cpu-64", "moe-tiny"])
 def test_loss_falls(corpus: Path, preset: str) -> None:
     seen: list[float] = []
     result = train(quick(corpus, preset=preset), on_progress=lambda p: seen.append(p.loss))

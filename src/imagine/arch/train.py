@@ -73,6 +73,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                         beta2=0.99, eval_iters=20),
     "imagine-cpu": dict(batch_size=16, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02,
                         warmup_iters=50, weight_decay=0.0, eval_iters=20),
+    "imagine-cpu-64": dict(batch_size=32, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02,
+                           warmup_iters=50, weight_decay=0.0, eval_iters=20),
     "moe-tiny": dict(batch_size=16, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02, warmup_iters=50,
                      weight_decay=0.0),
     "nanogpt-gpu": dict(batch_size=64, max_iters=5000, lr=1e-3, warmup_iters=100, weight_decay=0.1, beta2=0.99,
