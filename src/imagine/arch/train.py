@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ from .muon import Muon
 from .tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 
 __all__ = ["TrainConfig", "TrainProgress", "TrainResult", "RECIPES", "recipe", "train", "load_checkpoint",
-           "evaluate", "prepare_data", "plot_losses", "pick_device"]
+           "evaluate", "prepare_data", "plot_losses", "pick_device", "running_mean"]
 
 
 @dataclass
@@ -264,6 +264,12 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
     return model, tokenizer_from_dict(meta["tokenizer"]), meta
 
 
+def running_mean(ys: Sequence[float]) -> list[float]:
+    """Each point averaged with the ~2 % of the run before it (how the lab's loss curves are smoothed)."""
+    k = max(1, len(ys) // 50)
+    return [sum(ys[max(0, i - k):i + 1]) / len(ys[max(0, i - k):i + 1]) for i in range(len(ys))]
+
+
 def plot_losses(curves: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "loss") -> Path:
     """One PNG with the training loss (smoothed) and the validation points of each named run."""
     import matplotlib
@@ -277,9 +283,7 @@ def plot_losses(curves: dict[str, list[dict[str, Any]]], path: str | Path, title
         val_pts = [(h["elapsed"], h["val_loss"]) for h in history if "val_loss" in h]
         if train_pts:
             xs, ys = zip(*train_pts)
-            k = max(1, len(ys) // 50)                                 # a running mean over ~2 % of the run
-            smooth = [sum(ys[max(0, i - k):i + 1]) / len(ys[max(0, i - k):i + 1]) for i in range(len(ys))]
-            line, = ax.plot(xs, smooth, alpha=0.6, label=f"{name} train")
+            line, = ax.plot(xs, running_mean(ys), alpha=0.6, label=f"{name} train")
             if val_pts:
                 vx, vy = zip(*val_pts)
                 ax.plot(vx, vy, "o-", color=line.get_color(), label=f"{name} val")

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .data import COLOUR_RGB, COLOURS, SHAPES, ShapesData, shapes
 from .dit import DiT, DiTConfig, flow_matching_loss, guided, sample
+from .train import running_mean
 from .vit import ViT, ViTConfig
 from .vqvae import VQVAE, VQVAEConfig, psnr
 
@@ -283,11 +284,9 @@ def plot_curve(history: list[dict[str, float]], path: str | Path, title: str, yl
 
     xs = [h["step"] for h in history]
     ys = [h["loss"] for h in history]
-    k = max(1, len(ys) // 50)
-    smooth = [sum(ys[max(0, i - k):i + 1]) / len(ys[max(0, i - k):i + 1]) for i in range(len(ys))]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.plot(xs, ys, alpha=0.25, label="loss")
-    ax.plot(xs, smooth, label="running mean")
+    ax.plot(xs, running_mean(ys), label="running mean")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_yscale("log" if ys and min(ys) > 0 else "linear")

@@ -9,6 +9,7 @@ and bfloat16 is slower than float32, so `auto` picks bfloat16 only where the CPU
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,12 +25,14 @@ __all__ = ["TorchBertForward", "cpu_has_native_bf16", "resolve_precision", "torc
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
+@functools.cache
 def torch_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("torch") is not None
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 dot products in hardware (else torch emulates them, slowly)."""
     import torch
