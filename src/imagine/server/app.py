@@ -7,7 +7,7 @@ answers only to its own host names, and bodies are capped before they are parsed
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -77,9 +77,7 @@ def create_app(client: Client | None = None, *, settings: ServerSettings | None 
 
 def app_from_env() -> FastAPI:
     """The app factory each uvicorn worker calls (`--workers N`): settings come through the environment."""
-    app = create_app(settings=ServerSettings.from_env())
-    freeze_startup_objects()
-    return app
+    return freeze_startup_objects(create_app(settings=ServerSettings.from_env()))
 
 
 def run(settings: ServerSettings, workers: int = 1, log_level: str = "info", *,
@@ -102,14 +100,19 @@ def run(settings: ServerSettings, workers: int = 1, log_level: str = "info", *,
         serve_on_imagine_loop(uvicorn.Config(getattr(import_module(module), name)(), **common), on_started)
 
 
-def freeze_startup_objects() -> None:
-    """Move everything alive after start-up (FastAPI, the engines, Gradio's large module graph when the
-    studio is mounted) out of the garbage collector's view: it is never garbage, and every full
-    collection walked all of it, a pause that showed as the p99 of bench/server_overhead.py."""
+T = TypeVar("T")
+
+
+def freeze_startup_objects(app: T) -> T:
+    """`app`, once everything alive after building it (FastAPI, the imports, Gradio's large module graph
+    when the studio is mounted) is moved out of the garbage collector's view: it is never garbage, and
+    every full collection walked all of it, a pause that showed as the p99 of bench/server_overhead.py.
+    A factory calls this last, once; engines load later, on their first request."""
     import gc
 
     gc.collect()
     gc.freeze()
+    return app
 
 
 def serve_on_imagine_loop(config: Any, on_started: Any = None) -> None:
@@ -130,15 +133,14 @@ def serve_on_imagine_loop(config: Any, on_started: Any = None) -> None:
     server = uvicorn.Server(config)
     future = asyncio.run_coroutine_threadsafe(server.serve(), bridge_loop())
 
-    def started() -> None:
-        while not server.started and not future.done():
-            time.sleep(0.05)
-        if server.started:
-            freeze_startup_objects()
-            if on_started is not None:
+    if on_started is not None:
+        def announce() -> None:
+            while not server.started and not future.done():
+                time.sleep(0.05)
+            if server.started:
                 on_started()
 
-    threading.Thread(target=started, name="imagine-started", daemon=True).start()
+        threading.Thread(target=announce, name="imagine-started", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         server.force_exit = server.should_exit  # a second signal: stop now, like uvicorn does

@@ -64,8 +64,8 @@ def _compress(app: Any, path: str) -> None:
 
 def app_from_env() -> Any:
     """The uvicorn factory for `imagine serve` / `imagine studio`: the API server with the studio on it."""
-    from ..server.app import app_from_env as server_app, freeze_startup_objects
+    from ..server.app import create_app, freeze_startup_objects
+    from ..server.settings import ServerSettings
 
-    app = mount(server_app())
-    freeze_startup_objects()  # Gradio's module graph too (each worker of --workers N builds its app here)
-    return app
+    # frozen once the studio is on it, so Gradio's module graph is left out of collections too
+    return freeze_startup_objects(mount(create_app(settings=ServerSettings.from_env())))
