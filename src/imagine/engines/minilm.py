@@ -16,7 +16,8 @@ model cache, weighed by its arrays).
 
 Backends (`-o backend=`): `numpy` is the reference and needs nothing more; `torch` (the default when
 torch is installed) runs the same weights through oneDNN (`_support/bert_torch.py`), in bfloat16
-where the CPU has native bf16 (`-o precision=`; about 5x numpy on 2 cores) and float32 elsewhere.
+where the CPU has native bf16 (`-o precision=`; 3.7-3.8x numpy end to end on 2 cores, bench/index.py) and
+float32 elsewhere.
 """
 
 from __future__ import annotations

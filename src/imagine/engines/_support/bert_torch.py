@@ -1,8 +1,8 @@
 """The BERT encoder's forward pass in torch, for when torch is installed (`imagine[torch]`).
 
 The numpy forward in `engines/minilm.py` stays the reference and the path without torch. The same
-weights run here through oneDNN, which on 2 cores measured about 1.5x numpy in float32 and about 5x
-in bfloat16 on a CPU with native bf16 dot products (AVX512-BF16 or AMX): cosine to the float32
+weights run here through oneDNN, which on 2 cores measured about 1.5x numpy in float32 and 3.7-3.8x
+end to end (bench/index.py) in bfloat16 on a CPU with native bf16 dot products (AVX512-BF16 or AMX): cosine to the float32
 vector stays above 0.9999, which leaves rankings as they were. Without native bf16 the CPU emulates it
 and bfloat16 is slower than float32, so `auto` picks bfloat16 only where the CPU has it.
 """
