@@ -45,7 +45,10 @@ def test_round_trip_through_the_cli(tmp_path, imagine_home):
     env = {**os.environ, "IMAGINE_HOME": str(imagine_home)}
     wav = tmp_path / "hello.wav"
     cli = [sys.executable, "-m", "imagine"]
-    spoken = subprocess.run([*cli, "speak", "Hello from imagine, one two three.", "-O", str(wav)],
+    # Piper samples generator and duration noise on every call; with both at 0 the same text gives the same
+    # audio, so what Whisper hears (and how it writes "one two three") does not change from run to run
+    spoken = subprocess.run([*cli, "speak", "Hello from imagine, one two three.", "-o", "noise_scale=0",
+                             "-o", "noise_w_scale=0", "-O", str(wav)],
                             capture_output=True, text=True, env=env, timeout=120)
     assert spoken.returncode == 0, spoken.stderr
     assert wav.read_bytes()[:4] == b"RIFF"
@@ -53,4 +56,7 @@ def test_round_trip_through_the_cli(tmp_path, imagine_home):
                          env=env, timeout=300)
     assert srt.returncode == 0, srt.stderr
     assert srt.stdout.startswith("1\n00:00:0") and "-->" in srt.stdout
-    assert wer("hello from imagine one two three", srt.stdout.split("\n", 2)[2]) <= 0.34
+    # the text of every cue (Whisper may cut the sentence in two), without cue numbers and timings
+    said = " ".join(line for line in srt.stdout.splitlines()
+                    if line.strip() and not line.strip().isdigit() and "-->" not in line)
+    assert wer("hello from imagine one two three", said) <= 0.34
