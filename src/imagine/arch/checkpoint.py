@@ -1,9 +1,13 @@
-"""Checkpoints of the lab's image models (ViT classifier, VQ-VAE, DiT): safetensors weights + config.json.
+"""Checkpoints of the lab's image models (ViT classifier, VQ-VAE, DiT, early fusion): safetensors weights +
+config.json.
 
 One folder per model: `model.safetensors` (the state dict; never pickle, so loading runs no code) and
 `config.json` = {"arch": kind, "kind": kind, "config": the model's dataclass, "meta": what a server needs
 to use it without the training code (class names, image size, pixel range), "train": the run's record}.
 "arch" is the same key the LM checkpoints use, so one reader can tell every lab checkpoint apart.
+A fusion model is one folder too: its LM and VQ-VAE weights sit in the one safetensors file under the
+prefixes `lm.` and `vqvae.`, and its config nests both configs (arch/fusion.py's FusionConfig).
+Weights go through safetensors' save_model/load_model, which store a tied embedding once.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from torch import nn
 
 from .dit import DiT, DiTConfig
+from .fusion import FusionConfig, FusionModel
 from .vit import ViT, ViTConfig
 from .vqvae import VQVAE, VQVAEConfig
 
@@ -24,11 +29,12 @@ __all__ = ["KINDS", "REQUIRED_META", "build", "config_of", "read_info", "save", 
 
 # kind -> (config dataclass, model class)
 KINDS: dict[str, tuple[type, type[nn.Module]]] = {"vit": (ViTConfig, ViT), "vqvae": (VQVAEConfig, VQVAE),
-                                                  "dit": (DiTConfig, DiT)}
+                                                  "dit": (DiTConfig, DiT), "fusion": (FusionConfig, FusionModel)}
 # What each kind's "meta" must hold for a server to use it: checked before any weights load.
 REQUIRED_META: dict[str, tuple[str, ...]] = {"vit": ("classes", "image_size", "pixel_range"),
                                              "vqvae": ("image_size", "pixel_range"),
-                                             "dit": ("classes", "image_size", "pixel_range")}
+                                             "dit": ("classes", "image_size", "pixel_range"),
+                                             "fusion": ("image_size", "pixel_range")}
 
 
 def build(kind: str, config: dict[str, Any]) -> nn.Module:
@@ -53,7 +59,7 @@ def config_of(model: nn.Module) -> tuple[str, dict[str, Any]]:
 
 def save(model: nn.Module, folder: str | Path, meta: dict[str, Any], train: dict[str, Any] | None = None) -> Path:
     """Write model.safetensors + config.json into `folder` (created); returns the folder."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     kind, config = config_of(model)
     missing = [k for k in REQUIRED_META[kind] if k not in meta]
@@ -61,8 +67,7 @@ def save(model: nn.Module, folder: str | Path, meta: dict[str, Any], train: dict
         raise ValueError(f"a {kind} checkpoint needs meta {missing}")
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"kind": kind})
+    save_model(model, str(out / "model.safetensors"), metadata={"kind": kind})
     record = {"arch": kind, "kind": kind, "config": config, "meta": meta, "train": train or {}}
     (out / "config.json").write_text(json.dumps(record, indent=2))
     return out
@@ -87,11 +92,10 @@ def read_info(folder: str | Path) -> dict[str, Any]:
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The model `save` wrote, in eval mode, and its config.json record (with "kind")."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     folder = Path(folder)
     info = read_info(folder)
     model = build(info["kind"], info["config"])
-    state = load_file(str(folder / "model.safetensors"), device=str(device))
-    model.load_state_dict(state, strict=True)
+    load_model(model, str(folder / "model.safetensors"), strict=True, device=str(device))
     return model.to(device).eval(), info

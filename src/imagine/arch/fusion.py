@@ -9,21 +9,24 @@ normaliser. Here the text side is character-level and images are N = h*w codes o
 
 Generation is constrained the way an image tokenizer requires: once the model emits `<boi>`, only image
 codes are allowed for exactly N steps and then `<eoi>` is forced, so every image decodes; in text mode
-image codes and `<eoi>` are masked out. Shapes: B batch, T tokens, V vocabulary, N tokens per image.
+image codes and `<eoi>` are masked out. `FusionModel` keeps the LM and its VQ-VAE together (one
+checkpoint, arch/checkpoint.py) and turns captions into images and images into captions.
+Shapes: B batch, T tokens, V vocabulary, N tokens per image, S image side, h = w = S / 2**downsample.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Iterable, Literal, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .lm import LM, LMConfig, sample_next
+from .vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["SPECIALS", "FusionVocab", "Segment", "interleave", "collate", "fusion_lm", "allowed_next",
-           "generate_mixed", "segments"]
+           "generate_mixed", "segments", "FusionConfig", "FusionModel"]
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<boi>", "<eoi>")
 Kind = Literal["text", "image"]
@@ -231,3 +234,100 @@ def segments(vocab: FusionVocab, ids: Sequence[int] | Tensor) -> list[Segment]:
     if text:
         out.append(vocab.decode_text(text))
     return out
+
+
+# -- the model a checkpoint holds: LM + image tokenizer ------------------------------------------------
+
+def _sub_config(cls: type, value: Any, name: str) -> Any:
+    """A nested config from JSON (a dict) or as given; unknown fields are a ValueError naming them."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a {cls.__name__} or a JSON object, got {type(value).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+    return cls(**value)
+
+
+@dataclass
+class FusionConfig:
+    """Everything needed to rebuild a fusion model: the text alphabet, the image side, and the configs
+    of its LM and VQ-VAE (nested dicts when read from JSON). Codes per image and codebook size follow
+    from the VQ-VAE, and the LM's vocabulary must be exactly [specials | chars | codes]."""
+    chars: str
+    image_size: int                   # S: the VQ-VAE's input side, N = (S / 2**downsample)**2
+    lm: LMConfig
+    vqvae: VQVAEConfig
+
+    def __post_init__(self) -> None:
+        self.lm = _sub_config(LMConfig, self.lm, "lm")
+        self.vqvae = _sub_config(VQVAEConfig, self.vqvae, "vqvae")
+        if self.image_size < 1 or self.image_size % (2 ** self.vqvae.downsample):
+            raise ValueError(f"image_size {self.image_size} must be a positive multiple of 2**downsample "
+                             f"({2 ** self.vqvae.downsample})")
+        if self.lm.vocab_size != self.vocab.size:
+            raise ValueError(f"the LM has {self.lm.vocab_size} tokens but the vocabulary {self.vocab.size} "
+                             f"({len(SPECIALS)} markers, {len(self.chars)} characters, {self.vqvae.codebook_size} codes)")
+
+    @property
+    def grid(self) -> int:
+        """h = w: the side of an image's code grid."""
+        return self.image_size // 2 ** self.vqvae.downsample
+
+    @property
+    def vocab(self) -> FusionVocab:
+        return FusionVocab(self.chars, self.vqvae.codebook_size, self.grid ** 2)
+
+
+class FusionModel(nn.Module):
+    """The LM and the VQ-VAE whose codes it reads and writes: caption -> images (`draw`) and
+    images -> captions (`describe`). Pixels are in [-1, 1] going in, [0, 1] coming out."""
+
+    def __init__(self, cfg: FusionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vocab = cfg.vocab
+        self.lm = LM(cfg.lm)
+        self.vqvae = VQVAE(cfg.vqvae)
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The LM's (logits (B, T, V), loss) over fused ids (B, T)."""
+        return self.lm(idx, targets)
+
+    @torch.no_grad()
+    def codes(self, images: Tensor) -> Tensor:
+        """images (B, 3, S, S) in [-1, 1] -> VQ codes (B, h, w), 256 images at a time."""
+        return torch.cat([self.vqvae.encode(images[i:i + 256]).codes for i in range(0, len(images), 256)])
+
+    @torch.no_grad()
+    def draw(self, caption: str, n: int = 1, *, temperature: float = 1.0, top_k: int | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
+        """`n` images of `caption`, (n, 3, S, S) in [0, 1]. The prompt ends in `<boi>`, so each row is
+        exactly N sampled codes (then `<eoi>`), decoded by the VQ-VAE. Characters outside the vocabulary
+        are a ValueError naming them."""
+        vocab = self.vocab
+        prompt = torch.tensor([vocab.bos, *vocab.encode_text(caption), vocab.boi])[None].repeat(n, 1)   # (n, T)
+        out = generate_mixed(self.lm, vocab, prompt, vocab.image_tokens + 1, temperature=temperature,
+                             top_k=top_k, generator=generator)
+        codes = vocab.codes_of(out[:, prompt.shape[1]:prompt.shape[1] + vocab.image_tokens])           # (n, N)
+        images = self.vqvae.decode_codes(codes.reshape(n, self.cfg.grid, self.cfg.grid))
+        return (images.clamp(-1, 1) + 1) / 2
+
+    @torch.no_grad()
+    def describe(self, images: Tensor, max_new_tokens: int | None = None, *, temperature: float = 0.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> list[str]:
+        """A caption for each image (B, 3, S, S) in [-1, 1]: the prompt `<bos> <boi> codes <eoi>` continued
+        with text only (greedy by default) until `<eos>` or the context is full."""
+        vocab = self.vocab
+        codes = self.codes(images)
+        prompts = torch.stack([interleave(vocab, [c])[0][:-1] for c in codes])   # (B, N + 3), no <eos>
+        room = self.cfg.lm.block_size - prompts.shape[1]
+        steps = room if max_new_tokens is None else min(max_new_tokens, room)
+        captions: list[str] = []
+        for i in range(0, len(prompts), 128):
+            out = generate_mixed(self.lm, vocab, prompts[i:i + 128], steps, temperature=temperature, top_k=top_k,
+                                 allow_images=False, generator=generator)
+            captions += [vocab.decode_text(row[prompts.shape[1]:].tolist()) for row in out]
+        return captions

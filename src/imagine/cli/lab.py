@@ -1,5 +1,5 @@
 """`imagine lab`: train imagine's own small models (imagine.arch), list their presets, sample them.
-The image models' `train vit|vqvae|dit` are in lab_vision.py.
+The image models' `train vit|vqvae|dit` are in lab_vision.py, `train fusion` in lab_fusion.py.
 
 Thin like the rest of the CLI. torch, rich and the lab are imported inside the commands, so
 `imagine --help` stays fast; training errors (bad preset or option, missing data) become InputError
@@ -16,6 +16,7 @@ from typing import Any, Callable
 import click
 
 from ._common import FiniteFloat, OutPath, parse_options
+from .lab_fusion import FUSION_COMMAND
 from .lab_vision import VISION_COMMANDS
 
 __all__ = ["lab"]
@@ -41,11 +42,12 @@ def lab() -> None:
 @lab.group("train")
 def lab_train() -> None:
     """Train a model from scratch: `lm` on your text (character- or byte-level); `vit`, `vqvae`, `dit` on
-    coloured shapes drawn from a seed."""
+    coloured shapes drawn from a seed; `fusion` on those shapes and their captions."""
 
 
 for _vision in VISION_COMMANDS:  # train vit|vqvae|dit live in lab_vision.py
     lab_train.add_command(_vision)
+lab_train.add_command(FUSION_COMMAND)  # train fusion: lab_fusion.py
 
 
 # -- train lm ------------------------------------------------------------------------------------------

@@ -38,25 +38,30 @@ def _need_torch() -> None:
         raise EngineUnavailable("the model lab needs torch", hint="pip install 'imagine[torch]'") from None
 
 
-def _options(kind: str, pairs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _options(kind: str, pairs: tuple[str, ...], train_keys: dict[str, type] | None = None,
+             groups: dict[str, set[str]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """`-o` pairs into (training overrides, model-config overrides), checked here so that a typo is one
-    line naming the choices rather than a TypeError deep in training."""
+    line naming the choices rather than a TypeError deep in training. `groups` maps a prefix ("model")
+    to the fields it may set; the second dict is keyed by prefix then, {"model": {...}, ...}."""
     from dataclasses import fields
 
     from ..arch.checkpoint import KINDS
     from ..errors import InputError
 
-    model_fields = {f.name for f in fields(KINDS[kind][0])}
+    keys = TRAIN_KEYS if train_keys is None else train_keys
+    grouped = groups is not None
+    allowed = groups if groups is not None else {"model": {f.name for f in fields(KINDS[kind][0])}}
     train: dict[str, Any] = {}
-    model: dict[str, Any] = {}
+    found: dict[str, dict[str, Any]] = {prefix: {} for prefix in allowed}
     for key, value in parse_options(pairs).items():
-        if key.startswith("model."):
-            name = key.removeprefix("model.")
-            if name not in model_fields:
-                raise InputError(f"unknown model option {key!r}", hint=f"{kind} fields: {', '.join(sorted(model_fields))}")
-            model[name] = value
-        elif key in TRAIN_KEYS:
-            want = TRAIN_KEYS[key]
+        prefix, dot, name = key.partition(".")
+        if dot and prefix in allowed:
+            if name not in allowed[prefix]:
+                raise InputError(f"unknown {prefix} option {key!r}",
+                                 hint=f"{kind} {prefix} fields: {', '.join(sorted(allowed[prefix]))}")
+            found[prefix][name] = value
+        elif key in keys:
+            want = keys[key]
             ok = isinstance(value, want) and (want is bool or not isinstance(value, bool)) or (
                 want is float and isinstance(value, int) and not isinstance(value, bool))
             if not ok:
@@ -64,12 +69,14 @@ def _options(kind: str, pairs: tuple[str, ...]) -> tuple[dict[str, Any], dict[st
             train[key] = value
         else:
             raise InputError(f"unknown training option {key!r}",
-                             hint=f"options: {', '.join(sorted(TRAIN_KEYS))}, or model.FIELD for the architecture")
-    return train, model
+                             hint=f"options: {', '.join(sorted(keys))}, or "
+                                  f"{' or '.join(p + '.FIELD' for p in allowed)} for the architecture")
+    return train, (found if grouped else found["model"])
 
 
-def _reporter(console: Any, kind: str) -> tuple[Any, Callable[[Any], None]]:
-    """A rich bar on a terminal (step, loss, images/s); else a line at every tenth of the budget."""
+def _reporter(console: Any, kind: str, prefix: str = "", unit: str = "images") -> tuple[Any, Callable[[Any], None]]:
+    """A rich bar on a terminal (step, loss, images/s); else a line at every tenth of the budget, each
+    starting with `prefix`. `unit` names what the speed counts."""
     def done_of(p: Any) -> float:
         done = p.step / max(1, p.max_steps)
         return max(done, p.elapsed / p.max_seconds) if p.max_seconds else done
@@ -80,7 +87,7 @@ def _reporter(console: Any, kind: str) -> tuple[Any, Callable[[Any], None]]:
         def log_line(p: Any) -> None:
             if done_of(p) >= marks["next"] or p.step == p.max_steps:
                 marks["next"] = (int(done_of(p) * 10) + 1) / 10
-                click.echo(f"step {p.step}/{p.max_steps}  loss {p.loss:.4f}  {p.images_per_s:,.0f} images/s  "
+                click.echo(f"{prefix}step {p.step}/{p.max_steps}  loss {p.loss:.4f}  {p.images_per_s:,.0f} {unit}/s  "
                            f"{p.elapsed:.0f} s", err=True)
         return None, log_line
 
@@ -88,7 +95,8 @@ def _reporter(console: Any, kind: str) -> tuple[Any, Callable[[Any], None]]:
 
     bar = Progress(TextColumn(f"[bold]training {kind}"), BarColumn(),
                    TextColumn("step {task.fields[step]}/{task.fields[max_steps]}"),
-                   TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
+                   TextColumn("loss {task.fields[loss]}"),
+                   TextColumn("{task.fields[speed]} " + ("img" if unit == "images" else unit) + "/s"),
                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
     task = bar.add_task("training", total=1000, step=0, max_steps="?", loss="-", speed="-")
 

@@ -3,7 +3,8 @@
 Model names: the folder `imagine lab train KIND ... -O DIR` wrote (config.json + model.safetensors), as
 `-m native:DIR`. config.json's "arch" says the kind, and the kind what the model takes and gives:
 `lm` continues text (below); `vit` names the classes an image shows (`imagine see`), `dit` draws the class
-a prompt names (`imagine draw`), `vqvae` reconstructs an image (`imagine edit`): native_vision.py. The
+a prompt names (`imagine draw`), `vqvae` reconstructs an image (`imagine edit`), `fusion` draws a caption
+and captions an image (`draw` and `see`, by the modality asked for): native_vision.py. The
 engine declares the union, and `capabilities(model)` the checkpoint's own, so the router refuses a
 mismatch (an LM asked to draw) naming the checkpoint's kind. There is no bundled checkpoint, so the engine has no default model and is never
 picked by `auto`: a random-weight toy answering "what is 2+2?" would only confuse.
@@ -42,7 +43,7 @@ from ._support.threads import Finished, stream_from_thread
 __all__ = ["NativeEngine", "NativeOptions", "continuation", "start_ids"]
 
 TRAIN_HINT = ("train one with `imagine lab train lm --preset imagine-cpu --data TEXT -O DIR` (or `lab train "
-              "vit|vqvae|dit -O DIR` for images), then pass -m native:DIR")
+              "vit|vqvae|dit|fusion -O DIR` for images), then pass -m native:DIR")
 
 
 def _checkpoint_folder(model: str) -> Path:
@@ -70,7 +71,7 @@ def _checkpoint(model: str) -> tuple[Path, str, dict[str, Any]]:
         raise InputError(f"{folder}/config.json is not valid JSON ({exc})", hint="re-train or re-save the checkpoint") from None
     kind = info.get("arch") if isinstance(info, dict) else None
     if not isinstance(info, dict) or kind not in nv.KIND_LABEL:
-        raise InputError(f"{folder} holds a {kind!r} model, not one of the lab's (arch lm, vit, vqvae or dit)",
+        raise InputError(f"{folder} holds a {kind!r} model, not one of the lab's (arch lm, vit, vqvae, dit or fusion)",
                          hint="the native engine runs checkpoints from `imagine lab train`")
     if kind != "lm":
         nv.check_info(folder, info, kind)
@@ -133,7 +134,8 @@ def continuation(model: Any, tokenizer: Any, ids: list[int], *, max_tokens: int,
 class NativeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_tokens: int = Field(default=200, gt=0, le=100_000, description="tokens to generate (always all of them)")
-    temperature: float = Field(default=0.8, ge=0, le=5, description="0 = greedy")
+    temperature: float = Field(default=0.8, ge=0, le=5, description="0 = greedy (fusion: image codes; its "
+                               "captions are greedy unless this is set)")
     top_k: int | None = Field(default=40, ge=0, description="keep the k likeliest tokens; 0 or null = off")
     top_p: float | None = Field(default=None, gt=0, le=1, description="nucleus sampling; null = off")
     seed: int | None = Field(default=None, ge=0, description="same seed, same text (a DiT: same images; unset: "
@@ -142,8 +144,8 @@ class NativeOptions(BaseModel):
     steps: int = Field(default=20, ge=1, le=1000, description="DiT: sampling steps")
     guidance: float = Field(default=3.0, ge=0, le=50, description="DiT: classifier-free guidance; 1 = off")
     sampler: Literal["heun", "euler"] = Field(default="heun", description="DiT: ODE solver (heun: 2 calls a step)")
-    n: int = Field(default=1, ge=1, le=16, description="DiT: images to make")
-    scale: int = Field(default=1, ge=1, le=32, description="DiT/VQ-VAE: enlarge the output (nearest neighbour)")
+    n: int = Field(default=1, ge=1, le=16, description="DiT/fusion: images to make")
+    scale: int = Field(default=1, ge=1, le=32, description="DiT/VQ-VAE/fusion: enlarge the output (nearest neighbour)")
 
 
 class NativeEngine(Engine[NativeOptions]):
@@ -156,7 +158,8 @@ class NativeEngine(Engine[NativeOptions]):
     default_model = ""  # no bundled checkpoint: -m native:DIR
     model_hint = TRAIN_HINT
     description = ("Checkpoints trained with `imagine lab train` (-m native:DIR): lm continues text, vit "
-                   "classifies images, dit draws its classes, vqvae reconstructs images")
+                   "classifies images, dit draws its classes, vqvae reconstructs images, fusion draws "
+                   "captions and captions images")
     requires = ("torch", "safetensors")
     extra = "torch"
     package = "torch"
@@ -275,9 +278,14 @@ class NativeEngine(Engine[NativeOptions]):
             raise UpstreamError(f"native generation failed: {type(exc).__name__}: {exc}") from None
 
     async def _stream_vision(self, request: Request[NativeOptions], kind: str) -> AsyncIterator[Event]:
-        """ViT: image(s) -> text; DiT: prompt -> image(s); VQ-VAE: image -> image."""
+        """ViT: image(s) -> text; DiT: prompt -> image(s); VQ-VAE: image -> image; fusion: either of
+        prompt -> image(s) and image(s) -> text, by the modality asked for."""
         opts = request.options
         label = f"a {nv.KIND_LABEL[kind]} (kind {kind!r})"
+        if kind == "fusion" and request.want == Modality.IMAGE:
+            async for event in self._fusion_draw(request, label):
+                yield event
+            return
         if kind == "dit":
             message = last_user(request)
             refuse_other_parts(message, Text, engine=label, takes="a text prompt only", hint="send a prompt naming a class")
@@ -316,8 +324,11 @@ class NativeEngine(Engine[NativeOptions]):
         pictures = [im.pil(request.limits) for im in images]
         model, info = await asyncio.to_thread(self.load_vision, request.model)
         try:
-            if kind == "vit":
-                text = await asyncio.to_thread(nv.classify_text, model, info["meta"], pictures, opts.top)
+            if kind in ("vit", "fusion"):
+                if kind == "vit":
+                    text = await asyncio.to_thread(nv.classify_text, model, info["meta"], pictures, opts.top)
+                else:
+                    text = await asyncio.to_thread(nv.fusion_describe, model, info["meta"], pictures, opts)
                 yield TextDelta(text)
                 yield Usage(input_tokens=None, output_tokens=None, cost=0.0, extra={"images": len(pictures)})
             else:
@@ -328,6 +339,28 @@ class NativeEngine(Engine[NativeOptions]):
             raise
         except Exception as exc:
             raise UpstreamError(f"native {kind} failed: {type(exc).__name__}: {exc}") from None
+        yield Done("stop")
+
+    async def _fusion_draw(self, request: Request[NativeOptions], label: str) -> AsyncIterator[Event]:
+        """A fusion checkpoint asked for an image: the prompt is the caption."""
+        opts = request.options
+        message = last_user(request)
+        refuse_other_parts(message, Text, engine=label, takes="a text caption only to draw",
+                           hint="send a caption to draw, or ask for text (`imagine see`) to caption an image")
+        prompt = "".join(p.text for p in message.parts if isinstance(p, Text)) if message else ""
+        caption = nv.fusion_caption(prompt, _checkpoint(request.model)[2])
+        model, _ = await asyncio.to_thread(self.load_vision, request.model)
+        seed = opts.seed if opts.seed is not None else nv.new_seed()
+        try:
+            pngs = await asyncio.to_thread(nv.fusion_draw_pngs, model, caption, opts, seed)
+        except ImagineError:
+            raise
+        except Exception as exc:
+            raise UpstreamError(f"native drawing failed: {type(exc).__name__}: {exc}") from None
+        for png in pngs:
+            yield PartOut(Image(png, mime="image/png"))
+        yield Usage(cost=0.0, extra={"images": opts.n, "seed": seed, "caption": caption,
+                                     "codes": model.vocab.image_tokens})
         yield Done("stop")
 
 

@@ -6,6 +6,10 @@ gives, its options, and the work itself. The engine (native.py) dispatches here 
 - dit: a prompt -> image(s) of the class the prompt names ("a red circle"; typos within reach are
   forgiven), sampled by Heun steps with classifier-free guidance; an unknown class lists the classes.
 - vqvae: an image (+ any text) -> its reconstruction through the codebook (`imagine edit`).
+- fusion: both ways through one early-fusion LM and its VQ-VAE: a caption -> image(s) (`imagine draw`;
+  the prompt must use the words and characters it was trained on, else an error lists them), and
+  image(s) (+ a question it cannot read) -> a caption each (`imagine see`, greedy unless a temperature
+  is set).
 
 Checks read config.json only (no torch), so a wrong request fails before any weights load.
 """
@@ -23,22 +27,26 @@ from ..errors import InputError, OptionsError
 from ..parts import Modality
 
 __all__ = ["KIND_LABEL", "OPTIONS_OF", "capabilities_of", "check_info", "check_options", "misfit", "match_class",
-           "classify_text", "draw_pngs", "new_seed", "reconstruct_png"]
+           "classify_text", "draw_pngs", "new_seed", "reconstruct_png", "fusion_caption", "fusion_draw_pngs",
+           "fusion_describe"]
 
-KIND_LABEL = {"lm": "language model", "vit": "ViT classifier", "vqvae": "VQ-VAE", "dit": "DiT image generator"}
+KIND_LABEL = {"lm": "language model", "vit": "ViT classifier", "vqvae": "VQ-VAE", "dit": "DiT image generator",
+              "fusion": "mixed-modal fusion model"}
 REQUIRED_META = {"vit": ("classes", "image_size", "pixel_range"), "vqvae": ("image_size", "pixel_range"),
-                 "dit": ("classes", "image_size", "pixel_range")}
+                 "dit": ("classes", "image_size", "pixel_range"), "fusion": ("image_size", "pixel_range")}
 # options each kind uses; any other option set on a request is refused, naming these
 OPTIONS_OF: dict[str, tuple[str, ...]] = {
     "lm": ("max_tokens", "temperature", "top_k", "top_p", "seed"),
     "vit": ("top",),
     "vqvae": ("scale",),
     "dit": ("steps", "guidance", "sampler", "n", "scale", "seed"),
+    "fusion": ("temperature", "top_k", "seed", "n", "scale", "max_tokens"),
 }
 # a chat client sends text-sampling options with every request: a classifier ignores them
 IGNORED_BY = {"vit": ("max_tokens", "temperature", "top_k", "top_p", "seed")}
 USE = {"lm": 'imagine ask -m native:{f} "To be"', "vit": 'imagine see -m native:{f} IMAGE "what is it?"',
-       "vqvae": 'imagine edit -m native:{f} IMAGE "reconstruct"', "dit": 'imagine draw -m native:{f} "a red circle"'}
+       "vqvae": 'imagine edit -m native:{f} IMAGE "reconstruct"', "dit": 'imagine draw -m native:{f} "a red circle"',
+       "fusion": 'imagine see -m native:{f} IMAGE to caption it, or imagine draw -m native:{f} "a red circle"'}
 
 
 def capabilities_of(kind: str) -> tuple[frozenset[Modality], frozenset[Modality], frozenset[str]]:
@@ -47,7 +55,8 @@ def capabilities_of(kind: str) -> tuple[frozenset[Modality], frozenset[Modality]
     return {"lm": (frozenset({text}), frozenset({text}), frozenset({"stream", "seed"})),
             "vit": (frozenset({image, text}), frozenset({text}), frozenset({"stream"})),
             "vqvae": (frozenset({image, text}), frozenset({image}), frozenset()),
-            "dit": (frozenset({text}), frozenset({image}), frozenset({"seed"}))}[kind]
+            "dit": (frozenset({text}), frozenset({image}), frozenset({"seed"})),
+            "fusion": (frozenset({image, text}), frozenset({image, text}), frozenset({"stream", "seed"}))}[kind]
 
 
 def check_info(folder: Path, info: dict[str, Any], kind: str) -> None:
@@ -63,6 +72,11 @@ def check_info(folder: Path, info: dict[str, Any], kind: str) -> None:
     if kind in ("vit", "dit") and not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise InputError(f"{folder}/config.json: meta.classes must be a list of class names",
                          hint=f"re-train it with `imagine lab train {kind} -O DIR`")
+    config = info["config"]
+    if kind == "fusion" and not (isinstance(config.get("chars"), str) and isinstance(config.get("lm"), dict)
+                                 and isinstance(config.get("vqvae"), dict)):
+        raise InputError(f"{folder}/config.json: a fusion config needs chars (text), lm and vqvae (objects)",
+                         hint="re-train it with `imagine lab train fusion -O DIR`")
 
 
 def misfit(folder: Path, kind: str, needed: frozenset[Modality], want: Modality) -> InputError | None:
@@ -75,7 +89,7 @@ def misfit(folder: Path, kind: str, needed: frozenset[Modality], want: Modality)
     if want not in outputs:
         gives = ", ".join(sorted(m.value for m in outputs))
         if want == Modality.IMAGE:
-            hint = "to draw, train a DiT (`imagine lab train dit -O DIR`) and pass -m native:DIR"
+            hint = "to draw, train a DiT or a fusion model (`imagine lab train dit|fusion -O DIR`) and pass -m native:DIR"
         return InputError(f"{what}: it gives {gives}, not {want.value}", hint=hint)
     return None
 
@@ -196,3 +210,70 @@ def reconstruct_png(model: Any, meta: dict[str, Any], pil: Any, scale: int) -> t
         recon, q = model(x)
     image = (recon[0].clamp(lo, hi) - lo) / (hi - lo)
     return _png(image, scale), int(q.codes.numel())
+
+
+# -- fusion: caption -> image, image -> caption ------------------------------------------------------
+
+def fusion_caption(prompt: str, info: dict[str, Any]) -> str:
+    """The prompt as a caption the model can read: spaces collapsed, lower-cased when its alphabet is,
+    trailing . ! ? dropped when it has none. Words or characters it never saw are an InputError listing
+    them and what it knows (a fusion LM reads any string of its characters, but unseen words only make
+    noise), as is a caption too long for its context."""
+    config, meta = info["config"], info["meta"]
+    chars: str = config["chars"]
+    text = " ".join(prompt.split())
+    if not any(ch.isupper() for ch in chars):
+        text = text.lower()
+    text = text.rstrip("".join(ch for ch in ".!?" if ch not in chars))
+    words = meta.get("words") if isinstance(meta.get("words"), list) else None
+    example = '"a red circle"' if words and {"a", "red", "circle"} <= set(words) else "a caption like its training ones"
+    if not text:
+        raise InputError("this early-fusion model draws from a caption, and the prompt is empty",
+                         hint=f"write one, e.g. {example}")
+    if words is not None:
+        unknown = list(dict.fromkeys(w for w in text.split(" ") if w not in words))
+        if unknown:
+            raise InputError(f"this early-fusion model was trained on {len(words)} words and the prompt has others: "
+                             f"{', '.join(repr(w) for w in unknown[:10])}",
+                             hint=f"use only: {', '.join(words)} (e.g. {example})")
+    odd = "".join(sorted(set(text) - set(chars)))
+    if odd:
+        raise InputError(f"the prompt has characters this early-fusion model cannot read: {odd[:40]!r}",
+                         hint=f"use only {chars!r} (e.g. {example})")
+    lm = config["lm"]
+    room = int(lm.get("block_size", 0)) - 3 - _image_tokens(config)
+    if len(text) > room:
+        raise InputError(f"the caption is {len(text)} characters and this model's context leaves room for {room}",
+                         hint=f"shorten it, e.g. {example}")
+    return text
+
+
+def _image_tokens(config: dict[str, Any]) -> int:
+    return int((int(config["image_size"]) // 2 ** int(config["vqvae"].get("downsample", 2))) ** 2)
+
+
+def _generator(seed: int | None) -> Any:
+    import torch
+
+    return torch.Generator().manual_seed(seed if seed is not None else new_seed())
+
+
+def fusion_draw_pngs(model: Any, caption: str, opts: Any, seed: int) -> list[bytes]:
+    """`opts.n` PNGs of `caption` (image side times `opts.scale`), codes sampled at `opts.temperature`."""
+    images = model.draw(caption, opts.n, temperature=opts.temperature, top_k=opts.top_k or None,
+                        generator=_generator(seed))
+    return [_png(im, opts.scale) for im in images]
+
+
+def fusion_describe(model: Any, meta: dict[str, Any], images: list[Any], opts: Any) -> str:
+    """A caption per image (one line each, numbered when several): greedy unless the request set a
+    temperature, at most `opts.max_tokens` characters."""
+    import torch
+
+    x = torch.cat([_pixels(im, int(meta["image_size"]), meta["pixel_range"]) for im in images])
+    sampled = "temperature" in opts.model_fields_set
+    said = model.describe(x, opts.max_tokens, temperature=opts.temperature if sampled else 0.0,
+                          top_k=(opts.top_k or None) if sampled else None, generator=_generator(opts.seed))
+    if len(said) == 1:
+        return str(said[0])
+    return "\n".join(f"image {n}: {line}" for n, line in enumerate(said, 1))
