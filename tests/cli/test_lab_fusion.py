@@ -232,3 +232,14 @@ def test_draw_and_see_through_the_entry_point(trained, tmp_path, imagine_home):
     assert seen.returncode == 0 and not seen.stderr.strip(), seen.stderr
     assert_one_line_error(run("draw", "-m", f"native:{trained}", "a purple hexagon", home=imagine_home),
                           "'purple', 'hexagon'", "use only: a, blue")
+
+
+def test_fusion_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom imagine.cli import main\n"
+            "try:\n    main(['lab', 'train', 'fusion', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('torch', 'rich') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in proc.stdout and "vqvae=DIR" in proc.stdout, proc.stdout + proc.stderr

@@ -235,11 +235,11 @@ def fusion_caption(prompt: str, info: dict[str, Any]) -> str:
         if unknown:
             raise InputError(f"this early-fusion model was trained on {len(words)} words and the prompt has others: "
                              f"{', '.join(repr(w) for w in unknown[:10])}",
-                             hint=f"use only: {', '.join(words)} (e.g. {example})")
+                             hint=f"use only: {', '.join(words)}; e.g. {example}")
     odd = "".join(sorted(set(text) - set(chars)))
     if odd:
         raise InputError(f"the prompt has characters this early-fusion model cannot read: {odd[:40]!r}",
-                         hint=f"use only {chars!r} (e.g. {example})")
+                         hint=f"use only {chars!r}; e.g. {example}")
     lm = config["lm"]
     room = int(lm.get("block_size", 0)) - 3 - _image_tokens(config)
     if len(text) > room:
