@@ -1,10 +1,10 @@
 """Muon (MomentUm Orthogonalized by Newton-Schulz) for 2-D hidden weight matrices.
 
 Why not `torch.optim.Muon`: it always runs the Newton-Schulz iteration in bfloat16, which CPUs without
-native bf16 matmuls emulate; on this project's 2-core machines that made the optimizer step ~20x slower
-than the same iteration in fp32 (634 ms vs 29 ms for a 4-layer, 128-wide model) and larger than the
-forward and backward passes together. Same update rule and coefficients, computed in fp32 on CPU and in
-bf16 on accelerators.
+native bf16 matmuls emulate; on such 2-core machines that made the optimizer step ~20x slower than the
+same iteration in fp32 (634 ms vs 29 ms for a 4-layer, 128-wide model) and larger than the forward and
+backward passes together. Same update rule and coefficients, computed in bf16 where the device has fast
+bf16 (GPUs; CPUs with AVX512-BF16 or AMX, see precision.py) and in fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
+from .precision import fast_bf16
+
 __all__ = ["Muon", "orthogonalize"]
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)   # Keller Jordan's quintic, tuned to converge in 5 steps
@@ -22,7 +24,7 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)   # Keller Jordan's quintic, tuned t
 def orthogonalize(grad: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
     """An approximation of U V^T for grad = U S V^T (all singular values pushed towards 1)."""
     a, b, c = NS_COEFFICIENTS
-    x = grad.float() if grad.device.type == "cpu" else grad.bfloat16()
+    x = grad.bfloat16() if fast_bf16(grad.device) else grad.float()
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T                                                   # iterate on the wide side: (m, n), m <= n

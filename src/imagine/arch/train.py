@@ -4,7 +4,8 @@ Random windows of a character- or byte-tokenized text (first 90 % train, last 10
 AdamW or Muon (+ AdamW for embeddings, norms and biases), linear warm-up then cosine decay, gradient
 clipping and accumulation, autocast where the device has a fast low-precision path, optional
 `torch.compile`, evaluation every N steps, checkpoints in safetensors with a JSON record, resume, and a
-loss-curve PNG. A run stops at `max_iters` or `max_seconds`, whichever comes first; the learning-rate
+loss-curve PNG. A run stops at `max_iters` or `max_seconds` of training (time spent evaluating and saving
+is not counted, as speedruns time it), whichever comes first; the learning-rate
 schedule follows whichever is nearer its end, so a time-boxed run still decays to `min_lr` on time.
 """
 
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from .lm import LM, config_from_dict, preset as lm_preset
 from .muon import Muon
+from .precision import autocast_dtype
 from .tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 
 __all__ = ["TrainConfig", "TrainProgress", "TrainResult", "RECIPES", "recipe", "train", "load_checkpoint",
@@ -35,7 +37,7 @@ class TrainConfig:
     tokenizer: str = "char"                   # "char" or "byte"
     out_dir: str | None = None                # checkpoint folder; None keeps the run in memory
     max_iters: int = 2000
-    max_seconds: float | None = None          # wall-clock budget, in addition to max_iters
+    max_seconds: float | None = None          # training-time budget (evaluation not counted), besides max_iters
     batch_size: int = 12
     grad_accum: int = 1
     optimizer: str = "adamw"                  # "adamw" or "muon" (Muon for hidden matrices, AdamW for the rest)
@@ -53,7 +55,7 @@ class TrainConfig:
                                               # 64 compares a long-context model with nanoGPT's CPU run
     val_fraction: float = 0.1
     device: str = "auto"                      # auto, cpu, cuda, mps
-    autocast: str = "auto"                    # auto (bf16 on CUDA that has it, else off), bf16, fp16, off
+    autocast: str = "auto"                    # auto (bf16 where the device has fast bf16), bf16, fp16, off
     compile: bool = False
     threads: int | None = None                # torch intra-op threads on CPU
     seed: int = 1337
@@ -70,7 +72,7 @@ class TrainConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     # nanoGPT config/train_shakespeare_char.py with its README's CPU overrides
     "nanogpt-cpu": dict(batch_size=12, max_iters=2000, lr=1e-3, warmup_iters=100, weight_decay=0.1,
-                        beta2=0.99, eval_iters=20),
+                        beta2=0.99, eval_iters=20, autocast="off"),  # upstream trains in float32 on CPU
     "imagine-cpu": dict(batch_size=16, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02,
                         warmup_iters=50, weight_decay=0.0, eval_iters=20),
     "imagine-cpu-64": dict(batch_size=32, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02,
@@ -122,12 +124,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    if mode == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -307,7 +303,7 @@ def train(cfg: TrainConfig, on_progress: Callable[[TrainProgress], None] | None 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    amp = _autocast_dtype(cfg.autocast, device)
+    amp = autocast_dtype(cfg.autocast, device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir) if cfg.out_dir else None
     resume = bool(cfg.resume and out and (out / "train_state.json").is_file())
@@ -336,8 +332,9 @@ def train(cfg: TrainConfig, on_progress: Callable[[TrainProgress], None] | None 
     tokens_per_step = cfg.batch_size * cfg.grad_accum * block
 
     def record_and_save() -> float:
+        # in float32 whatever the training precision, so a run's figures compare across precisions
         val = evaluate(model, val_ids, batches=cfg.eval_iters, batch_size=cfg.batch_size, device=device,
-                       autocast=amp, block=cfg.eval_block)
+                       block=cfg.eval_block)
         history.append({"step": step, "elapsed": round(elapsed, 3), "val_loss": val})
         if out:
             meta = {"tokenizer": tokenizer.to_dict(), "train": {**asdict(cfg), "step": step, "val_loss": val,
@@ -378,7 +375,9 @@ def train(cfg: TrainConfig, on_progress: Callable[[TrainProgress], None] | None 
                             "lr": cfg.lr * factor})
             val_now = None
             if step % cfg.eval_interval == 0:
+                paused = time.perf_counter()
                 val = val_now = record_and_save()
+                started += time.perf_counter() - paused  # evaluating and saving are not training time
             if on_progress:
                 on_progress(TrainProgress(step, cfg.max_iters, elapsed, cfg.max_seconds, cfg.lr * factor, total,
                                           val_now, tokens_per_step * step / max(elapsed, 1e-9)))

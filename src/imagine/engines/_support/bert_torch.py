@@ -32,13 +32,11 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 dot products in hardware (else torch emulates them, slowly)."""
-    import torch
+    """Whether this CPU computes bf16 dot products in hardware (the lab's check, shared)."""
+    from ...arch.precision import cpu_has_native_bf16 as check
 
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if check is not None)
+    return check()
 
 
 def resolve_precision(precision: str) -> str:
