@@ -88,6 +88,20 @@ def test_attention_gqa_and_mqa_equal_reference_with_repeated_heads(n_kv):
     torch.testing.assert_close(out, reference_attention(q, k_mha, v_mha), atol=ATOL, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"causal": False}, {"window": 3}])
+def test_attention_in_bf16_on_cpu_matches_the_float32_reference(kwargs):
+    """bf16 on CPU takes the written-out path (not SDPA's kernels): same answer to bf16 rounding, and
+    gradients reach q, k and v."""
+    q, k, v = qkv(h=4, g=2, t=9, d=16, seed=5)
+    expected = reference_attention(q, k, v, **kwargs)
+    q16, k16, v16 = (x.bfloat16().requires_grad_() for x in (q, k, v))
+    out = attention(q16, k16, v16, **kwargs)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
+    out.float().pow(2).sum().backward()
+    assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in (q16, k16, v16))
+
+
 def test_attention_rejects_uneven_head_groups():
     q, k, v = qkv(h=4, g=3)
     with pytest.raises(ValueError, match="evenly"):

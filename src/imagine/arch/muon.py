@@ -22,21 +22,34 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)   # Keller Jordan's quintic, tuned t
 
 
 def orthogonalize(grad: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
-    """An approximation of U V^T for grad = U S V^T (all singular values pushed towards 1)."""
+    """An approximation of U V^T for grad = U S V^T (all singular values pushed towards 1).
+
+    `grad` is one matrix (m, n) or a stack of equal-shaped ones (k, m, n), orthogonalized each on its
+    own in one batched iteration: a small model's dozens of matrices cost a few calls, not hundreds."""
     a, b, c = NS_COEFFICIENTS
     x = grad.bfloat16() if fast_bf16(grad.device) else grad.float()
-    tall = x.shape[0] > x.shape[1]
+    single = x.dim() == 2
+    if single:
+        x = x.unsqueeze(0)
+    tall = x.shape[-2] > x.shape[-1]
     if tall:
-        x = x.T                                                   # iterate on the wide side: (m, n), m <= n
-    x = x / (x.norm() + eps)
+        x = x.mT                                                  # iterate on the wide side: (k, m, n), m <= n
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)
     for _ in range(steps):
-        gram = x @ x.T                                            # (m, m)
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(grad.dtype)
+        gram = x @ x.mT                                           # (k, m, m)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)   # b*G + c*G@G
+        x = torch.baddbmm(x, poly, x, beta=a)                     # a*X + (b*G + c*G@G) @ X
+    if tall:
+        x = x.mT
+    return (x[0] if single else x).to(grad.dtype)
 
 
 class Muon(torch.optim.Optimizer):
-    """SGD with Nesterov momentum whose update is orthogonalized, scaled by sqrt(max(1, rows/cols))."""
+    """SGD with Nesterov momentum whose update is orthogonalized, scaled by sqrt(max(1, rows/cols)).
+
+    Matrices of the same shape are updated together (`torch._foreach_*` and one batched Newton-Schulz
+    per shape): on a 4-layer, 128-wide model this took the optimizer step from a quarter of a CPU
+    training step to ..."""
 
     def __init__(self, params: Iterable[Tensor], lr: float = 0.02, momentum: float = 0.95,
                  weight_decay: float = 0.0, nesterov: bool = True, ns_steps: int = 5) -> None:
@@ -52,17 +65,23 @@ class Muon(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            by_shape: dict[tuple[int, ...], list[Tensor]] = {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.mul_(mu).add_(p.grad)
-                update = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
+                if p.grad is not None:
+                    by_shape.setdefault(tuple(p.shape), []).append(p)
+            for shape, params in by_shape.items():
+                grads = [p.grad for p in params]
+                bufs = []
+                for p in params:
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                    bufs.append(self.state[p]["momentum_buffer"])
+                torch._foreach_mul_(bufs, mu)
+                torch._foreach_add_(bufs, grads)
+                updates = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs
                 if wd:
-                    p.mul_(1 - lr * wd)
-                scale = max(1.0, p.shape[0] / p.shape[1]) ** 0.5
-                p.add_(orthogonalize(update, group["ns_steps"]), alpha=-lr * scale)
+                    torch._foreach_mul_(params, 1 - lr * wd)
+                scale = max(1.0, shape[0] / shape[1]) ** 0.5
+                ortho = orthogonalize(torch.stack(updates), group["ns_steps"])
+                torch._foreach_add_(params, list(ortho.unbind(0)), alpha=-lr * scale)
         return loss

@@ -75,7 +75,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                         beta2=0.99, eval_iters=20, autocast="off"),  # upstream trains in float32 on CPU
     "imagine-cpu": dict(batch_size=16, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02,
                         warmup_iters=50, weight_decay=0.0, eval_iters=20),
-    "imagine-cpu-64": dict(batch_size=32, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02,
+    "imagine-cpu-64": dict(batch_size=48, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02,
                            warmup_iters=50, weight_decay=0.0, eval_iters=20),
     "moe-tiny": dict(batch_size=16, max_iters=2000, optimizer="muon", lr=3e-3, muon_lr=0.02, warmup_iters=50,
                      weight_decay=0.0),
