@@ -2,7 +2,7 @@
 
 1. Train `nanogpt-cpu` (nanoGPT's recipe and GPT-2 parts: block 64, 4 layers, 4 heads, 128 wide, AdamW,
    2,000 iterations) and time it: that time is the budget (or pass --seconds).
-2. Train imagine's preset (default `imagine-cpu`) for the same wall time; its learning-rate schedule is
+2. Train imagine's preset (default `imagine-cpu-64`) for the same wall time; its learning-rate schedule is
    time-based, so it decays on time.
 3. Evaluate both on the same validation split (the last 10 % of tinyshakespeare) the same way: mean
    character-level cross-entropy over --eval-batches random windows at each model's own block size.
@@ -16,13 +16,16 @@ upstream's step speed within 10 % (nanoGPT's own train.py, same machine and flag
 threads); imagine reaches the baseline's final loss in <= 0.25x its time, and <= 1.55 at equal wall time
 on 64-character windows.
 Measured (2 threads, 2026-12-01, machine otherwise quiet): upstream's train.py 28.2-32.3 ms a step, the lab's
-`nanogpt-cpu` 29.3 ms over 400 steps without evaluations (33.4 ms a step over the bench's 2,000 with them);
-baseline 1.917 in 66.8 s; imagine-cpu reached it in 37.5 s (0.56x; goal 0.25x not met) and ended at 1.714 on
-64-character windows (1.678 on its own 256; goal 1.55 not met). The same model trained on 64-character
-windows, batch 32 (`--preset imagine-cpu-64`; sweep in the session note: batch 16/32/64, warm-up, Muon lr)
-reached it in 18.7-19.5 s = 0.29-0.30x and ended at 1.629-1.646: closer, still short of 0.25x and 1.55.
+`nanogpt-cpu` 29.1-29.3 ms. Baseline 1.917 in 58.2-58.3 s of training. `--preset imagine-cpu-64` (5 x 128,
+block 64, batch 48, Muon, bf16 autocast on this AVX512-BF16 CPU) reached it in 12.4-12.6 s = 0.21-0.22x
+and ended at 1.544-1.549 on 64-character windows: both goals met, the second by a hair. What got there
+from 0.29x / 1.63 (same session): bf16 autocast and bf16 Newton-Schulz (step 180 -> 135 ms at 1 thread),
+attention written out in bf16 instead of SDPA's slow bf16 CPU kernels, F.rms_norm, Muon batched over
+equal shapes (batch 48 step 89 -> 69 ms), evaluations no longer counted as training time, then batch 48
+(1.5505 -> 1.5425 in 62 s) and a fifth layer (-> 1.534). Wider (192) or 6 layers ended higher in the
+same time. `imagine-cpu` (block 256, 4 layers) reached the baseline's loss in 0.56x in float32.
 
-    .venv/bin/python bench/lm_vs_nanogpt.py [--threads 2] [--seconds S] [--preset imagine-cpu]
+    .venv/bin/python bench/lm_vs_nanogpt.py [--threads 2] [--seconds S] [--preset imagine-cpu-64]
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, help="budget for both (default: the baseline's 2,000 iterations)")
-    parser.add_argument("--preset", default="imagine-cpu")
+    parser.add_argument("--preset", default="imagine-cpu-64")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--eval-batches", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=50, help="imagine's steps between evaluations at 64")
