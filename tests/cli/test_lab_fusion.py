@@ -157,12 +157,46 @@ def test_bad_training_input_is_one_line(tmp_path):
         (["-o", "batch=4"], "unknown training option 'batch'"),
         (["--size", "9"], "must be divisible by 2"),
         (["-o", f"vqvae={tmp_path / 'none'}"], "no checkpoint there"),
+        (["-o", "data=three"], "-o data=three: choose one (one shape a picture), two (two side by side) or both"),
     ]
     for args, fragment in cases:
         result = train(tmp_path / "bad", *args, tiny_vq="vqvae=" not in args[-1])
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, (args, result.stderr)
         assert fragment in result.stderr, (args, result.stderr)
+
+
+def test_two_shape_training_learns_and_draws_relational_captions(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "two"
+    result = train(folder, "-o", "data=two")
+    assert result.exit_code == 0, result.output
+    assert "samples with both halves in the asked colours " in result.stdout and "(chance 6.25%)" in result.stdout
+    assert "dB on two-shape images" in result.stdout and "left of a blue square" in result.stdout
+    info = json.loads((folder / "config.json").read_text())
+    assert info["meta"]["image_size"] == 8 and info["train"]["data_option"] == "two"
+    assert info["train"]["data"] == "imagine.arch.data.two_shapes" and info["train"]["vq_psnr_two"] > 0
+    assert {"left", "of", "red", "circle"} <= set(info["meta"]["words"])
+    assert Image.open(folder / "samples.png").size[1] == 3 * (12 * 9 + 1)        # 12 two-shape captions
+    response = imagine.draw("A red circle left of a blue square.", model=f"native:{folder}", seed=1, n=2, scale=2)
+    assert [p.mime for p in response.parts] == ["image/png"] * 2 and [p.size for p in response.parts] == [(16, 16)] * 2
+    assert response.usage.extra["caption"] == "a red circle left of a blue square"
+    with pytest.raises(InputError, match="the prompt has others: 'above'") as err:
+        imagine.draw("a red circle above a blue square", model=f"native:{folder}").complete()
+    assert "left, of" in str(err.value)
+    both = train(tmp_path / "both", "-o", "data=both", "--json", "-o", "plot=false")
+    assert both.exit_code == 0, both.output
+    summary = json.loads(both.stdout)
+    assert summary["data_option"] == "both" and summary["size"] == 8 and summary["vq_psnr_two"] > 0
+    words = json.loads((tmp_path / "both" / "config.json").read_text())["meta"]["words"]
+    assert {"left", "of", "triangle"} <= set(words)
+
+
+def test_default_size_follows_the_data():
+    from imagine.cli.lab_fusion import DEFAULT_SIZE
+
+    assert DEFAULT_SIZE == {"one": 16, "two": 24, "both": 24}
 
 
 def test_draw_makes_images_of_the_caption(trained):

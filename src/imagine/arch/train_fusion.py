@@ -10,6 +10,12 @@ bench/lab_fusion.py.
    samples per caption whose colour (the palette colour nearest their lit pixels) is compared with the
    caption's (chance 1/4). Telling the shape needs a trained judge: bench/lab_fusion.py trains one.
 
+Data (`data`): "one" shape a picture ("a red circle", data.shapes), "two" side by side ("a red circle left
+of a blue square", data.two_shapes), or "both" (half each). Two shapes need more pixels (32x32 -> 8x8 = 64
+codes at the default downsample); the VQ-VAE is still trained on single shapes of that side (it is
+convolutional, and it sees 4x4-pixel patches), and for two-shape data the trainer reports its PSNR on
+held-out two-shape images too. With two shapes, a sample's colour is judged per half (left, right).
+
 Budgets: LM steps, VQ-VAE steps, and optionally seconds for the whole run (the VQ-VAE gets `vq_share`
 of them and the LM what is left); the first limit reached ends a phase. Ctrl-C keeps what was learnt.
 Shapes: N images, S image side, h = w code grid, T tokens.
@@ -25,19 +31,21 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .data import COLOURS, SHAPES, caption, shapes
+from .data import COLOURS, SHAPES, ShapesData, caption, shapes, two_shapes
 from .fusion import FusionConfig, FusionModel, FusionVocab, collate, interleave
 from .lm import LMConfig
 from .train_vision import VisionProgress, VisionTrainConfig, colour_of, train_vision
 from .vqvae import VQVAE
 
 __all__ = ["FusionTrainConfig", "FusionProgress", "FusionResult", "VQ_MODEL", "LM_MODEL", "SAMPLE_TEMPERATURE",
-           "SAMPLE_TOP_K", "train_fusion", "captions_of", "judge_captions", "sample_grid"]
+           "SAMPLE_TOP_K", "DATA", "train_fusion", "captions_of", "two_captions_of", "fusion_data", "half_colours",
+           "judge_captions", "sample_grid"]
 
 VQ_MODEL: dict[str, Any] = dict(hidden=48, n_res=2, downsample=2, codebook_size=256, code_dim=32)
 LM_MODEL: dict[str, Any] = dict(n_layer=4, n_head=4, n_embd=128, qk_norm=True, z_loss=1e-4)
 SAMPLE_TEMPERATURE, SAMPLE_TOP_K = 0.8, 40      # the native engine's defaults, so the figures are what `draw` gives
 GRID_PER_CAPTION = 8
+DATA = ("one", "two", "both")           # one shape a picture, two side by side, or half each
 
 
 @dataclass
@@ -47,6 +55,7 @@ class FusionTrainConfig:
     seconds: float | None = None        # the whole run's time budget; the first of steps and seconds ends a phase
     vq_share: float = 0.2               # of `seconds`, what the VQ-VAE may use
     size: int = 16                      # image side S
+    data: str = "one"                   # DATA: what the captioned pictures show
     seed: int = 0                       # weights, batches and training data; held-out data is seed + 1000
     n_train: int = 6000
     batch_size: int = 32                # sequences per LM step
@@ -80,13 +89,14 @@ class FusionResult:
     loss: float
     vq_psnr: float | None               # held-out PSNR dB of the VQ-VAE trained here (None when given one)
     caption_exact: float                # held-out images captioned exactly right
-    colour_right: float                 # grid samples in the caption's colour
+    colour_right: float                 # grid samples in the caption's colour (two shapes: both halves right)
     samples: Tensor                     # (len(captions) * GRID_PER_CAPTION, 3, S, S) in [0, 1], one row per caption
     captions: list[str]
     sequences_per_s: float
     history: list[dict[str, float]]
     vq_history: list[dict[str, float]]
     interrupted: bool = False
+    vq_psnr_two: float | None = None    # held-out PSNR dB of the VQ-VAE on two-shape images (data two or both)
 
 
 def _lr(frac: float, lr: float, warm: float = 0.03) -> float:
@@ -99,11 +109,52 @@ def captions_of() -> list[str]:
     return [caption(s, c) for s in range(len(SHAPES)) for c in range(len(COLOURS))]
 
 
+def two_captions_of(n: int = 12, seed: int = 7) -> list[str]:
+    """n distinct two-shape captions "a <colour> <shape> left of a <colour> <shape>", drawn from a seed."""
+    out: list[str] = []
+    for cap in two_shapes(20 * n, seed=seed, size=8).captions:
+        if cap not in out:
+            out.append(cap)
+    return out[:n]
+
+
+def fusion_data(kind: str, n: int, seed: int, size: int) -> ShapesData:
+    """`n` captioned pictures of DATA `kind`; "both" alternates one- and two-shape images (even rows one)."""
+    if kind not in DATA:
+        raise ValueError(f"data={kind!r} is not one of {', '.join(DATA)}")
+    if kind == "one":
+        return shapes(n, seed=seed, size=size)
+    if kind == "two":
+        return two_shapes(n, seed=seed, size=size)
+    one, two = shapes((n + 1) // 2, seed=seed, size=size), two_shapes(n // 2, seed=seed + 500, size=size)
+    order = torch.arange(n)
+    pick = torch.where(order % 2 == 0, order // 2, len(one) + order // 2)           # one, two, one, two, ..
+    images = torch.cat([one.images, two.images])[pick]
+    captions = [(one.captions + two.captions)[int(i)] for i in pick]
+    return ShapesData(images, torch.cat([one.shape, two.shape])[pick], torch.cat([one.colour, two.colour])[pick],
+                      captions)
+
+
+def half_colours(images: Tensor) -> tuple[Tensor, Tensor]:
+    """The palette colour of the left and of the right half of each image (N, 3, S, S) in [0, 1]."""
+    w = images.shape[-1]
+    return colour_of(images[..., : w // 2]), colour_of(images[..., w - w // 2:])
+
+
+def _two_want(captions: list[str], per_caption: int) -> tuple[Tensor, Tensor]:
+    """Colour ids of the left and right shape each caption asks for, `per_caption` times each."""
+    left = [COLOURS.index(c.split()[1]) for c in captions]
+    right = [COLOURS.index(c.split(" left of ")[1].split()[1]) for c in captions]
+    return (torch.tensor(left).repeat_interleave(per_caption), torch.tensor(right).repeat_interleave(per_caption))
+
+
 def train_fusion(cfg: FusionTrainConfig, vqvae: VQVAE | None = None,
                  on_progress: Callable[[FusionProgress], None] | None = None) -> FusionResult:
     """Train (or take) the VQ-VAE, then the fusion LM on its codes; judge both directions on held-out data."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.data not in DATA:
+        raise ValueError(f"data={cfg.data!r} is not one of {', '.join(DATA)}")
     if min(cfg.steps, cfg.vq_steps, cfg.batch_size, cfg.vq_batch_size, cfg.n_train) < 1:
         raise ValueError("steps, vq_steps, batch_size, vq_batch_size and n_train must be at least 1")
     down = vqvae.cfg.downsample if vqvae is not None else int({**VQ_MODEL, **cfg.vq_model}["downsample"])
@@ -125,7 +176,7 @@ def train_fusion(cfg: FusionTrainConfig, vqvae: VQVAE | None = None,
         vqvae, vq_psnr, vq_steps, vq_seconds = vq.model, vq.score, vq.steps, vq.seconds
         vq_history, interrupted = vq.history, vq.interrupted
     vqvae.eval()
-    data = shapes(cfg.n_train, seed=cfg.seed, size=cfg.size)
+    data = fusion_data(cfg.data, cfg.n_train, seed=cfg.seed, size=cfg.size)
     with torch.no_grad():
         codes = torch.cat([vqvae.encode(data.images[i:i + 256] * 2 - 1).codes
                            for i in range(0, len(data.images), 256)])                   # (N, h, w)
@@ -171,17 +222,30 @@ def train_fusion(cfg: FusionTrainConfig, vqvae: VQVAE | None = None,
     except KeyboardInterrupt:   # keep what was learnt: the caller still saves and judges it
         interrupted = True
     model.eval()
-    held = shapes(240, seed=cfg.seed + 1000, size=cfg.size)
-    exact = judge_captions(model, held.images, [caption(s, c) for s, c in zip(held.shape.tolist(), held.colour.tolist())])
-    captions = captions_of()
-    samples = sample_grid(model, captions, GRID_PER_CAPTION, seed=cfg.seed)
-    want = torch.arange(len(COLOURS)).repeat(len(SHAPES)).repeat_interleave(GRID_PER_CAPTION)
-    colour_right = float((colour_of(samples) == want).float().mean())
+    held = fusion_data(cfg.data, 240, seed=cfg.seed + 1000, size=cfg.size)
+    exact = judge_captions(model, held.images, held.captions)
+    vq_psnr_two = None
+    if cfg.data != "one":
+        from .vqvae import psnr
+
+        two = two_shapes(240, seed=cfg.seed + 1000, size=cfg.size).images
+        with torch.no_grad():
+            vq_psnr_two = float(psnr((model.vqvae(two * 2 - 1)[0].clamp(-1, 1) + 1) / 2, two))
+    if cfg.data == "two":
+        captions = two_captions_of()
+        samples = sample_grid(model, captions, GRID_PER_CAPTION, seed=cfg.seed)
+        (left, right), (want_left, want_right) = half_colours(samples), _two_want(captions, GRID_PER_CAPTION)
+        colour_right = float(((left == want_left) & (right == want_right)).float().mean())
+    else:
+        captions = captions_of()
+        samples = sample_grid(model, captions, GRID_PER_CAPTION, seed=cfg.seed)
+        want = torch.arange(len(COLOURS)).repeat(len(SHAPES)).repeat_interleave(GRID_PER_CAPTION)
+        colour_right = float((colour_of(samples) == want).float().mean())
     words = sorted({w for cap in data.captions for w in cap.split()})
     meta = {"image_size": cfg.size, "pixel_range": [-1.0, 1.0], "words": words}
     return FusionResult(model, meta, step, vq_steps, elapsed, vq_seconds, loss_value, vq_psnr, exact, colour_right,
                         samples, captions, step * cfg.batch_size / max(elapsed, 1e-9), history, vq_history,
-                        interrupted)
+                        interrupted, vq_psnr_two)
 
 
 def judge_captions(model: FusionModel, images: Tensor, want: list[str]) -> float:

@@ -5,6 +5,8 @@ VQ-VAE first (or `-o vqvae=DIR`, one `imagine lab train vqvae` wrote), then the 
 and "image -> caption" sequences. The folder -O gets one checkpoint (model.safetensors with the LM and
 the VQ-VAE, config.json with kind "fusion"), served by `-m native:DIR` both ways: `draw` (caption ->
 image) and `see` (image -> caption); plus loss.png and samples.png (one row of samples per caption).
+`-o data=two` trains on two shapes side by side ("a red circle left of a blue square", 24x24 images by
+default), `-o data=both` on half each; the checkpoint records the words it learnt, and `draw` refuses others.
 torch is imported inside the command, so `imagine --help` stays fast.
 """
 
@@ -22,7 +24,10 @@ from .lab_vision import _need_torch, _options, _reporter
 __all__ = ["FUSION_COMMAND"]
 
 TRAIN_KEYS: dict[str, type] = {"batch_size": int, "lr": float, "n_train": int, "plot": bool, "vq_steps": int,
-                               "vq_batch_size": int, "vq_lr": float, "vqvae": str}
+                               "vq_batch_size": int, "vq_lr": float, "vqvae": str, "data": str}
+DATA_SOURCES = {"one": "imagine.arch.data.shapes", "two": "imagine.arch.data.two_shapes",
+                "both": "imagine.arch.data.shapes + imagine.arch.data.two_shapes"}
+DEFAULT_SIZE = {"one": 16, "two": 24, "both": 24}       # two shapes side by side need more pixels
 
 
 def _phased(console: Any) -> tuple[Callable[[Any], None], Callable[[], None]]:
@@ -91,13 +96,18 @@ def _train(steps: int | None, minutes: float | None, size: int | None, seed: int
               "vqvae": {f.name for f in fields(VQVAEConfig)}}
     train_opts, models = _options("fusion", options, TRAIN_KEYS, groups)
     plot = train_opts.pop("plot", True)
+    data = train_opts.get("data", "one")
+    if data not in DATA_SOURCES:
+        raise InputError(f"-o data={data}: choose one (one shape a picture), two (two side by side) or both",
+                         hint="e.g. -o data=two")
     vq_path = train_opts.pop("vqvae", None)
     vqvae = None
     if vq_path is not None:
         if models["vqvae"]:
             raise InputError("-o vqvae=DIR reuses a trained VQ-VAE, so -o vqvae.FIELD cannot change it")
         vqvae, size = _given_vqvae(vq_path, size)
-    cfg = FusionTrainConfig(steps=steps or 2000, seconds=minutes * 60 if minutes else None, size=size or 16,
+    cfg = FusionTrainConfig(steps=steps or 2000, seconds=minutes * 60 if minutes else None,
+                            size=size or DEFAULT_SIZE[data],
                             seed=seed, threads=threads, model=models["model"], vq_model=models["vqvae"], **train_opts)
     folder = Path(out).expanduser()
     report, close = _phased(Console(stderr=True)) if not as_json else (None, lambda: None)
@@ -113,7 +123,8 @@ def _train(steps: int | None, minutes: float | None, size: int | None, seed: int
               "vqvae": str(Path(vq_path).expanduser()) if vq_path else None,
               "caption_exact": result.caption_exact, "colour_right": result.colour_right, "seed": seed,
               "size": cfg.size, "n_train": cfg.n_train, "batch_size": cfg.batch_size, "lr": cfg.lr,
-              "data": "imagine.arch.data.shapes", "interrupted": result.interrupted}
+              "data": DATA_SOURCES[data], "data_option": data,
+              "vq_psnr_two": result.vq_psnr_two, "interrupted": result.interrupted}
     try:
         checkpoint.save(result.model, folder, result.meta, record)
         samples = save_grid(result.samples, len(result.captions), folder / "samples.png")
@@ -131,11 +142,17 @@ def _train(steps: int | None, minutes: float | None, size: int | None, seed: int
     vq = (f"VQ-VAE {result.vq_steps} steps in {result.vq_seconds:.1f} s (held-out PSNR {result.vq_psnr:.2f} dB)"
           if result.vq_psnr is not None else f"VQ-VAE from {vq_path}")
     grid = result.model.cfg.grid
+    if result.vq_psnr_two is not None:
+        vq += f", {result.vq_psnr_two:.2f} dB on two-shape images"
+    prompt = "a red circle left of a blue square" if data == "two" else "a red circle"
+    n_captions = {"one": 12, "two": 132, "both": 144}[data]
+    judged = ("samples with both halves in the asked colours" if data == "two" else "samples in the asked colour")
     click.echo(f"trained fusion: {vq}, LM {result.steps} steps in {result.seconds:.1f} s "
                f"({result.sequences_per_s:,.0f} sequences/s)" + (" (stopped early)" if result.interrupted else ""))
-    click.echo(f"loss {result.loss:.4f} · held-out captions exact {result.caption_exact:.1%} (chance 8.3%) · "
-               f"samples in the asked colour {result.colour_right:.1%} (chance 25.0%)")
-    click.echo(f"checkpoint: {folder}   (imagine draw -m native:{folder} \"a red circle\"; "
+    click.echo(f"loss {result.loss:.4f} · held-out captions exact {result.caption_exact:.1%} (chance "
+               f"{1 / n_captions:.1%}) · {judged} {result.colour_right:.1%} "
+               f"(chance {'6.25' if data == 'two' else '25.0'}%)")
+    click.echo(f"checkpoint: {folder}   (imagine draw -m native:{folder} \"{prompt}\"; "
                f"imagine see -m native:{folder} IMAGE)")
     click.echo(f"model: {params / 1e6:.2f} M parameters; vocabulary {vocab.size} = 5 markers + {len(vocab.chars)} "
                f"characters + {vocab.n_codes} codes, {vocab.image_tokens} codes an image ({grid}x{grid})")
@@ -149,16 +166,19 @@ def _train(steps: int | None, minutes: float | None, size: int | None, seed: int
 @click.option("--steps", type=click.IntRange(min=1), help="LM optimizer steps [default: 2000].")
 @click.option("--minutes", type=FiniteFloat(min=0, min_open=True),
               help="Stop after this many minutes in all (a fifth for the VQ-VAE, the rest for the LM).")
-@click.option("--size", type=click.IntRange(min=4, max=256), help="Image side in pixels [default: 16].")
+@click.option("--size", type=click.IntRange(min=4, max=256),
+              help="Image side in pixels [default: 16; 24 with -o data=two|both].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, weights and batches.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="batch_size, lr, n_train, plot=false, vq_steps, vq_batch_size, vq_lr, vqvae=DIR (reuse a "
+              help="data=one|two|both (one shape a picture, two side by side, half each), batch_size, lr, "
+                   "n_train, plot=false, vq_steps, vq_batch_size, vq_lr, vqvae=DIR (reuse a "
                    "trained VQ-VAE), model.FIELD=VALUE (the LM), vqvae.FIELD=VALUE; repeatable.")
 @click.option("-O", "--out", required=True, type=OutPath(), help="Checkpoint folder to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress bar).")
 def FUSION_COMMAND(steps: int | None, minutes: float | None, size: int | None, seed: int, threads: int | None,
                    options: tuple[str, ...], out: str, as_json: bool) -> None:
     """Train an early-fusion LM (characters + VQ-VAE codes in one sequence) on captioned shapes into -O;
-    draw with `imagine draw -m native:DIR "a red circle"`, caption with `imagine see -m native:DIR IMAGE`."""
+    draw with `imagine draw -m native:DIR "a red circle"` ("a red circle left of a blue square" after
+    -o data=two), caption with `imagine see -m native:DIR IMAGE`."""
     _train(steps, minutes, size, seed, threads, options, out, as_json)
