@@ -352,7 +352,9 @@ def bench_ingest(args: argparse.Namespace) -> None:
     texts = chunks_of(SHAKESPEARE.read_text(), args.ingest, args.seed)
     words = sum(len(t.split()) for t in texts) / len(texts)
     root = Path(tempfile.mkdtemp(prefix="imagine-bench-ingest-"))
-    print(f"ingest: {len(texts):,} chunks of ~{words:.0f} words from {SHAKESPEARE.name}, MiniLM in calls of 64, "
+    from imagine.index.index import EMBED_BATCH
+
+    print(f"ingest: {len(texts):,} chunks of ~{words:.0f} words from {SHAKESPEARE.name}, MiniLM in calls of {EMBED_BATCH}, "
           f"{os.cpu_count()} CPUs; model load not counted")
     rates: dict[str, float] = {}
     try:

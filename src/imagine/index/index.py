@@ -30,10 +30,15 @@ if TYPE_CHECKING:
 __all__ = ["AddReport", "Index", "IndexConfig", "index_names", "open_store"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-EMBED_BATCH = 64
+EMBED_BATCH = 256  # texts gathered across files before one embed call (sorted by length inside: less padding)
 WRITE_BATCH = 1024  # chunks gathered across files before one store write
 Progress = Callable[[int, int, str], None]
 Mode = Literal["hybrid", "vector", "text"]
+
+
+def _kept(extracted: Extracted) -> list[Piece]:
+    """The pieces worth a vector: those with some text."""
+    return [p for p in extracted.pieces if p.text.strip()]
 
 
 class IndexConfig(BaseModel):
@@ -143,10 +148,12 @@ class Index:
     def add(self, paths: Sequence[str | Path], *, progress: Progress | None = None) -> AddReport:
         """Index files, folders and globs. Unchanged files are skipped before any model runs.
 
-        New chunks and source records are written in batches of about WRITE_BATCH chunks, not per file: each
-        LanceDB write is a new table version, and one per small file cost as much as embedding it. A file's
-        record is written with (after) its chunks, so a run that dies part way re-reads the files whose
-        records it did not write."""
+        Work is batched across files, not done per file: the texts of several files go to the embedder
+        together (about EMBED_BATCH; it sorts them by length, so padding stays small, and a folder of
+        one-paragraph notes is not a thousand one-text calls), and new chunks and source records are
+        written about WRITE_BATCH chunks at a time (each LanceDB write is a new table version, and one
+        per small file cost as much as embedding it). A file's record is written with (after) its
+        chunks, so a run that dies part way re-reads the files whose records it did not write."""
         report = AddReport()
         files, missing = expand_paths([str(p) for p in paths])
         report.failed.extend(missing)
@@ -154,6 +161,7 @@ class Index:
         say = progress or (lambda done, total, label: None)
         chunks_due: list[Chunk] = []
         records_due: list[SourceRecord] = []
+        extracted_due: list[tuple[str, str, Extracted]] = []  # (source, hash, extracted): awaiting vectors
 
         def write() -> None:
             if chunks_due:
@@ -162,6 +170,34 @@ class Index:
                 self.store.set_sources(records_due)
             chunks_due.clear()
             records_due.clear()
+
+        def embed_due() -> None:
+            texts = [p.text for _, _, extracted in extracted_due for p in _kept(extracted)]
+            try:
+                vectors = self._embed(texts, self.config.embedder) if texts else []
+            except ImagineError as exc:  # the embedder failed on this batch: its files are reported, not lost
+                report.failed.extend((source, exc.message or str(exc)) for source, _, _ in extracted_due)
+                extracted_due.clear()
+                return
+            at = 0
+            for source, digest, extracted in extracted_due:
+                count = len(_kept(extracted))
+                try:
+                    chunks = self._chunks(source, digest, extracted, vectors[at:at + count])
+                except (ImagineError, OSError) as exc:
+                    report.failed.append((source, getattr(exc, "message", None) or str(exc)))
+                    continue
+                finally:
+                    at += count
+                if source in known:
+                    self.store.delete_source(source)  # a changed file: its old chunks go
+                chunks_due.extend(chunks)
+                records_due.append(SourceRecord(source, digest, extracted.kind, len(chunks)))
+                report.added.append((source, len(chunks)))
+                report.embedded += len(chunks)
+            extracted_due.clear()
+            if len(chunks_due) >= WRITE_BATCH:
+                write()
 
         for done, path in enumerate(files):
             say(done, len(files), path.name)
@@ -173,18 +209,13 @@ class Index:
                     continue
                 extracted = extract(path, self.client, image_vectors=self.config.image_embedder is not None,
                                     ocr_model=self.config.ocr_model, asr_model=self.config.asr_model)
-                chunks = self._chunks(source, digest, extracted)
             except (ImagineError, OSError) as exc:
                 report.failed.append((source, getattr(exc, "message", None) or str(exc)))
                 continue
-            if source in known:
-                self.store.delete_source(source)  # a changed file: its old chunks go
-            chunks_due.extend(chunks)
-            records_due.append(SourceRecord(source, digest, extracted.kind, len(chunks)))
-            report.added.append((source, len(chunks)))
-            report.embedded += len(chunks)
-            if len(chunks_due) >= WRITE_BATCH:
-                write()
+            extracted_due.append((source, digest, extracted))
+            if sum(len(_kept(e)) for _, _, e in extracted_due) >= EMBED_BATCH:
+                embed_due()
+        embed_due()
         write()
         say(len(files), len(files), "done")
         optimize = getattr(self.store, "optimize", None)
@@ -192,11 +223,10 @@ class Index:
             optimize()
         return report
 
-    def _chunks(self, source: str, digest: str, extracted: Extracted) -> list[Chunk]:
-        kept = [p for p in extracted.pieces if p.text.strip()]
-        text_vectors = self._embed([p.text for p in kept], self.config.embedder) if kept else []
+    def _chunks(self, source: str, digest: str, extracted: Extracted, text_vectors: list[list[float]]) -> list[Chunk]:
+        """A file's chunks: its kept text pieces with their vectors, then its images (embedded here)."""
         chunks = [self._chunk(source, digest, extracted, n, piece, vector, "text")
-                  for n, (piece, vector) in enumerate(zip(kept, text_vectors))]
+                  for n, (piece, vector) in enumerate(zip(_kept(extracted), text_vectors))]
         if extracted.images and self.config.image_embedder:
             image_vectors = self._embed([image for _, image in extracted.images], self.config.image_embedder)
             chunks.extend(self._chunk(source, digest, extracted, len(chunks) + n, piece, vector, "image")
