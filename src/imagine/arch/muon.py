@@ -70,7 +70,7 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is not None:
                     by_shape.setdefault(tuple(p.shape), []).append(p)
             for shape, params in by_shape.items():
-                grads = [p.grad for p in params]
+                grads = [p.grad for p in params if p.grad is not None]
                 bufs = []
                 for p in params:
                     if "momentum_buffer" not in self.state[p]:
