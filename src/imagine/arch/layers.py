@@ -76,6 +76,10 @@ def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
 CPU_WRITTEN_OUT_MAX_LEN = 512
 
 
+def _written_out_pays(q: Tensor, k: Tensor) -> bool:
+    return q.device.type == "cpu" and q.dtype != torch.float32 and k.shape[2] <= CPU_WRITTEN_OUT_MAX_LEN
+
+
 def _written_out(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, dropout: float) -> Tensor:
     """softmax(q k^T / sqrt(D) masked) v as three ops; the softmax runs in fp32 under autocast."""
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)               # (B, H, T, S)
@@ -104,7 +108,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = True, window: i
     plain = q_pos is None and k_pos is None and q.shape[2] == k.shape[2]
     if plain and window is None:
         # SDPA's own causal mask lets it pick a flash / memory-efficient kernel
-        if q.device.type == "cpu" and q.dtype != torch.float32 and k.shape[2] <= CPU_WRITTEN_OUT_MAX_LEN:
+        if _written_out_pays(q, k):
             allowed = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril() if causal else None
             return _written_out(q, k, v, allowed, dropout)
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
@@ -118,7 +122,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = True, window: i
         allowed &= rel >= 0
     if window is not None:
         allowed &= rel < window
-    if q.device.type == "cpu" and q.dtype != torch.float32 and k.shape[2] <= CPU_WRITTEN_OUT_MAX_LEN:
+    if _written_out_pays(q, k):
         return _written_out(q, k, v, allowed, dropout)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
 

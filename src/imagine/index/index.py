@@ -161,7 +161,8 @@ class Index:
         say = progress or (lambda done, total, label: None)
         chunks_due: list[Chunk] = []
         records_due: list[SourceRecord] = []
-        extracted_due: list[tuple[str, str, Extracted]] = []  # (source, hash, extracted): awaiting vectors
+        extracted_due: list[tuple[str, str, Extracted, list[Piece]]] = []  # (source, hash, extracted, kept)
+        texts_due = 0  # kept pieces in extracted_due: the texts the next embed call gets
 
         def write() -> None:
             if chunks_due:
@@ -172,18 +173,20 @@ class Index:
             records_due.clear()
 
         def embed_due() -> None:
-            texts = [p.text for _, _, extracted in extracted_due for p in _kept(extracted)]
+            nonlocal texts_due
+            texts = [p.text for _, _, _, kept in extracted_due for p in kept]
+            texts_due = 0
             try:
                 vectors = self._embed(texts, self.config.embedder) if texts else []
             except ImagineError as exc:  # the embedder failed on this batch: its files are reported, not lost
-                report.failed.extend((source, exc.message or str(exc)) for source, _, _ in extracted_due)
+                report.failed.extend((source, exc.message or str(exc)) for source, _, _, _ in extracted_due)
                 extracted_due.clear()
                 return
             at = 0
-            for source, digest, extracted in extracted_due:
-                count = len(_kept(extracted))
+            for source, digest, extracted, kept in extracted_due:
+                count = len(kept)
                 try:
-                    chunks = self._chunks(source, digest, extracted, vectors[at:at + count])
+                    chunks = self._chunks(source, digest, extracted, kept, vectors[at:at + count])
                 except (ImagineError, OSError) as exc:
                     report.failed.append((source, getattr(exc, "message", None) or str(exc)))
                     continue
@@ -212,8 +215,10 @@ class Index:
             except (ImagineError, OSError) as exc:
                 report.failed.append((source, getattr(exc, "message", None) or str(exc)))
                 continue
-            extracted_due.append((source, digest, extracted))
-            if sum(len(_kept(e)) for _, _, e in extracted_due) >= EMBED_BATCH:
+            kept = _kept(extracted)
+            extracted_due.append((source, digest, extracted, kept))
+            texts_due += len(kept)
+            if texts_due >= EMBED_BATCH:
                 embed_due()
         embed_due()
         write()
@@ -223,10 +228,11 @@ class Index:
             optimize()
         return report
 
-    def _chunks(self, source: str, digest: str, extracted: Extracted, text_vectors: list[list[float]]) -> list[Chunk]:
+    def _chunks(self, source: str, digest: str, extracted: Extracted, kept: list[Piece],
+                text_vectors: list[list[float]]) -> list[Chunk]:
         """A file's chunks: its kept text pieces with their vectors, then its images (embedded here)."""
         chunks = [self._chunk(source, digest, extracted, n, piece, vector, "text")
-                  for n, (piece, vector) in enumerate(zip(_kept(extracted), text_vectors))]
+                  for n, (piece, vector) in enumerate(zip(kept, text_vectors))]
         if extracted.images and self.config.image_embedder:
             image_vectors = self._embed([image for _, image in extracted.images], self.config.image_embedder)
             chunks.extend(self._chunk(source, digest, extracted, len(chunks) + n, piece, vector, "image")
