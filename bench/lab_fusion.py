@@ -144,20 +144,9 @@ def halves(images: Tensor) -> tuple[Tensor, Tensor]:
             torch.nn.functional.pad(right, (pad, s - right.shape[-1] - pad)))
 
 
-def two_slots(text: str) -> tuple[str, str, str, str] | None:
-    """(left colour, left shape, right colour, right shape) of "a C S left of a C S", or None."""
-    parts = text.split(" left of ")
-    if len(parts) != 2:
-        return None
-    a, b = parts[0].split(), parts[1].split()
-    if len(a) != 3 or len(b) != 3:
-        return None
-    return a[1], a[2], b[1], b[2]
-
-
 def main_two(args: argparse.Namespace) -> None:
     from imagine.arch import checkpoint
-    from imagine.arch.train_fusion import half_colours
+    from imagine.arch.train_fusion import half_colours, two_slots
 
     t_start = time.perf_counter()
     if args.checkpoint:

@@ -38,8 +38,8 @@ from .train_vision import VisionProgress, VisionTrainConfig, colour_of, train_vi
 from .vqvae import VQVAE
 
 __all__ = ["FusionTrainConfig", "FusionProgress", "FusionResult", "VQ_MODEL", "LM_MODEL", "SAMPLE_TEMPERATURE",
-           "SAMPLE_TOP_K", "DATA", "train_fusion", "captions_of", "two_captions_of", "fusion_data", "half_colours",
-           "judge_captions", "sample_grid"]
+           "SAMPLE_TOP_K", "DATA", "train_fusion", "captions_of", "two_captions_of", "two_slots", "fusion_data",
+           "half_colours", "judge_captions", "sample_grid"]
 
 VQ_MODEL: dict[str, Any] = dict(hidden=48, n_res=2, downsample=2, codebook_size=256, code_dim=32)
 LM_MODEL: dict[str, Any] = dict(n_layer=4, n_head=4, n_embd=128, qk_norm=True, z_loss=1e-4)
@@ -141,10 +141,22 @@ def half_colours(images: Tensor) -> tuple[Tensor, Tensor]:
     return colour_of(images[..., : w // 2]), colour_of(images[..., w - w // 2:])
 
 
+def two_slots(text: str) -> tuple[str, str, str, str] | None:
+    """(left colour, left shape, right colour, right shape) of "a C S left of a C S", or None."""
+    parts = text.split(" left of ")
+    if len(parts) != 2:
+        return None
+    a, b = parts[0].split(), parts[1].split()
+    if len(a) != 3 or len(b) != 3:
+        return None
+    return a[1], a[2], b[1], b[2]
+
+
 def _two_want(captions: list[str], per_caption: int) -> tuple[Tensor, Tensor]:
     """Colour ids of the left and right shape each caption asks for, `per_caption` times each."""
-    left = [COLOURS.index(c.split()[1]) for c in captions]
-    right = [COLOURS.index(c.split(" left of ")[1].split()[1]) for c in captions]
+    slots = [two_slots(c) for c in captions]
+    left = [COLOURS.index(sl[0]) for sl in slots if sl]
+    right = [COLOURS.index(sl[2]) for sl in slots if sl]
     return (torch.tensor(left).repeat_interleave(per_caption), torch.tensor(right).repeat_interleave(per_caption))
 
 
