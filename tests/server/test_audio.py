@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -127,10 +128,13 @@ def test_compressed_formats_decode(server, fmt, mime):
 
 
 def test_pcm_is_24khz_16bit(server):
-    wav = speak(server, "hello world", response_format="wav").content
-    pcm = speak(server, "hello world", response_format="pcm").content
+    # Piper samples phoneme durations on every call (a fresh-clone run once got 0.84 s against 0.72 s for
+    # the same words); with its noise at 0 the same text gives the same audio, so only the format differs
+    calm = {"extra_body": {"options": {"noise_scale": 0, "noise_w_scale": 0}}} if find_spec("piper") else {}
+    wav = speak(server, "hello world", response_format="wav", **calm).content
+    pcm = speak(server, "hello world", response_format="pcm", **calm).content
     samples, rate = decode_audio(wav, rate=None)
-    assert len(pcm) % 2 == 0  # Piper's timing varies a little between calls: compare durations loosely
+    assert len(pcm) % 2 == 0  # the resampler's edges still differ a little: compare durations loosely
     assert abs(len(pcm) / 2 / PCM_RATE - len(samples) / rate) < 0.15 * len(samples) / rate
 
 
