@@ -136,8 +136,10 @@ class Index:
         from ..tasks import embed
 
         vectors: list[list[float]] = []
-        for start in range(0, len(items), EMBED_BATCH):
-            batch = list(items[start:start + EMBED_BATCH])
+        calls = -(-len(items) // EMBED_BATCH)  # equal calls: 300 texts go as 150 + 150, not 256 + a short 44
+        size = -(-len(items) // calls) if items else 1
+        for start in range(0, len(items), size):
+            batch = list(items[start:start + size])
             parts = [p for p in embed(batch, model, client=self.client).parts if isinstance(p, Vector)]
             if len(parts) != len(batch):
                 raise ImagineError(f"the embedder returned {len(parts)} vectors for {len(batch)} inputs")
