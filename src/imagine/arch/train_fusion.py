@@ -154,9 +154,13 @@ def two_slots(text: str) -> tuple[str, str, str, str] | None:
 
 def _two_want(captions: list[str], per_caption: int) -> tuple[Tensor, Tensor]:
     """Colour ids of the left and right shape each caption asks for, `per_caption` times each."""
-    slots = [two_slots(c) for c in captions]
-    left = [COLOURS.index(sl[0]) for sl in slots if sl]
-    right = [COLOURS.index(sl[2]) for sl in slots if sl]
+    left, right = [], []
+    for caption in captions:  # each caption must parse: a dropped one would shift every later want
+        slots = two_slots(caption)
+        if slots is None:
+            raise ValueError(f"not a two-shape caption: {caption!r}")
+        left.append(COLOURS.index(slots[0]))
+        right.append(COLOURS.index(slots[2]))
     return (torch.tensor(left).repeat_interleave(per_caption), torch.tensor(right).repeat_interleave(per_caption))
 
 
